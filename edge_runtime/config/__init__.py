@@ -1,0 +1,1 @@
+"""Configuration: pydantic v2 models (one module per section) and a YAML loader that knows lines."""

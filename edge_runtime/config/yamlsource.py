@@ -1,0 +1,95 @@
+"""Load YAML while remembering where every key came from, and report errors as ``file:line: key``.
+
+pydantic reports error locations as paths (``("models", "classifier", "threads")``); users need
+lines. We compose the YAML node tree once, build plain data from it and a map from each path to
+its line, and use that map to turn validation errors into ``FILE:LINE: dotted.path: message``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from edge_runtime.errors import ConfigError
+
+PathKey = tuple[str | int, ...]
+M = TypeVar("M", bound=BaseModel)
+
+
+@dataclass(slots=True)
+class YamlDocument:
+    """Plain data from a YAML file plus the 1-based line of every key and item."""
+
+    path: Path
+    data: Any
+    lines: dict[PathKey, int] = field(default_factory=dict)
+
+    def line_of(self, loc: Iterable[str | int]) -> int:
+        """Line of the deepest known prefix of ``loc`` (1 when nothing matches)."""
+        key = tuple(loc)
+        while key:
+            if key in self.lines:
+                return self.lines[key]
+            key = key[:-1]
+        return self.lines.get((), 1)
+
+
+def _build(node: yaml.Node, at: PathKey, lines: dict[PathKey, int]) -> Any:
+    lines.setdefault(at, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = yaml.safe_load(yaml.serialize(key_node))
+            key_path = (*at, key)
+            lines[key_path] = key_node.start_mark.line + 1
+            out[key] = _build(value_node, key_path, lines)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, (*at, i), lines) for i, item in enumerate(node.value)]
+    return yaml.safe_load(yaml.serialize(node))
+
+
+def load_yaml(path: Path) -> YamlDocument:
+    """Read ``path``; raise :class:`ConfigError` naming the file (and line) when unreadable."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: file not found") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else 1
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}:{line}: invalid YAML: {problem}") from exc
+    lines: dict[PathKey, int] = {}
+    data = {} if node is None else _build(node, (), lines)
+    return YamlDocument(path=path, data=data, lines=lines)
+
+
+def format_errors(doc: YamlDocument, exc: ValidationError) -> list[str]:
+    """One ``FILE:LINE: dotted.path: message`` line per validation error."""
+    out = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if isinstance(p, (str, int)))
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key"
+        out.append(f"{doc.path}:{doc.line_of(loc)}: {dotted}: {message}")
+    return out
+
+
+def parse_model(doc: YamlDocument, model: type[M]) -> M:
+    """Validate ``doc`` against ``model``; raise :class:`ConfigError` listing every problem."""
+    try:
+        return model.model_validate(doc.data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(format_errors(doc, exc))) from exc

@@ -1,0 +1,42 @@
+"""The project's exception hierarchy (a leaf module: imports nothing from the package).
+
+Bad input (a missing file, a model that fits no decoder, a malformed config) raises a subclass of
+:class:`InputError`; the CLI turns those into exit code 2 with a one-line message. Everything else
+that derives from :class:`EdgeRuntimeError` is an internal or environmental failure (exit 1).
+"""
+
+from __future__ import annotations
+
+
+class EdgeRuntimeError(Exception):
+    """Base class of every error the package raises on purpose."""
+
+
+class InputError(EdgeRuntimeError):
+    """Something the user gave us is wrong: a path, a value, a file's content."""
+
+
+class ConfigError(InputError):
+    """A config file or a model.yaml is invalid."""
+
+
+class ModelError(InputError):
+    """A model file or bundle cannot be loaded or does not fit any known family."""
+
+
+class ImageError(InputError):
+    """An input image cannot be read or decoded."""
+
+
+class BackendUnavailableError(EdgeRuntimeError):
+    """The runtime a backend needs is not installed (say which extra to install)."""
+
+
+class AcceleratorError(EdgeRuntimeError):
+    """A requested accelerator (delegate / execution provider) cannot be used here."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (third-party messages can be pages long)."""
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:limit]

@@ -1,0 +1,151 @@
+"""TFLite backend: LiteRT (``ai-edge-litert``), or ``tflite_runtime`` as Coral users often have.
+
+Delegates: Edge TPU (``libedgetpu.so.1``), the GPU delegate, or any external delegate library;
+XNNPACK is LiteRT's default CPU path.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_runtime.errors import AcceleratorError, BackendUnavailableError, ModelError, first_line
+from edge_runtime.inference.base import BackendOptions, guess_layout
+from edge_runtime.types import Quantization, TensorSpec
+
+logger = logging.getLogger(__name__)
+
+EDGETPU_LIBRARY = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
+GPU_DELEGATE_LIBRARY = "libtensorflowlite_gpu_delegate.so"
+EDGETPU_HINT = (
+    "check that the Edge TPU runtime is installed (apt install libedgetpu1-std), the Coral is "
+    "connected (lsusb shows 1a6e:089a or 18d1:9302; prefer a USB3 port) or /dev/apex_0 exists for "
+    "PCIe, and the user is in the plugdev (USB) or apex (PCIe) group"
+)
+
+
+def _import_runtime() -> Any:
+    """The interpreter module: LiteRT first, then the older tflite_runtime."""
+    try:
+        from ai_edge_litert import interpreter
+    except ImportError:
+        try:
+            from tflite_runtime import interpreter
+        except ImportError as exc:
+            raise BackendUnavailableError(
+                "tflite: neither ai-edge-litert nor tflite-runtime is installed; install edge-runtime[tflite]"
+            ) from exc
+    return interpreter
+
+
+def is_edgetpu_model(path: Path) -> bool:
+    """Models compiled by edgetpu_compiler carry an ``edgetpu-custom-op`` node."""
+    with path.open("rb") as fh:
+        return b"edgetpu-custom-op" in fh.read()
+
+
+def _spec(detail: Mapping[str, Any]) -> TensorSpec:
+    shape = tuple(int(d) for d in detail.get("shape_signature", detail["shape"]))
+    scale, zero_point = detail.get("quantization", (0.0, 0))
+    q = Quantization(float(scale), int(zero_point)) if scale else None
+    return TensorSpec(detail["name"], shape, np.dtype(detail["dtype"]), guess_layout(shape), q)  # type: ignore[arg-type]
+
+
+class TfliteBackend:
+    """A ``.tflite`` model in a LiteRT interpreter, optionally with a delegate."""
+
+    kind = "tflite"
+
+    def __init__(self, path: Path, options: BackendOptions | None = None, sha256: str | None = None) -> None:
+        del sha256  # engine caches are an ONNX/TensorRT matter
+        rt = _import_runtime()
+        options = options or BackendOptions()
+        accelerator = options.accelerator
+        if accelerator == "auto":
+            accelerator = "edgetpu" if is_edgetpu_model(path) else "cpu"
+        delegates, self.accelerator = self._delegates(rt, accelerator, options)
+        self._interpreter = self._make_interpreter(rt, path, options, delegates)
+        inputs = self._interpreter.get_input_details()
+        outputs = self._interpreter.get_output_details()
+        self.input_specs: Sequence[TensorSpec] = [_spec(d) for d in inputs]
+        self.output_specs: Sequence[TensorSpec] = [_spec(d) for d in outputs]
+        self.metadata: Mapping[str, str] = {}
+        self._input_index = [int(d["index"]) for d in inputs]
+        self._output_index = [int(d["index"]) for d in outputs]
+        logger.info(
+            "tflite: %s on %s (threads %s; runtime %s)",
+            path.name,
+            self.accelerator,
+            options.threads or "default",
+            rt.__name__,
+        )
+
+    @staticmethod
+    def _make_interpreter(rt: Any, path: Path, options: BackendOptions, delegates: list[Any]) -> Any:
+        kwargs: dict[str, Any] = {"model_path": str(path), "experimental_delegates": delegates or None}
+        if options.threads:
+            kwargs["num_threads"] = options.threads
+        if not options.xnnpack and hasattr(rt, "OpResolverType"):
+            kwargs["experimental_op_resolver_type"] = rt.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            interpreter = rt.Interpreter(**kwargs)
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{path}: the TFLite runtime cannot load the model: {first_line(exc)}") from exc
+        return interpreter
+
+    def _delegates(self, rt: Any, accelerator: str, options: BackendOptions) -> tuple[list[Any], str]:
+        """Load the delegate for ``accelerator``; on failure fall back to CPU only if allowed."""
+        if accelerator in ("cpu", "xnnpack"):
+            return [], accelerator
+        library, delegate_options, hint = self._delegate_target(accelerator, options)
+        try:
+            return [rt.load_delegate(library, delegate_options)], accelerator
+        except (ValueError, OSError, RuntimeError) as exc:
+            message = f"tflite: cannot load the {accelerator} delegate ({library}): {first_line(exc)}; {hint}"
+            if not options.fallback_allowed:
+                raise AcceleratorError(message + "; or set allow_cpu_fallback: true") from exc
+            logger.warning("%s; falling back to CPU", message)
+            return [], "cpu"
+
+    @staticmethod
+    def _delegate_target(accelerator: str, options: BackendOptions) -> tuple[str, dict[str, Any], str]:
+        opts = {str(k): str(v) for k, v in options.delegate_options.items()}
+        if accelerator == "edgetpu":
+            if options.device:
+                opts["device"] = options.device
+            library = EDGETPU_LIBRARY.get(platform.system(), EDGETPU_LIBRARY["Linux"])
+            return library, opts, EDGETPU_HINT
+        if accelerator == "gpu":
+            library = options.delegate_path or GPU_DELEGATE_LIBRARY
+            return (
+                library,
+                opts,
+                "check that the TFLite GPU delegate library and an OpenCL/GL driver are installed",
+            )
+        if accelerator == "external":
+            if not options.delegate_path:
+                raise AcceleratorError("accelerator 'external' needs delegate_path: the delegate library")
+            return options.delegate_path, opts, "check the delegate library path and its options"
+        raise AcceleratorError(
+            f"accelerator {accelerator!r} is not available for TFLite; "
+            "use cpu, xnnpack, edgetpu, gpu or external"
+        )
+
+    def infer(self, inputs: Sequence[npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
+        """Set inputs, invoke, copy outputs out (the interpreter reuses its buffers)."""
+        interpreter = self._interpreter
+        for index, array in zip(self._input_index, inputs, strict=True):
+            interpreter.set_tensor(index, array)
+        interpreter.invoke()
+        return [interpreter.get_tensor(index) for index in self._output_index]
+
+    def close(self) -> None:
+        """Drop the interpreter and its delegates."""
+        self._interpreter = None

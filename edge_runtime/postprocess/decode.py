@@ -1,0 +1,103 @@
+"""One entry point from dequantised output tensors to results, chosen by the model's family."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_runtime.errors import ModelError
+from edge_runtime.postprocess.classification import classify, softmax
+from edge_runtime.postprocess.detection import DetectionParams, RawDetections, select
+from edge_runtime.postprocess.ssd import decode_ssd
+from edge_runtime.postprocess.tflite_detect import decode_postprocessed
+from edge_runtime.postprocess.yolo import decode_yolov5, decode_yolov8
+from edge_runtime.types import Classification
+
+Arr = npt.NDArray[np.float32]
+
+
+def activate(x: Arr, activation: str) -> Arr:
+    """Apply ``sigmoid``/``softmax`` (over the last axis) or nothing."""
+    if activation == "sigmoid":
+        return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+    if activation == "softmax":
+        return softmax(x)
+    return x
+
+
+@dataclass(frozen=True)
+class Decoder:
+    """Decoder settings resolved at model load; :meth:`decode` runs per frame."""
+
+    family: str
+    labels: list[str] | None
+    input_size: tuple[int, int]  # (height, width) of the model input
+    output_names: Sequence[str]
+    detection: DetectionParams = field(default_factory=DetectionParams)
+    top_k: int = 5
+    apply_softmax: Literal["auto"] | bool = "auto"
+    class_score_threshold: float = 0.0
+    score_activation: str = "none"
+    label_offset: int = 0
+    box_scale: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    anchors: Arr | None = field(default=None, repr=False)
+
+    def classify(self, outputs: Sequence[Arr]) -> list[Classification]:
+        """Top-k classes (classification family)."""
+        return classify(
+            outputs[0],
+            self.labels,
+            top_k=self.top_k,
+            apply_softmax=self.apply_softmax,
+            score_threshold=self.class_score_threshold,
+            label_offset=self.label_offset,
+        )
+
+    def detect(self, outputs: Sequence[Arr]) -> RawDetections:
+        """Detections with boxes normalised to the MODEL INPUT (map them back with the transform)."""
+        p = self.detection
+        if self.family == "tflite_detection_postprocess":
+            raw = decode_postprocessed(outputs, self.output_names, label_offset=self.label_offset)
+            return select(raw, p, apply_nms=False)
+        if self.family == "ssd":
+            boxes, scores = ssd_outputs(outputs)
+            assert self.anchors is not None
+            raw = decode_ssd(
+                boxes,
+                activate(scores, self.score_activation),
+                self.anchors,
+                box_scale=self.box_scale,
+                label_offset=self.label_offset,
+                score_threshold=p.score_threshold,
+            )
+        elif self.family == "yolov5":
+            out = self._activate_scores(outputs[0], axis=-1)
+            raw = decode_yolov5(out, self.input_size, score_threshold=p.score_threshold)
+        elif self.family == "yolov8":
+            out = self._activate_scores(outputs[0], axis=-2)
+            raw = decode_yolov8(out, self.input_size, score_threshold=p.score_threshold)
+        else:
+            raise ModelError(f"family {self.family!r} is not a detector")
+        return select(raw, p)
+
+    def _activate_scores(self, out: Arr, axis: int) -> Arr:
+        """Sigmoid on the score rows/columns of a YOLO head (never on the box coordinates)."""
+        if self.score_activation == "none":
+            return out
+        out = out.copy()
+        index: list[slice] = [slice(None)] * out.ndim
+        index[axis] = slice(4, None)
+        out[tuple(index)] = activate(out[tuple(index)], "sigmoid")
+        return out
+
+
+def ssd_outputs(outputs: Sequence[Arr]) -> tuple[Arr, Arr]:
+    """(box encodings ``[.., N, 4]``, class scores ``[.., N, C]``) in whatever order they come."""
+    if len(outputs) != 2:
+        raise ModelError(f"an SSD model has 2 outputs (boxes, scores); this one has {len(outputs)}")
+    a, b = outputs
+    return (a, b) if a.shape[-1] == 4 and b.shape[-1] != 4 else (b, a)

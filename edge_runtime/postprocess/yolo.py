@@ -1,0 +1,51 @@
+"""YOLO heads: v5 ``[1, N, 5 + C]`` (with objectness) and v8/v11 ``[1, 4 + C, N]`` (without).
+
+Boxes are ``(cx, cy, w, h)`` in input pixels as Ultralytics exports them; a head that emits
+normalised coordinates (all values <= ~1) is detected and handled too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_runtime.postprocess.detection import RawDetections, best_class
+
+Arr = npt.NDArray[np.float32]
+
+
+def _in_pixels(boxes: Arr) -> bool:
+    """Ultralytics exports pixels; some converters normalise. Decide on ALL candidates' boxes."""
+    return float(np.abs(boxes).max(initial=0.0)) > 2.0
+
+
+def _cxcywh_to_xyxy(b: Arr, input_size: tuple[int, int], pixels: bool) -> Arr:
+    """Centre-size boxes (pixels or normalised) -> normalised xyxy."""
+    h, w = input_size
+    sx, sy = (1.0 / w, 1.0 / h) if pixels else (1.0, 1.0)
+    cx, cy, bw, bh = b[:, 0] * sx, b[:, 1] * sy, b[:, 2] * sx, b[:, 3] * sy
+    return np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1).astype(np.float32)
+
+
+def decode_yolov5(output: Arr, input_size: tuple[int, int], *, score_threshold: float) -> RawDetections:
+    """``[1, N, 5 + C]``: score = objectness x class probability."""
+    pred = output.reshape(-1, output.shape[-1])
+    pixels = _in_pixels(pred[:, :4])
+    pred = pred[pred[:, 4] >= score_threshold]  # cheap prefilter: score <= objectness
+    if pred.shape[0] == 0:
+        return RawDetections.empty()
+    scores, class_ids = best_class(pred[:, 5:] * pred[:, 4:5])
+    keep = scores >= score_threshold
+    boxes = _cxcywh_to_xyxy(pred[keep, :4], input_size, pixels)
+    return RawDetections(boxes, scores[keep].astype(np.float32), class_ids[keep])
+
+
+def decode_yolov8(output: Arr, input_size: tuple[int, int], *, score_threshold: float) -> RawDetections:
+    """``[1, 4 + C, N]``: no objectness; class scores are already sigmoid-activated."""
+    pred = output.reshape(output.shape[-2], output.shape[-1]).T
+    scores, class_ids = best_class(pred[:, 4:])
+    keep = scores >= score_threshold
+    if not keep.any():
+        return RawDetections.empty()
+    boxes = _cxcywh_to_xyxy(pred[keep, :4], input_size, _in_pixels(pred[:, :4]))
+    return RawDetections(boxes, scores[keep].astype(np.float32), class_ids[keep])

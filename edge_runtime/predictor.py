@@ -1,0 +1,115 @@
+"""One image through one model: preprocess -> infer -> postprocess, each stage timed.
+
+Composition module (like ``pipeline.py``): the daemon's pipelines call the same three stages.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+from edge_runtime.model import LoadedModel, make_decoder
+from edge_runtime.postprocess.detection import to_detections
+from edge_runtime.preprocess import geometry
+from edge_runtime.preprocess.tensor import dequantize, to_input
+from edge_runtime.types import Classification, Detection
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceResult:
+    """What one image gave. Boxes are normalised xyxy in the original image."""
+
+    task: str
+    width: int
+    height: int
+    classes: tuple[Classification, ...] = ()
+    detections: tuple[Detection, ...] = ()
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    def payload(self) -> dict[str, Any]:
+        """The task-specific part of a JSON result."""
+        if self.task == "classification":
+            return {
+                "classes": [
+                    {"class_id": c.class_id, "label": c.label, "score": round(c.score, 4)}
+                    for c in self.classes
+                ]
+            }
+        return {
+            "detections": [
+                {"class_id": d.class_id, "label": d.label, "score": round(d.score, 4), "box": d.box.as_list()}
+                for d in self.detections
+            ]
+        }
+
+
+class Predictor:
+    """Runs a :class:`LoadedModel` on BGR images (as OpenCV decodes them)."""
+
+    def __init__(
+        self, model: LoadedModel, *, top_k: int | None = None, score_threshold: float | None = None
+    ) -> None:
+        self.model = model
+        self.decoder = make_decoder(model, top_k=top_k, score_threshold=score_threshold)
+        prep = model.spec.preprocess
+        self._prep = prep
+        self._output_specs = list(model.backend.output_specs)
+
+    def preprocess(
+        self, image_bgr: npt.NDArray[np.uint8]
+    ) -> tuple[list[npt.NDArray[Any]], geometry.Transform]:
+        """BGR image -> input tensors and the transform back to the image."""
+        p = self._prep
+        image = (
+            np.asarray(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB), np.uint8)
+            if p.color == "rgb"
+            else image_bgr
+        )
+        size = self.model.input_size
+        if p.resize == "letterbox":
+            resized, transform = geometry.letterbox(image, size, p.pad_value, p.interpolation)
+        elif p.resize == "center_crop":
+            resized, transform = geometry.center_crop(image, size, p.crop_fraction, p.interpolation)
+        else:
+            resized, transform = geometry.stretch(image, size, p.interpolation)
+        return [to_input(resized, self.model.image_input, p.mean, p.std)], transform
+
+    def postprocess(self, outputs: list[npt.NDArray[Any]], transform: geometry.Transform) -> InferenceResult:
+        """Output tensors -> result in original-image coordinates."""
+        real = [dequantize(o, s.quantization) for o, s in zip(outputs, self._output_specs, strict=True)]
+        w, h = transform.src_width, transform.src_height
+        if self.model.spec.task == "classification":
+            return InferenceResult("classification", w, h, classes=tuple(self.decoder.classify(real)))
+        raw = self.decoder.detect(real)
+        boxes = transform.to_original(raw.boxes)
+        return InferenceResult(
+            "detection", w, h, detections=tuple(to_detections(boxes, raw, self.model.labels))
+        )
+
+    def predict(self, image_bgr: npt.NDArray[np.uint8]) -> InferenceResult:
+        """All three stages, with per-stage latency in milliseconds."""
+        t0 = time.perf_counter()
+        inputs, transform = self.preprocess(image_bgr)
+        t1 = time.perf_counter()
+        outputs = self.model.backend.infer(inputs)
+        t2 = time.perf_counter()
+        result = self.postprocess(outputs, transform)
+        t3 = time.perf_counter()
+        latency = {
+            "preprocess": (t1 - t0) * 1e3,
+            "inference": (t2 - t1) * 1e3,
+            "postprocess": (t3 - t2) * 1e3,
+        }
+        return InferenceResult(
+            result.task,
+            result.width,
+            result.height,
+            result.classes,
+            result.detections,
+            {k: round(v, 3) for k, v in latency.items()},
+        )

@@ -1,0 +1,1 @@
+"""Image -> input tensor: geometry (resize/crop/letterbox) and tensor (layout, dtype, quantisation)."""

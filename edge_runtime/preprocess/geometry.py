@@ -1,0 +1,90 @@
+"""Resizing with a record of how to map model-input coordinates back to the original image.
+
+All functions are pure: they take an HxWx3 uint8 image and return the resized image plus a
+:class:`Transform`. A box predicted in model-input coordinates goes back to the ORIGINAL image
+with :meth:`Transform.to_original`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+
+INTERPOLATION = {
+    "linear": cv2.INTER_LINEAR,
+    "area": cv2.INTER_AREA,
+    "nearest": cv2.INTER_NEAREST,
+    "cubic": cv2.INTER_CUBIC,
+}
+
+Image = npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True, slots=True)
+class Transform:
+    """Maps input-tensor pixels to original pixels: ``orig = (inp - pad) / scale + crop``."""
+
+    src_width: int
+    src_height: int
+    dst_width: int
+    dst_height: int
+    scale_x: float
+    scale_y: float
+    pad_x: float = 0.0
+    pad_y: float = 0.0
+    crop_x: float = 0.0
+    crop_y: float = 0.0
+
+    def to_original(self, boxes: npt.NDArray[np.floating]) -> npt.NDArray[np.float32]:
+        """Normalised xyxy boxes of the model input -> normalised xyxy in the original image."""
+        b = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        out = np.empty_like(b)
+        out[:, 0::2] = (b[:, 0::2] * self.dst_width - self.pad_x) / self.scale_x + self.crop_x
+        out[:, 1::2] = (b[:, 1::2] * self.dst_height - self.pad_y) / self.scale_y + self.crop_y
+        out[:, 0::2] /= self.src_width
+        out[:, 1::2] /= self.src_height
+        return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _resize(image: Image, size_wh: tuple[int, int], interpolation: str) -> Image:
+    return np.asarray(cv2.resize(image, size_wh, interpolation=INTERPOLATION[interpolation]), dtype=np.uint8)
+
+
+def stretch(image: Image, size: tuple[int, int], interpolation: str = "linear") -> tuple[Image, Transform]:
+    """Resize to ``size`` = (height, width), ignoring the aspect ratio."""
+    h, w = image.shape[:2]
+    dh, dw = size
+    out = _resize(image, (dw, dh), interpolation)
+    return out, Transform(w, h, dw, dh, scale_x=dw / w, scale_y=dh / h)
+
+
+def center_crop(
+    image: Image, size: tuple[int, int], fraction: float = 1.0, interpolation: str = "linear"
+) -> tuple[Image, Transform]:
+    """Crop the centre with the target's aspect ratio (``fraction`` of the fitting side), resize."""
+    h, w = image.shape[:2]
+    dh, dw = size
+    side = min(w / dw, h / dh) * fraction  # source pixels per target pixel
+    cw, ch = max(1, round(dw * side)), max(1, round(dh * side))
+    x0, y0 = (w - cw) // 2, (h - ch) // 2
+    crop = image[y0 : y0 + ch, x0 : x0 + cw]
+    out = _resize(crop, (dw, dh), interpolation)
+    return out, Transform(w, h, dw, dh, scale_x=dw / cw, scale_y=dh / ch, crop_x=x0, crop_y=y0)
+
+
+def letterbox(
+    image: Image, size: tuple[int, int], pad_value: int = 114, interpolation: str = "linear"
+) -> tuple[Image, Transform]:
+    """Resize keeping the aspect ratio and pad the borders evenly with ``pad_value``."""
+    h, w = image.shape[:2]
+    dh, dw = size
+    scale = min(dw / w, dh / h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    resized = _resize(image, (nw, nh), interpolation)
+    left, top = (dw - nw) // 2, (dh - nh) // 2
+    out = np.full((dh, dw, image.shape[2]), pad_value, dtype=np.uint8)
+    out[top : top + nh, left : left + nw] = resized
+    return out, Transform(w, h, dw, dh, scale_x=nw / w, scale_y=nh / h, pad_x=left, pad_y=top)

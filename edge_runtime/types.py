@@ -1,0 +1,77 @@
+"""Frozen value objects that cross stage boundaries (a leaf module).
+
+Box convention, everywhere in the package: ``(x1, y1, x2, y2)`` normalised to ``0..1`` of the
+ORIGINAL image's width and height, top-left origin.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+Layout = Literal["NHWC", "NCHW", "other"]
+
+
+@dataclass(frozen=True, slots=True)
+class Quantization:
+    """Affine quantisation of a tensor: ``real = scale * (q - zero_point)``."""
+
+    scale: float
+    zero_point: int
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    """What a backend says about one input or output tensor.
+
+    ``shape`` uses -1 for dynamic dimensions. ``layout`` is only meaningful for 4-D image inputs.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype[np.generic]
+    layout: Layout = "other"
+    quantization: Quantization | None = None
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """``(height, width)`` of a 4-D image tensor, or None when unknown/dynamic."""
+        if len(self.shape) != 4 or self.layout == "other":
+            return None
+        h, w = (self.shape[1], self.shape[2]) if self.layout == "NHWC" else self.shape[2:4]
+        return (h, w) if h > 0 and w > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class BBox:
+    """Normalised xyxy box in the original image (see module docstring)."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+    def as_list(self, ndigits: int = 4) -> list[float]:
+        """The box as ``[x1, y1, x2, y2]`` rounded for JSON."""
+        return [round(v, ndigits) for v in (self.x1, self.y1, self.x2, self.y2)]
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """One class of a classification result."""
+
+    class_id: int
+    label: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One detected object."""
+
+    class_id: int
+    label: str
+    score: float
+    box: BBox

