@@ -476,9 +476,11 @@ def _fold(graph: Graph, node: Any, spec: dict[str, Any]) -> None:
     spec["bias"] = ((spec["bias"] - mean) * k + beta).astype(np.float32)
 
 
-def plan_port(graph: Graph, input_name: str, outputs: Sequence[str],
-              input_shape: list[int]) -> tuple[list[Step], dict[str, dict[str, Any]]]:
+def plan_port(graph: Graph, input_name: str, outputs: Sequence[str], input_shape: list[int],
+              ) -> tuple[list[Step], dict[str, dict[str, Any]], dict[str, list[int]]]:
     """Translate the graph between ``input_name`` and ``outputs`` into steps and conv weights.
+
+    Returns the steps, the folded weights of each convolution and every node's (TF) shape.
 
     Shapes are tracked in TF (NHWC) order; 4-D feature maps live as NCHW in torch and are
     permuted back to NHWC right before a Reshape, so reshapes and concats keep TF's order.
@@ -511,6 +513,7 @@ def plan_port(graph: Graph, input_name: str, outputs: Sequence[str],
                 raise NotImplementedError(f"{name}: {op} not directly after a convolution")
             _fold(graph, node, convs[conv_of[producer]])
             alias[name] = producer
+            shapes[name] = shapes[producer]
         elif op == "Relu6":
             steps.append(Step("relu6", name, (ins[0],)))
             shapes[name] = shapes[ins[0]]
@@ -547,7 +550,7 @@ def plan_port(graph: Graph, input_name: str, outputs: Sequence[str],
     for name in outputs:
         if src(name) in nchw:
             raise NotImplementedError(f"output {name} is a feature map")
-    return steps, convs
+    return steps, convs, shapes
 
 
 class TFConv(_Module):  # type: ignore[misc,valid-type]
@@ -580,7 +583,7 @@ class GraphPort(_Module):  # type: ignore[misc,valid-type]
         super().__init__()
         self.input_name = input_name
         self.outputs = tuple(outputs)
-        self.steps, specs = plan_port(graph, input_name, outputs, input_shape)
+        self.steps, specs, _ = plan_port(graph, input_name, outputs, input_shape)
         self.layers = nn.ModuleDict({key: TFConv(**spec) for key, spec in specs.items()})
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -637,6 +640,11 @@ def cv2_text_graph(graph: Graph, facts: GraphFacts, anchors: dict[str, Any]) -> 
     Keeps the network nodes (weights stay in the .pb and are found by name), feeds the image
     placeholder straight into Preprocessor/mul, and replaces the anchor generator and the
     TF post-processor with OpenCV's PriorBox and DetectionOutput layers.
+
+    cv2.dnn 5.0 (classic engine) computes a 3x3 SAME convolution on a 1x1 feature map wrongly (the
+    right/bottom taps read the neighbouring channels instead of zero padding; it hits the
+    BoxPredictor_5 depthwise convolutions). Those convolutions get an explicit zero ``Pad`` and
+    ``VALID`` padding here, which is the same computation in TF's semantics.
     """
     from google.protobuf import text_format
     from tensorboard.compat.proto import graph_pb2
@@ -664,10 +672,11 @@ def cv2_text_graph(graph: Graph, facts: GraphFacts, anchors: dict[str, Any]) -> 
                 a.tensor.float_val.extend(value)
         return node
 
-    def add_const(name: str, values: Sequence[int]) -> None:
+    def add_const(name: str, values: Sequence[int], shape: Sequence[int] = ()) -> None:
         tensor = out.node.add(name=name, op="Const").attr["value"].tensor
         tensor.dtype = 3  # DT_INT32
-        tensor.tensor_shape.dim.add(size=len(values))
+        for size in shape or [len(values)]:
+            tensor.tensor_shape.dim.add(size=size)
         tensor.int_val.extend(values)
 
     def copy(name: str, inputs: Sequence[str]) -> Any:
@@ -682,8 +691,20 @@ def cv2_text_graph(graph: Graph, facts: GraphFacts, anchors: dict[str, Any]) -> 
     dims[1].size, dims[2].size = INPUT_SIZE, INPUT_SIZE
     copy("Preprocessor/mul", ["image_tensor", "Preprocessor/mul/x"])
     copy("Preprocessor/sub", ["Preprocessor/mul", "Preprocessor/sub/y"])
+    _, convs, shapes = plan_port(graph, GRAPH_INPUT, (GRAPH_BOX_OUTPUT, GRAPH_CLASS_OUTPUT),
+                                 [1, INPUT_SIZE, INPUT_SIZE, 3])
     for name in network_nodes(graph, heads[kinds[0]] + heads[kinds[1]], "Preprocessor/sub"):
-        node = copy(name, [graph.resolve(i) for i in graph.data_inputs(graph.nodes[name])])
+        inputs = [graph.resolve(i) for i in graph.data_inputs(graph.nodes[name])]
+        key = name.replace("/", "__")
+        if key in convs and shapes[inputs[0]][1:3] == [1, 1] and any(convs[key]["pads"]):
+            top, bottom, left, right = convs[key]["pads"]
+            add_const(name + "/explicit_pad/paddings", [0, 0, top, bottom, left, right, 0, 0],
+                      (4, 2))
+            add(name + "/explicit_pad", "Pad", [inputs[0], name + "/explicit_pad/paddings"])
+            inputs[0] = name + "/explicit_pad"
+        node = copy(name, inputs)
+        if name + "/explicit_pad" == inputs[0]:
+            node.attr["padding"].s = b"VALID"
         if name.endswith("/BoxEncodingPredictor/Conv2D"):
             node.attr["loc_pred_transposed"].b = True  # OpenCV wants (x, y, w, h) encodings
 

@@ -1,0 +1,91 @@
+"""Golden answers of the bundled int8 models on real photos, through both runtimes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_runtime.inference import BackendOptions
+from edge_runtime.model import LoadedModel, load_model
+from edge_runtime.postprocess.nms import iou_matrix
+from edge_runtime.predictor import InferenceResult, Predictor
+
+from .conftest import CLASSIFIER, DETECTOR, image
+
+BACKENDS = ["onnx", "tflite"]
+IMAGES = ["astronaut", "chelsea", "coffee", "rocket"]
+CAT_CLASSES = {281, 282, 283, 284, 285, 286, 287}  # tabby, tiger cat, Persian, Siamese, Egyptian cat, ...
+ESPRESSO = 967
+
+
+def _run(bundle: object, backend: str, names: list[str]) -> dict[str, InferenceResult]:
+    model: LoadedModel = load_model(bundle, backend, BackendOptions(threads=2))  # type: ignore[arg-type]
+    try:
+        predictor = Predictor(model)
+        return {n: predictor.predict(cv2.imread(str(image(n)))) for n in names}
+    finally:
+        model.close()
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def classified(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict[str, InferenceResult]]]:
+    yield request.param, _run(CLASSIFIER, request.param, IMAGES)
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def detected(request: pytest.FixtureRequest) -> Iterator[tuple[str, dict[str, InferenceResult]]]:
+    yield request.param, _run(DETECTOR, request.param, IMAGES)
+
+
+def test_cat_photo_has_a_cat_class_in_the_top_3(classified: tuple[str, dict[str, InferenceResult]]) -> None:
+    _, results = classified
+    top3 = {c.class_id for c in results["chelsea"].classes[:3]}
+    assert top3 & CAT_CLASSES, results["chelsea"].classes
+
+
+def test_coffee_photo_is_espresso(classified: tuple[str, dict[str, InferenceResult]]) -> None:
+    _, results = classified
+    best = results["coffee"].classes[0]
+    assert (best.class_id, best.label) == (ESPRESSO, "espresso")
+    assert best.score > 0.5
+
+
+def test_classification_scores_are_probabilities(classified: tuple[str, dict[str, InferenceResult]]) -> None:
+    _, results = classified
+    for result in results.values():
+        scores = [c.score for c in result.classes]
+        assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0001
+
+
+def test_person_detector_finds_the_astronaut_and_nothing_in_the_coffee(
+    detected: tuple[str, dict[str, InferenceResult]],
+) -> None:
+    _, results = detected
+    people = results["astronaut"].detections
+    assert len(people) == 1 and people[0].label == "person" and people[0].score >= 0.5
+    # the astronaut occupies the left/centre of the photo, head near the top
+    box = people[0].box
+    assert box.x1 < 0.25 and 0.5 < box.x2 and box.y1 < 0.15 and box.y2 > 0.9
+    assert results["coffee"].detections == ()
+    assert results["chelsea"].detections == ()
+
+
+def test_onnx_and_tflite_agree_on_classes() -> None:
+    onnx, tflite = (_run(CLASSIFIER, b, IMAGES) for b in BACKENDS)
+    for name in IMAGES:
+        assert onnx[name].classes[0].class_id == tflite[name].classes[0].class_id, name
+
+
+def test_onnx_and_tflite_agree_on_boxes() -> None:
+    onnx, tflite = (_run(DETECTOR, b, IMAGES) for b in BACKENDS)
+    for name in IMAGES:
+        a, b = onnx[name].detections, tflite[name].detections
+        assert len(a) == len(b), name
+        if a:
+            ious = iou_matrix(
+                np.array([d.box.as_list(6) for d in a]), np.array([d.box.as_list(6) for d in b])
+            )
+            assert (ious.max(axis=1) >= 0.9).all(), (name, ious)

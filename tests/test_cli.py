@@ -1,0 +1,141 @@
+"""The CLI contract: exit codes, one-line reasons without tracebacks, JSON shapes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import CLASSIFIER, DATA, DETECTOR, image, run_cli, run_cli_process
+
+
+def _one_line_reason(err: str, *needles: str) -> None:
+    lines = [line for line in err.splitlines() if line.startswith("edge-runtime: error:")]
+    assert len(lines) >= 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_missing_model_exits_2_naming_it(tmp_path: Path) -> None:
+    result = run_cli("infer", tmp_path / "nope.onnx", image("coffee"))
+    assert result.code == 2
+    _one_line_reason(result.err, "nope.onnx", "no such model")
+
+
+def test_missing_image_exits_2_naming_it() -> None:
+    result = run_cli("infer", CLASSIFIER, DATA / "missing.jpg")
+    assert result.code == 2
+    _one_line_reason(result.err, "missing.jpg")
+
+
+def test_file_that_is_not_an_image_exits_2_and_other_images_still_run(tmp_path: Path) -> None:
+    bogus = tmp_path / "notes.jpg"
+    bogus.write_text("not a picture")
+    result = run_cli("infer", CLASSIFIER, bogus, image("coffee"), "--json")
+    assert result.code == 2
+    _one_line_reason(result.err, "notes.jpg", "not an image")
+    assert [line["image"] for line in result.json_lines()] == [str(image("coffee"))]
+
+
+@pytest.mark.parametrize("suffix", [".onnx", ".tflite"])
+def test_corrupt_model_exits_2(tmp_path: Path, suffix: str) -> None:
+    bad = tmp_path / f"broken{suffix}"
+    bad.write_bytes(b"\x00garbage" * 100)
+    result = run_cli("infer", bad, image("coffee"))
+    assert result.code == 2
+    _one_line_reason(result.err, f"broken{suffix}", "cannot load")
+
+
+def test_model_whose_outputs_fit_no_family_exits_2_saying_what_to_add() -> None:
+    result = run_cli("infer", DATA / "no_family.onnx", image("coffee"))
+    assert result.code == 2
+    _one_line_reason(result.err, "fit no known family", "model.yaml")
+
+
+def test_labels_of_the_wrong_length_exit_2(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(CLASSIFIER, bundle)
+    labels = (bundle / "labels.txt").read_text().splitlines()
+    (bundle / "labels.txt").write_text("\n".join(labels[:-3]) + "\n")
+    result = run_cli("infer", bundle, image("coffee"))
+    assert result.code == 2
+    _one_line_reason(result.err, "997 labels", "1000 classes")
+
+
+def test_tampered_model_file_is_refused_by_its_sha256(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(DETECTOR, bundle)
+    onnx_file = next(bundle.glob("*.onnx"))
+    onnx_file.write_bytes(onnx_file.read_bytes() + b"\x00")
+    result = run_cli("infer", bundle, image("coffee"), "--backend", "onnx")
+    assert result.code == 2
+    _one_line_reason(result.err, "sha256", "does not match")
+
+
+def test_bad_model_yaml_exits_2_with_file_line_and_key(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(CLASSIFIER, bundle)
+    text = (bundle / "model.yaml").read_text().replace("task: classification", "task: segmentation")
+    (bundle / "model.yaml").write_text(text)
+    result = run_cli("infer", bundle, image("coffee"))
+    assert result.code == 2
+    line_no = next(i for i, line in enumerate(text.splitlines(), 1) if line.startswith("task:"))
+    _one_line_reason(result.err, f"model.yaml:{line_no}: task:")
+
+
+def test_bad_usage_exits_2() -> None:
+    assert run_cli("infer", CLASSIFIER).code == 2
+    assert run_cli("infer", CLASSIFIER, image("coffee"), "--top-k", "0").code == 2
+
+
+def test_console_entry_point_runs_as_a_module_with_real_exit_codes(tmp_path: Path) -> None:
+    ok = run_cli_process("-q", "infer", CLASSIFIER, image("coffee"), "--json")
+    assert ok.code == 0, ok.err
+    assert ok.json_lines()[0]["classes"][0]["label"] == "espresso"
+    bad = run_cli_process("infer", tmp_path / "missing.tflite", image("coffee"))
+    assert bad.code == 2 and "Traceback" not in bad.err
+
+
+def test_infer_json_line_has_the_contract_fields() -> None:
+    result = run_cli("-q", "infer", DETECTOR, image("astronaut"), "--json")
+    assert result.code == 0, result.err
+    (line,) = result.json_lines()
+    assert set(line) == {"image", "task", "model", "detections", "latency_ms"}
+    assert set(line["model"]) == {"name", "version", "sha256", "backend", "accelerator"}
+    assert set(line["latency_ms"]) == {"preprocess", "inference", "postprocess"}
+    det = line["detections"][0]
+    assert set(det) == {"class_id", "label", "score", "box"} and det["label"] == "person"
+    assert all(0.0 <= v <= 1.0 for v in det["box"])
+
+
+def test_text_output_and_annotated_images(tmp_path: Path) -> None:
+    result = run_cli("-q", "infer", DETECTOR, image("astronaut"), image("coffee"), "--annotate", tmp_path)
+    assert result.code == 0, result.err
+    assert "person" in result.out and "nothing above the threshold" in result.out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["astronaut.jpg", "coffee.jpg"]
+
+
+def test_bench_reports_percentiles_for_both_backends() -> None:
+    result = run_cli(
+        "-q", "bench", CLASSIFIER, "--seconds", "0.3", "--warmup", "2", "--threads", "1", "--json"
+    )
+    assert result.code == 0, result.err
+    lines = result.json_lines()
+    assert {line["model"]["backend"] for line in lines} == {"onnx", "tflite"}
+    for line in lines:
+        lat = line["latency_ms"]
+        assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"]
+        assert line["runs"] >= 10 and line["throughput_per_s"] > 0
+
+
+def test_models_lists_bundles_and_runtimes() -> None:
+    result = run_cli("models", "--json")
+    assert result.code == 0
+    report = json.loads(result.out)
+    names = {m["name"]: m for m in report["models"]}
+    assert set(names) >= {"efficientnet_lite0", "ssdlite_mobilenet_v2_person"}
+    assert names["efficientnet_lite0"]["runnable_with"] == ["onnx", "tflite"]
+    assert "CPUExecutionProvider" in report["runtimes"]["onnx"]["providers"]

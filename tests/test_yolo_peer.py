@@ -1,0 +1,62 @@
+"""The YOLOv8 decoder on a real trained YOLOv8n (nudenet's 320n.onnx, test-only, never bundled).
+
+Compared with nudenet's own detector on the same images: same labels, boxes IoU >= 0.9.
+The model has no model.yaml, so this also exercises reading Ultralytics ONNX metadata.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_runtime.model import load_model
+from edge_runtime.postprocess.nms import iou_matrix
+from edge_runtime.predictor import Predictor
+
+from .conftest import image, run_cli
+
+nudenet = pytest.importorskip("nudenet", reason="test-only dependency nudenet==3.4.2")
+pytestmark = pytest.mark.peer
+MODEL = Path(nudenet.__file__).parent / "320n.onnx"
+
+
+def _nudenet_boxes(path: Path) -> tuple[list[str], np.ndarray]:
+    h, w = cv2.imread(str(path)).shape[:2]
+    found = nudenet.NudeDetector().detect(str(path))
+    labels = [d["class"] for d in found]
+    boxes = np.array(
+        [[x / w, y / h, (x + bw) / w, (y + bh) / h] for x, y, bw, bh in (d["box"] for d in found)]
+    )
+    return labels, boxes.reshape(-1, 4)
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee"])
+def test_yolov8_decoder_matches_nudenet_own_decoder(name: str) -> None:
+    ref_labels, ref_boxes = _nudenet_boxes(image(name))
+    model = load_model(MODEL)
+    try:
+        assert model.spec.family == "yolov8" and model.input_size == (320, 320)
+        # nudenet keeps detections above 0.2 after its own NMS (IoU 0.45)
+        result = Predictor(model, score_threshold=0.2).predict(cv2.imread(str(image(name))))
+    finally:
+        model.close()
+    ours = list(result.detections)
+    assert sorted(d.label for d in ours) == sorted(ref_labels)
+    if ref_labels:
+        boxes = np.array([d.box.as_list(6) for d in ours])
+        ious = iou_matrix(boxes, ref_boxes)
+        for i, label in enumerate(d.label for d in ours):
+            j = [k for k, lab in enumerate(ref_labels) if lab == label]
+            assert ious[i, j].max() >= 0.9
+
+
+def test_yolov8_bare_file_via_cli_reads_labels_from_metadata() -> None:
+    result = run_cli("infer", MODEL, image("astronaut"), "--json")
+    assert result.code == 0, result.err
+    (line,) = result.json_lines()
+    assert line["task"] == "detection" and line["model"]["name"] == "320n"
+    labels = {d["label"] for d in line["detections"]}
+    assert "FACE_FEMALE" in labels
