@@ -1,4 +1,4 @@
-"""Command line: ``edge-runtime infer | bench | models``.
+"""Command line: ``edge-runtime run | validate | config-schema | infer | bench | models``.
 
 Exit codes: 0 success, 2 bad usage or bad input (one-line reason on stderr, no traceback),
 1 internal or environmental failure.
@@ -58,6 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", default=None, help="input image (default: a fixed synthetic image)")
     p.add_argument("--json", action="store_true", help="one JSON object per backend")
 
+    p = sub.add_parser("run", help="the daemon (foreground; systemd runs exactly this)")
+    p.add_argument("config", help="YAML config file")
+
+    p = sub.add_parser("validate", help="check a config file; one FILE:LINE: key: message per problem")
+    p.add_argument("config", help="YAML config file")
+
+    sub.add_parser("config-schema", help="JSON Schema of the config file")
+
     p = sub.add_parser("models", help="bundled models and the backends/accelerators usable here")
     p.add_argument("--dir", default=None, help="folder of model bundles (default: ./models)")
     p.add_argument("--json", action="store_true", help="JSON instead of text")
@@ -86,6 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `edge-runtime config-schema | head`
+        return 0
     except Exception:
         logger.exception("internal error")
         return 1

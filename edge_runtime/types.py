@@ -75,3 +75,26 @@ class Detection:
     label: str
     score: float
     box: BBox
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One captured image. ``image`` is BGR uint8 (as OpenCV decodes); ``ts`` is wall-clock time.
+
+    ``capture_ms`` is how long reading/decoding took in the source thread.
+    """
+
+    index: int
+    ts: float
+    image: np.ndarray
+    capture_ms: float = 0.0
+
+    @property
+    def width(self) -> int:
+        """Image width in pixels."""
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        """Image height in pixels."""
+        return int(self.image.shape[0])

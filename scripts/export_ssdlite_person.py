@@ -634,7 +634,8 @@ class SSDLitePerson(_Module):  # type: ignore[misc,valid-type]
 # --------------------------------------------------------------------------------------------
 
 
-def cv2_text_graph(graph: Graph, facts: GraphFacts, anchors: dict[str, Any]) -> str:
+def cv2_text_graph(graph: Graph, facts: GraphFacts, anchors: dict[str, Any],
+                   pad_workaround: bool = True) -> str:
     """Text GraphDef for ``cv2.dnn.readNetFromTensorflow(pb, pbtxt)``.
 
     Keeps the network nodes (weights stay in the .pb and are found by name), feeds the image
@@ -644,7 +645,9 @@ def cv2_text_graph(graph: Graph, facts: GraphFacts, anchors: dict[str, Any]) -> 
     cv2.dnn 5.0 (classic engine) computes a 3x3 SAME convolution on a 1x1 feature map wrongly (the
     right/bottom taps read the neighbouring channels instead of zero padding; it hits the
     BoxPredictor_5 depthwise convolutions). Those convolutions get an explicit zero ``Pad`` and
-    ``VALID`` padding here, which is the same computation in TF's semantics.
+    ``VALID`` padding here, the same computation in TF's semantics. OpenCV would merge a Pad
+    straight before a convolution back into it, so a Relu6 sits in between: exact, because the
+    padded tensor is itself a Relu6 output.
     """
     from google.protobuf import text_format
     from tensorboard.compat.proto import graph_pb2
@@ -696,14 +699,18 @@ def cv2_text_graph(graph: Graph, facts: GraphFacts, anchors: dict[str, Any]) -> 
     for name in network_nodes(graph, heads[kinds[0]] + heads[kinds[1]], "Preprocessor/sub"):
         inputs = [graph.resolve(i) for i in graph.data_inputs(graph.nodes[name])]
         key = name.replace("/", "__")
-        if key in convs and shapes[inputs[0]][1:3] == [1, 1] and any(convs[key]["pads"]):
+        on_1x1 = key in convs and shapes[inputs[0]][1:3] == [1, 1] and any(convs[key]["pads"])
+        if pad_workaround and on_1x1:
+            if graph.nodes[inputs[0]].op != "Relu6":
+                raise NotImplementedError(f"{name}: explicit padding needs a Relu6 input")
             top, bottom, left, right = convs[key]["pads"]
-            add_const(name + "/explicit_pad/paddings", [0, 0, top, bottom, left, right, 0, 0],
-                      (4, 2))
-            add(name + "/explicit_pad", "Pad", [inputs[0], name + "/explicit_pad/paddings"])
-            inputs[0] = name + "/explicit_pad"
+            pad = name + "/explicit_pad"
+            add_const(pad + "/paddings", [0, 0, top, bottom, left, right, 0, 0], (4, 2))
+            add(pad, "Pad", [inputs[0], pad + "/paddings"])
+            add(pad + "/Relu6", "Relu6", [pad])
+            inputs[0] = pad + "/Relu6"
         node = copy(name, inputs)
-        if name + "/explicit_pad" == inputs[0]:
+        if inputs[0].endswith("/explicit_pad/Relu6"):
             node.attr["padding"].s = b"VALID"
         if name.endswith("/BoxEncodingPredictor/Conv2D"):
             node.attr["loc_pred_transposed"].b = True  # OpenCV wants (x, y, w, h) encodings
@@ -758,3 +765,496 @@ class Cv2Reference:
         found.sort(key=lambda d: -d["score"])
         enc = enc.reshape(-1, 4)[:, [1, 0, 3, 2]]  # OpenCV holds (x, y, w, h)
         return found, enc, probs.reshape(-1, NUM_CLASSES + 1)
+
+
+# --------------------------------------------------------------------------------------------
+# Images, calibration data, model runners
+# --------------------------------------------------------------------------------------------
+
+MEAN = (127.5, 127.5, 127.5)
+STD = (127.5, 127.5, 127.5)
+# skimage.data photos bundled with scikit-image (no download). ``camera`` is greyscale, taken for
+# being a photo of a person (the only other one is the astronaut).
+CALIBRATION_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
+                      "immunohistochemistry", "retina", "colorwheel", "logo",
+                      "stereo_motorcycle", "camera")
+CALIBRATION_VARIANTS = 9  # per image: as is, flipped, 5 random crops (2 flipped), 2 zoom-outs
+
+
+def quantize_tools() -> Any:
+    """``scripts/quantize.py``: preprocessing, int8 conversion, runners, accuracy report."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import quantize
+
+    return quantize
+
+
+def test_image(name: str) -> np.ndarray:
+    return quantize_tools().load_rgb(REPO / "tests" / "data" / f"{name}.jpg")
+
+
+def resized(rgb: np.ndarray) -> np.ndarray:
+    """The graph's Preprocessor: stretch to 300x300 (bilinear), RGB uint8."""
+    return quantize_tools().resize_image(rgb, INPUT_SIZE, resize="stretch")
+
+
+def model_input(rgb: np.ndarray) -> np.ndarray:
+    """[1, 3, 300, 300] float32 in [-1, 1]."""
+    return quantize_tools().normalize(resized(rgb), MEAN, STD, layout="nchw")
+
+
+def _skimage_rgb(name: str) -> np.ndarray:
+    from skimage import data
+
+    image = getattr(data, name)()
+    if isinstance(image, tuple):  # stereo pair: left view
+        image = image[0]
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.shape[2] == 4:  # RGBA on white
+        alpha = image[..., 3:].astype(np.float32) / 255
+        image = (image[..., :3] * alpha + 255 * (1 - alpha)).astype(np.uint8)
+    return np.ascontiguousarray(image)
+
+
+def _crop(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    h, w = image.shape[:2]
+    side = rng.uniform(0.5, 0.9)
+    aspect = rng.uniform(0.75, 1.33)
+    ch, cw = int(h * min(1.0, side * aspect)), int(w * min(1.0, side / aspect))
+    top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    return image[top:top + ch, left:left + cw]
+
+
+def _zoom_out(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    h, w = image.shape[:2]
+    scale = rng.uniform(0.5, 0.8)
+    small = cv2.resize(image, (max(1, int(w * scale)), max(1, int(h * scale))),
+                       interpolation=cv2.INTER_AREA)
+    canvas = np.full_like(image, 128)
+    top = rng.integers(0, h - small.shape[0] + 1)
+    left = rng.integers(0, w - small.shape[1] + 1)
+    canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
+    return canvas
+
+
+def calibration_inputs(seed: int = SEED) -> list[np.ndarray]:
+    """~100 preprocessed samples: bundled photos with flips, crops and zoom-outs (seeded)."""
+    rng = np.random.default_rng(seed)
+    samples = []
+    for name in CALIBRATION_IMAGES:
+        image = _skimage_rgb(name)
+        variants = [image, image[:, ::-1]]
+        variants += [_crop(rng, image) for _ in range(3)]
+        variants += [_crop(rng, image)[:, ::-1] for _ in range(2)]
+        variants += [_zoom_out(rng, image) for _ in range(2)]
+        assert len(variants) == CALIBRATION_VARIANTS
+        samples += [model_input(np.ascontiguousarray(v)) for v in variants]
+    return samples
+
+
+def split_outputs(outputs: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """(box encodings [N, 4], scores [N, 2]) whatever order a runtime returns them in."""
+    a, b = (np.asarray(o, np.float32).reshape(-1, o.shape[-1]) for o in outputs)
+    return (a, b) if a.shape[-1] == 4 else (b, a)
+
+
+def ordered(run: Callable[[np.ndarray], list[np.ndarray]]) -> Callable[[np.ndarray], list[np.ndarray]]:
+    """A runner whose outputs come as [boxes, scores]."""
+    return lambda x: list(split_outputs(run(x)))
+
+
+def latency_ms(run: Callable[[np.ndarray], Any], x: np.ndarray, repeats: int = 50) -> float:
+    """Median wall time of one inference (after warm-up)."""
+    for _ in range(5):
+        run(x)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run(x)
+        times.append((time.perf_counter() - start) * 1000)
+    return float(np.median(times))
+
+
+# --------------------------------------------------------------------------------------------
+# Export
+# --------------------------------------------------------------------------------------------
+
+
+def export_onnx(model: SSDLitePerson, path: Path) -> None:
+    """Float ONNX, opset 17: input ``input`` [1,3,300,300]; outputs ``boxes``, ``scores``.
+
+    torch's dynamo exporter writes opset 18 and folds the explicit (asymmetric) pads into the
+    Conv nodes; the graph then holds only ops that convert to opset 17 unchanged. The TorchScript
+    exporter would leave a shape sub-graph computing every pad at run time instead.
+    """
+    import onnx
+    from onnx import checker, version_converter
+
+    x = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
+    with torch.no_grad():
+        program = torch.onnx.export(model, (x,), input_names=["input"],
+                                    output_names=["boxes", "scores"], opset_version=18,
+                                    dynamo=True, optimize=True, verbose=False)
+    proto = version_converter.convert_version(program.model_proto, ONNX_OPSET)
+    checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+
+
+def postprocess_params(facts: GraphFacts) -> dict[str, Any]:
+    """model.yaml ``postprocess`` (scores leave the model as probabilities)."""
+    return {
+        "score_threshold": SCORE_THRESHOLD,
+        "iou_threshold": round(facts.nms_iou_threshold, 6),
+        "max_detections": facts.max_total_detections,
+        "score_activation": "none",
+        "label_offset": 1,
+        "box_scale": list(BOX_SCALE),
+        "anchors": ANCHORS,
+    }
+
+
+def check_anchors(graph: Graph) -> float:
+    """Max difference between the graph's anchors and the ones the yaml parameters give."""
+    ours, theirs = ssd_anchors(ANCHORS), graph_anchors(graph)
+    if ours.shape != theirs.shape:
+        raise SystemExit(f"anchor count {ours.shape[0]} != graph's {theirs.shape[0]}")
+    diff = float(np.abs(ours - theirs).max())
+    if diff > 1e-5:
+        raise SystemExit(f"anchor parameters do not reproduce the graph's anchors (max diff {diff})")
+    return diff
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Comparison with the reference, report, model.yaml
+# --------------------------------------------------------------------------------------------
+
+Runner = Callable[[np.ndarray], list[np.ndarray]]
+
+
+def summarise(found: list[dict[str, Any]], reference: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """Count, detections and (against the reference) each reference box's best IoU."""
+    out: dict[str, Any] = {
+        "count": len(found),
+        "detections": [{"score": round(d["score"], 4), "box": [round(v, 4) for v in d["box"]]}
+                       for d in found],
+    }
+    if reference is not None:
+        out["best_iou"] = [round(max((iou(r["box"], d["box"]) for d in found), default=0.0), 4)
+                           for r in reference]
+    return out
+
+
+def agrees(summary: dict[str, Any], reference: list[dict[str, Any]]) -> bool:
+    """Same person count as the reference and every reference box matched at MATCH_IOU."""
+    return summary["count"] == len(reference) and all(v >= MATCH_IOU for v in summary["best_iou"])
+
+
+def onnx_output_info(path: Path) -> list[dict[str, Any]]:
+    """Name, shape and the final DequantizeLinear's scale/zero point of each output."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    info = []
+    for out in model.graph.output:
+        node = producers.get(out.name)
+        entry: dict[str, Any] = {"name": out.name,
+                                 "shape": [d.dim_value for d in out.type.tensor_type.shape.dim]}
+        if node is not None and node.op_type == "DequantizeLinear":
+            entry["scale"] = float(inits[node.input[1]])
+            zero = inits[node.input[2]]
+            entry["zero_point"], entry["dtype"] = int(zero), str(zero.dtype)
+        info.append(entry)
+    return info
+
+
+def tflite_io_info(path: Path) -> dict[str, list[dict[str, Any]]]:
+    """Input/output details of a .tflite in interpreter order (name, shape, dtype, scale, zp)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:  # a rebuilt tflite-runtime (e.g. for Coral)
+        from tflite_runtime.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(path))
+
+    def describe(d: dict[str, Any]) -> dict[str, Any]:
+        scale, zero = d["quantization"]
+        return {"name": d["name"], "shape": [int(v) for v in d["shape"]],
+                "dtype": np.dtype(d["dtype"]).name, "scale": float(scale), "zero_point": int(zero)}
+
+    return {"inputs": [describe(d) for d in interpreter.get_input_details()],
+            "outputs": [describe(d) for d in interpreter.get_output_details()]}
+
+
+def _flow(values: Iterable[Any]) -> str:
+    return "[" + ", ".join(str(v).lower() if isinstance(v, bool) else repr(v) for v in values) + "]"
+
+
+def render_model_yaml(post: dict[str, Any], files: dict[str, str], sha: dict[str, str],
+                      provenance: dict[str, Any]) -> str:
+    """model.yaml in the bundle's documented layout (edge_runtime.config.model_spec)."""
+    import yaml
+
+    a = post["anchors"]
+    head = f"""\
+name: {MODEL_NAME}
+version: "1"
+task: detection
+family: ssd
+description: SSDLite-MobileNetV2 person detector, int8
+license: MIT
+files:
+  onnx: {files["onnx"]}
+  tflite: {files["tflite"]}
+labels: labels.txt
+preprocess:
+  resize: stretch
+  color: rgb
+  mean: {_flow(MEAN)}
+  std: {_flow(STD)}
+postprocess:
+  score_threshold: {post["score_threshold"]}
+  iou_threshold: {post["iou_threshold"]}  # the graph's NMS IoU threshold
+  max_detections: {post["max_detections"]}
+  score_activation: {post["score_activation"]}  # the models apply the graph's sigmoid already
+  label_offset: {post["label_offset"]}  # score column 0 is background
+  box_scale: {_flow(post["box_scale"])}  # y, x, h, w
+  anchors:
+    generator: {a["generator"]}
+    min_scale: {a["min_scale"]}
+    max_scale: {a["max_scale"]}
+    aspect_ratios: {_flow(a["aspect_ratios"])}
+    feature_map_sizes: {_flow(a["feature_map_sizes"])}
+    reduce_boxes_in_lowest_layer: {str(a["reduce_boxes_in_lowest_layer"]).lower()}
+    interpolated_scale_aspect_ratio: {a["interpolated_scale_aspect_ratio"]}
+sha256:
+"""
+    head += "".join(f"  {name}: {digest}\n" for name, digest in sorted(sha.items()))
+    text = head + yaml.safe_dump({"provenance": provenance}, sort_keys=False, width=100)
+    parsed = yaml.safe_load(text)
+    if parsed["postprocess"] != post or parsed["sha256"] != sha:
+        raise AssertionError("model.yaml does not round-trip")
+    return text
+
+
+def validate_model_yaml(text: str) -> str:
+    """Validate against the runtime's ModelSpec when the package is importable here."""
+    import yaml
+
+    sys.path.insert(0, str(REPO))
+    try:
+        from edge_runtime.config.model_spec import ModelSpec
+    except ImportError as exc:
+        return f"not validated ({exc})"
+    ModelSpec.model_validate(yaml.safe_load(text))
+    return "valid"
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for dist in ("torch", "litert-torch", "ai-edge-litert", "torchao", "onnx", "onnxscript",
+                 "onnxruntime", "opencv-python-headless", "numpy", "tensorboard", "protobuf",
+                 "scikit-image", SOURCE_PACKAGE):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+# --------------------------------------------------------------------------------------------
+# Build and verify
+# --------------------------------------------------------------------------------------------
+
+
+def _torch_runner(model: SSDLitePerson) -> Runner:
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [t.numpy() for t in model(torch.from_numpy(x))]
+
+    return run
+
+
+def _nhwc(run: Runner) -> Runner:
+    return lambda x: run(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
+
+
+def _references(graph: Graph, facts: GraphFacts, work: Path, images: dict[str, np.ndarray],
+                ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """cv2.dnn runs of the original graph: (detections + raw tensors, unpatched detections)."""
+    text = cv2_text_graph(graph, facts, ANCHORS)
+    (work / "reference.pbtxt").write_text(text)
+    reference = Cv2Reference(graph.path, work / "reference.pbtxt")
+    raw = {name: reference.run(resized(rgb)) for name, rgb in images.items()}
+    # The same text graph without the explicit-padding workaround, to show what it changes.
+    (work / "unpatched.pbtxt").write_text(cv2_text_graph(graph, facts, ANCHORS, False))
+    plain = Cv2Reference(graph.path, work / "unpatched.pbtxt")
+    return raw, {name: plain.run(resized(rgb))[0] for name, rgb in images.items()}
+
+
+def build(out: Path, threads: int) -> int:
+    """Port, check, export, quantise and document the model; 0 when every check passes."""
+    q = quantize_tools()
+    torch.manual_seed(SEED)
+    graph = Graph(source_graph_path())
+    facts = read_graph_facts(graph)
+    anchor_diff = check_anchors(graph)
+    post = postprocess_params(facts)
+    anchors = ssd_anchors(ANCHORS)
+    model = SSDLitePerson(graph, facts).eval()
+    images = {name: test_image(name) for name in TEST_IMAGES}
+    inputs = {name: model_input(rgb) for name, rgb in images.items()}
+    files = {"onnx": f"{MODEL_NAME}_int8.onnx", "tflite": f"{MODEL_NAME}_int8.tflite"}
+    out.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        raw_refs, unpatched = _references(graph, facts, work, images)
+        export_onnx(model, work / "float.onnx")
+        calibration = calibration_inputs()
+        q.quantize_onnx(work / "float.onnx", out / files["onnx"],
+                        [{"input": x} for x in calibration], per_channel=True)
+        q.quantize_torch_to_tflite(model, torch.from_numpy(calibration[0]),
+                                   [torch.from_numpy(x) for x in calibration],
+                                   out / files["tflite"], channel_last_input=True)
+        runners = {
+            "float_torch": _torch_runner(model),
+            "float_onnx": ordered(q.onnx_runner(work / "float.onnx", threads=threads)),
+            "int8_onnx": ordered(q.onnx_runner(out / files["onnx"], threads=threads)),
+            "int8_tflite": _nhwc(ordered(q.tflite_runner(out / files["tflite"], threads=threads))),
+        }
+        report, ok = _compare(runners, raw_refs, unpatched, inputs, anchors, post)
+        report["latency_ms_median"] = {name: round(latency_ms(run, inputs["astronaut"]), 2)
+                                       for name, run in runners.items()}
+        eval_inputs = list(inputs.values()) + calibration[::10]
+        report["accuracy_vs_float_onnx"] = {
+            name: q.accuracy_report(runners["float_onnx"], runners[name], eval_inputs,
+                                    task="detection")
+            for name in ("int8_onnx", "int8_tflite")}
+    (out / "labels.txt").write_text("person\n")
+    report["outputs"] = {"onnx": onnx_output_info(out / files["onnx"]),
+                         "tflite": tflite_io_info(out / files["tflite"])}
+    report["graph"] = {**asdict(facts), "anchors_max_abs_diff_vs_yaml": anchor_diff}
+    report["threads"] = threads
+    report["passed"] = ok
+    sha = {name: file_sha256(out / name) for name in [*files.values(), "labels.txt"]}
+    provenance = {
+        "source_package": f"{SOURCE_PACKAGE}=={SOURCE_VERSION} (frozen_inference_graph.pb)",
+        "source_sha256": file_sha256(graph.path),
+        "script": "scripts/export_ssdlite_person.py",
+        "settings": _settings(facts, len(calibration)),
+        "tools": tool_versions(),
+    }
+    text = render_model_yaml(post, files, sha, provenance)
+    report["model_yaml"] = validate_model_yaml(text)
+    (out / "model.yaml").write_text(text)
+    (out / "quantization_report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+    print("all checks passed" if ok else "SOME CHECKS FAILED", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def _settings(facts: GraphFacts, samples: int) -> dict[str, Any]:
+    return {
+        "port": "FeatureExtractor + BoxPredictor_0..5 of the GraphDef; batch norm and biases "
+                "folded into the convolutions; sigmoid score converter inside the model",
+        "input": "input float32 NCHW [1,3,300,300], (RGB - 127.5) / 127.5, stretched",
+        "outputs": "boxes [1,1917,4] raw (ty, tx, th, tw); scores [1,1917,2] sigmoid, col 0 background",
+        "onnx_opset": ONNX_OPSET,
+        "graph_nms": {"iou_threshold": round(facts.nms_iou_threshold, 6),
+                      "score_threshold": facts.nms_score_threshold,
+                      "max_detections_per_class": facts.max_detections_per_class,
+                      "max_total_detections": facts.max_total_detections},
+        "calibration": {"source": "skimage.data " + ", ".join(CALIBRATION_IMAGES),
+                        "augmentations": "as is, h-flip, 5 random crops (2 flipped), 2 zoom-outs",
+                        "samples": samples, "seed": SEED},
+        "onnx_int8": "onnxruntime quantize_static QDQ, per-channel symmetric int8 weights, "
+                     "asymmetric uint8 activations, MinMax (scripts/quantize.py)",
+        "tflite_int8": "litert-torch PT2E static, per-channel int8 weights, int8 activations, "
+                       "NHWC int8 input (scripts/quantize.py)",
+    }
+
+
+def _compare(runners: dict[str, Runner], raw_refs: dict[str, Any], unpatched: dict[str, Any],
+             inputs: dict[str, np.ndarray], anchors: np.ndarray, post: dict[str, Any],
+             ) -> tuple[dict[str, Any], bool]:
+    """Per image: reference detections vs each model; raw float tensors vs cv2.dnn."""
+    ok = True
+    images: dict[str, Any] = {}
+    for name, x in inputs.items():
+        ref, ref_boxes, ref_scores = raw_refs[name]
+        entry: dict[str, Any] = {"reference_cv2": summarise(ref, None),
+                                 "cv2_without_1x1_workaround": summarise(unpatched[name], ref)}
+        for model_name, run in runners.items():
+            boxes, scores = split_outputs(run(x))
+            summary = summarise(detect(boxes, scores, anchors, post), ref)
+            if model_name.startswith("float"):
+                summary["raw_max_abs_diff_vs_cv2"] = {
+                    "boxes": float(np.abs(boxes - ref_boxes).max()),
+                    "scores": float(np.abs(scores - ref_scores).max())}
+                ok &= summary["raw_max_abs_diff_vs_cv2"]["boxes"] < 1e-3
+                ok &= summary["raw_max_abs_diff_vs_cv2"]["scores"] < 1e-4
+            summary["agrees"] = agrees(summary, ref)
+            ok &= summary["agrees"]
+            entry[model_name] = summary
+        images[name] = entry
+    ok &= images["astronaut"]["reference_cv2"]["count"] == 1
+    ok &= all(images[n]["reference_cv2"]["count"] == 0 for n in ("coffee", "chelsea"))
+    return {"images": images}, bool(ok)
+
+
+def verify(out: Path, threads: int) -> int:
+    """Re-check a built bundle with the runtimes only, against the stored reference boxes."""
+    import yaml
+
+    q = quantize_tools()
+    spec = yaml.safe_load((out / "model.yaml").read_text())
+    stored = json.loads((out / "quantization_report.json").read_text())["images"]
+    ok = all(file_sha256(out / name) == digest for name, digest in spec["sha256"].items())
+    post, pre = spec["postprocess"], spec["preprocess"]
+    anchors = ssd_anchors(post["anchors"])
+    runners = {"int8_onnx": ordered(q.onnx_runner(out / spec["files"]["onnx"], threads=threads)),
+               "int8_tflite": _nhwc(ordered(q.tflite_runner(out / spec["files"]["tflite"],
+                                                            threads=threads)))}
+    results: dict[str, Any] = {"sha256_ok": ok, "images": {}}
+    for name in TEST_IMAGES:
+        x = q.normalize(resized(test_image(name)), pre["mean"], pre["std"], layout="nchw")
+        ref = stored[name]["reference_cv2"]["detections"]
+        results["images"][name] = {}
+        for model_name, run in runners.items():
+            summary = summarise(detect(*split_outputs(run(x)), anchors, post), ref)
+            summary["agrees"] = agrees(summary, ref)
+            ok &= summary["agrees"]
+            results["images"][name][model_name] = summary
+    x = q.normalize(resized(test_image("astronaut")), pre["mean"], pre["std"], layout="nchw")
+    results["latency_ms_median"] = {n: round(latency_ms(r, x), 2) for n, r in runners.items()}
+    results["passed"] = bool(ok)
+    print(json.dumps(results, indent=2))
+    return 0 if ok else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=REPO / "models" / MODEL_NAME,
+                        help="bundle folder (default: models/%(default)s)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads for the runtimes")
+    parser.add_argument("--verify-only", action="store_true",
+                        help="re-check an existing bundle with onnxruntime and ai-edge-litert")
+    args = parser.parse_args(argv)
+    if args.verify_only:
+        return verify(args.out, args.threads)
+    if torch is None:
+        parser.error("building needs torch (use the conversion environment) or --verify-only")
+    return build(args.out, args.threads)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -277,31 +277,73 @@ def _annotate_conv_clamp(model: Any, config: Any) -> None:
         )
 
 
-def _annotate_zero_pad(model: Any) -> None:
-    """Let zero padding share its input's quantisation parameters.
+def _zero_pad_widths(node: Any) -> list[int] | None:
+    """The pad widths of a constant zero pad node, else None."""
+    import torch
 
-    Padding with 0.0 is exact in the input's int8 domain (observers always
-    include 0), so the converter can fold the pad into the next conv instead
-    of re-quantising around a transposed float pad.
+    if node.target == torch.ops.aten.constant_pad_nd.default:
+        value = node.args[2] if len(node.args) > 2 else 0.0
+    elif node.target == torch.ops.aten.pad.default:
+        mode = node.args[2] if len(node.args) > 2 else "constant"
+        value = node.args[3] if len(node.args) > 3 else None
+        value = value if mode == "constant" else 1.0
+    else:
+        return None
+    return list(node.args[1]) if not value else None
+
+
+def _fold_symmetric_pads(model: Any) -> Any:
+    """Fold symmetric zero pad -> conv2d pairs into the conv's own padding.
+
+    "SAME"-padding ports of TensorFlow models pad explicitly; a pad left in
+    the graph stays in NCHW between two transposes in the ``.tflite``.
+    Asymmetric pads (stride-2 "SAME") cannot fold and stay as they are.
     """
     import torch
+
+    conv2d = torch.ops.aten.conv2d.default
+    for pad in list(model.graph.nodes):
+        widths = _zero_pad_widths(pad)
+        conv = next(iter(pad.users)) if len(pad.users) == 1 else None
+        if widths is None or conv is None or conv.target != conv2d:
+            continue
+        args = list(conv.args) + [None, [1, 1], [0, 0], [1, 1], 1][len(conv.args) - 2 :]
+        symmetric = len(widths) == 4 and widths[0] == widths[1] and widths[2] == widths[3]
+        if args[0] is not pad or not symmetric or any(args[4]):
+            continue
+        args[0], args[4] = pad.args[0], [widths[2], widths[0]]
+        conv.args = tuple(args)
+        model.graph.erase_node(pad)
+    model.recompile()
+    return model
+
+
+def _annotate_zero_pad(model: Any) -> None:
+    """Let a remaining zero pad share its input's quantisation parameters.
+
+    Padding with 0.0 is exact in the input's int8 domain (observers always
+    include 0), so pad and the conv reading it need no re-quantisation.
+    """
     from torchao.quantization.pt2e.quantizer import (
         QuantizationAnnotation,
         SharedQuantizationSpec,
     )
 
     for pad in model.graph.nodes:
-        if pad.target != torch.ops.aten.constant_pad_nd.default:
+        if _zero_pad_widths(pad) is None:
             continue
-        value = pad.args[2] if len(pad.args) > 2 else 0.0
         source = pad.args[0]
         source_note = source.meta.get("quantization_annotation")
-        if value != 0 or source_note is None or source_note.output_qspec is None:
+        if source_note is None or source_note.output_qspec is None:
             continue
         shared = SharedQuantizationSpec(source)
         pad.meta["quantization_annotation"] = QuantizationAnnotation(
             input_qspec_map={source: shared}, output_qspec=shared, _annotated=True
         )
+        for user in pad.users:
+            note = user.meta.get("quantization_annotation")
+            if note is not None and pad in note.input_qspec_map:
+                note.input_qspec_map[pad] = shared
 
 
 def _route_through_observers(model: Any) -> None:
@@ -331,6 +373,9 @@ def _edge_quantizer() -> Any:
 
     class EdgeQuantizer(pq.PT2EQuantizer):
         """PT2EQuantizer with conv+ReLU6 fusion and shared zero-pad qparams."""
+
+        def transform_for_annotation(self, model: Any) -> Any:
+            return super().transform_for_annotation(_fold_symmetric_pads(model))
 
         def annotate(self, model: Any) -> Any:
             _annotate_conv_clamp(model, self.global_config)
@@ -381,6 +426,7 @@ def quantize_torch_to_tflite(
         for x in calibration:
             prepared(layout(x))
         converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+        torch.nn.Module.train(converted, False)  # traced in eval mode already
         edge = litert_torch.convert(
             converted, sample, quant_config=QuantConfig(pt2e_quantizer=quantizer)
         )

@@ -1,0 +1,120 @@
+"""What every source shares: a state, a thread, and a hand-off to the pipeline.
+
+File sources hand frames over through a bounded queue (back-pressure: nothing is dropped); live
+sources through a one-frame slot that keeps only the freshest frame and counts what it replaced.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Literal
+
+from edge_runtime.types import Frame
+
+logger = logging.getLogger(__name__)
+
+SourceState = Literal["starting", "streaming", "reconnecting", "failed", "ended"]
+
+
+class Handoff:
+    """Frames from the source thread to the pipeline thread."""
+
+    def __init__(self, lossless: bool, depth: int = 4) -> None:
+        self.lossless = lossless
+        self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=depth if lossless else 1)
+        self._lock = threading.Lock()
+        self.dropped = 0
+
+    def put(self, frame: Frame | None, stop: threading.Event) -> bool:
+        """Hand over a frame (None = end of stream). False when ``stop`` was set first."""
+        if self.lossless or frame is None:
+            while not stop.is_set():
+                try:
+                    self._queue.put(frame, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+        with self._lock:  # keep only the freshest frame
+            try:
+                if self._queue.get_nowait() is not None:
+                    self.dropped += 1
+            except queue.Empty:
+                pass
+            self._queue.put_nowait(frame)
+        return True
+
+    def get(self, timeout: float) -> Frame | Literal[False] | None:
+        """The next frame, None at end of stream, False when nothing came within ``timeout``."""
+        try:
+            return self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return False
+
+
+class SourceThread:
+    """Base of all sources: runs :meth:`produce` in a named daemon thread."""
+
+    lossless = False
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.handoff = Handoff(self.lossless)
+        self.state: SourceState = "starting"
+        self.frames = 0
+        self.error: str | None = None
+        self.stop_event = threading.Event()
+        self.last_frame_at = time.monotonic()
+        self._thread = threading.Thread(target=self._main, name=f"source-{name}", daemon=True)
+
+    def start(self) -> None:
+        """Start capturing."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Ask the thread to stop and wait a little (a hung driver call cannot be interrupted)."""
+        self.stop_event.set()
+        self._thread.join(timeout)
+
+    def set_state(self, state: SourceState, reason: str | None = None) -> None:
+        """Record and log a state change."""
+        if state != self.state:
+            logger.info("source %s: %s%s", self.name, state, f" ({reason})" if reason else "")
+        self.state = state
+        if reason:
+            self.error = reason
+
+    def emit(self, image: object, capture_ms: float) -> bool:
+        """Wrap an image as the next Frame and hand it over."""
+        frame = Frame(self.frames, time.time(), image, capture_ms)  # type: ignore[arg-type]
+        self.frames += 1
+        self.last_frame_at = time.monotonic()
+        return self.handoff.put(frame, self.stop_event)
+
+    def _main(self) -> None:
+        try:
+            self.produce()
+        except Exception as exc:  # a source must never take the daemon down
+            logger.exception("source %s crashed", self.name)
+            self.set_state("failed", str(exc))
+        finally:
+            if self.state not in ("failed",):
+                self.set_state("ended")
+            self.handoff.put(None, self.stop_event)
+
+    def produce(self) -> None:
+        """Read frames and call :meth:`emit` until done or stopped."""
+        raise NotImplementedError
+
+
+def pace(next_due: float, fps: float, stop: threading.Event) -> float:
+    """Sleep until ``next_due`` (monotonic) for ``fps`` pacing; returns the next due time."""
+    if fps <= 0:
+        return next_due
+    delay = next_due - time.monotonic()
+    if delay > 0:
+        stop.wait(delay)
+    return max(next_due + 1.0 / fps, time.monotonic() - 1.0 / fps)

@@ -1,0 +1,94 @@
+"""File sources: a video file and a folder/glob of images. Lossless: every frame exactly once."""
+
+from __future__ import annotations
+
+import glob
+import logging
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_runtime.capture.base import SourceThread, pace
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+class VideoFileSource(SourceThread):
+    """Decode a video file, paced by ``fps`` (0 = as fast as the pipeline takes them)."""
+
+    lossless = True
+
+    def __init__(self, name: str, path: Path, fps: float = 0.0, loop: bool = False) -> None:
+        super().__init__(name)
+        self.path, self.fps, self.loop = path, fps, loop
+
+    def produce(self) -> None:
+        """Read every frame; rewind when looping."""
+        due = time.monotonic()
+        while not self.stop_event.is_set():
+            cap = cv2.VideoCapture(str(self.path))
+            if not cap.isOpened():
+                self.set_state("failed", f"{self.path}: cannot open video")
+                return
+            self.set_state("streaming")
+            read_any = False
+            try:
+                while not self.stop_event.is_set():
+                    t0 = time.perf_counter()
+                    ok, image = cap.read()
+                    if not ok:
+                        break
+                    read_any = True
+                    due = pace(due, self.fps, self.stop_event)
+                    if not self.emit(image, (time.perf_counter() - t0) * 1e3):
+                        return
+            finally:
+                cap.release()
+            if not self.loop or not read_any:
+                return
+
+
+def list_images(pattern: str) -> list[Path]:
+    """Images in a folder, or matching a glob, sorted by name."""
+    path = Path(pattern)
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    # a glob pattern may be absolute, which Path.glob does not take
+    return sorted(Path(p) for p in glob.glob(pattern) if Path(p).suffix.lower() in IMAGE_SUFFIXES)  # noqa: PTH207
+
+
+class ImagesSource(SourceThread):
+    """Every image of a folder or glob, in name order; unreadable files are skipped and logged."""
+
+    lossless = True
+
+    def __init__(self, name: str, pattern: str, fps: float = 0.0, loop: bool = False) -> None:
+        super().__init__(name)
+        self.pattern, self.fps, self.loop = pattern, fps, loop
+        self.skipped = 0
+
+    def produce(self) -> None:
+        """Decode and hand over each image."""
+        files = list_images(self.pattern)
+        if not files:
+            self.set_state("failed", f"{self.pattern}: no images")
+            return
+        self.set_state("streaming")
+        due = time.monotonic()
+        while not self.stop_event.is_set():
+            for file in files:
+                t0 = time.perf_counter()
+                image = cv2.imdecode(np.fromfile(str(file), np.uint8), cv2.IMREAD_COLOR)
+                if image is None:
+                    self.skipped += 1
+                    logger.warning("source %s: skipping unreadable image %s", self.name, file)
+                    continue
+                due = pace(due, self.fps, self.stop_event)
+                if not self.emit(image, (time.perf_counter() - t0) * 1e3):
+                    return
+            if not self.loop:
+                return

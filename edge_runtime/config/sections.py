@@ -1,0 +1,179 @@
+"""The daemon's config file, one pydantic model per section (strict: unknown keys are errors)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from edge_runtime.config.sources import SourceConfig
+
+
+class Section(BaseModel):
+    """Base: unknown keys rejected, values frozen after load."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def state_path(name: str) -> Path:
+    """Default location under ``$STATE_DIRECTORY`` (systemd StateDirectory=) or /var/lib."""
+    base = os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "/var/lib/edge-runtime"
+    return Path(base) / name
+
+
+class DeviceConfig(Section):
+    """Who this device is."""
+
+    id: str = Field(
+        default_factory=socket.gethostname, min_length=1, description="device id (default: hostname)"
+    )
+    groups: list[str] = Field(
+        default_factory=list, description="fleet groups whose updates this device follows"
+    )
+
+    @field_validator("id", "groups")
+    @classmethod
+    def _no_topic_wildcards(cls, v: Any) -> Any:
+        for item in [v] if isinstance(v, str) else v:
+            if any(c in item for c in "+#/") or not item:
+                raise ValueError(f"{item!r} must be non-empty and contain none of + # /")
+        return v
+
+
+class TlsConfig(Section):
+    """TLS to the broker; the CA is required, client cert/key for mutual TLS."""
+
+    ca_file: Path = Field(..., description="CA certificate(s) that signed the broker's certificate")
+    cert_file: Path | None = Field(None, description="client certificate (mutual TLS)")
+    key_file: Path | None = Field(None, description="client private key (mutual TLS)")
+    insecure: bool = Field(False, description="skip hostname verification (testing only)")
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        return self
+
+
+class MqttConfig(Section):
+    """The broker connection (MQTT v5)."""
+
+    host: str = Field("localhost", description="broker host name or address")
+    port: int = Field(1883, ge=1, le=65535)
+    topic_prefix: str = Field("edge", min_length=1, description="first topic level")
+    qos: Literal[0, 1] = Field(1, description="QoS of predictions/health (1 = delivered at least once)")
+    keepalive: int = Field(30, ge=5, le=3600, description="seconds; a dead broker is noticed in ~1.5x")
+    username: str | None = None
+    password: str | None = None
+    password_file: Path | None = Field(
+        None, description="file holding the password (systemd credential name ok)"
+    )
+    tls: TlsConfig | None = None
+    reconnect_min_s: float = Field(1.0, gt=0, description="first reconnect delay")
+    reconnect_max_s: float = Field(30.0, gt=0, description="longest reconnect delay")
+    max_inflight: int = Field(100, ge=1, le=65535, description="unacknowledged publishes at once")
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> MqttConfig:
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        return self
+
+
+class OutboxConfig(Section):
+    """The on-disk store-and-forward queue."""
+
+    path: Path = Field(default_factory=lambda: state_path("outbox.db"), description="SQLite file")
+    max_messages: int = Field(100_000, ge=10, description="messages kept while the broker is away")
+    max_bytes: int = Field(256 * 1024 * 1024, ge=64 * 1024, description="payload bytes kept")
+    drop_policy: Literal["oldest", "newest"] = Field("oldest", description="what to drop when full")
+    synchronous: Literal["normal", "full"] = Field(
+        "normal", description="normal: survives crashes; full: also survives power loss, slower"
+    )
+
+
+class HealthConfig(Section):
+    """Health telemetry."""
+
+    interval_s: float = Field(10.0, ge=0.5, description="seconds between health messages")
+
+
+class ModelConfig(Section):
+    """A model the pipelines refer to by name."""
+
+    path: Path = Field(..., description="model file or bundle folder")
+    backend: Literal["auto", "onnx", "tflite"] = "auto"
+    accelerator: str = Field(
+        "auto", description="auto | cpu | xnnpack | edgetpu | gpu | cuda | tensorrt | ..."
+    )
+    threads: int | None = Field(2, ge=1, le=64, description="inference threads")
+    allow_cpu_fallback: bool | None = Field(None, description="default: true for auto, false otherwise")
+    device: str | None = Field(None, description="Edge TPU device: usb, usb:N, pci:N")
+    delegate_path: str | None = Field(None, description="external TFLite delegate library")
+    delegate_options: dict[str, str] = Field(default_factory=dict)
+    provider_options: dict[str, Any] = Field(
+        default_factory=dict, description="ONNX Runtime provider options"
+    )
+    top_k: int | None = Field(None, ge=1, description="classification: classes per result")
+    score_threshold: float | None = Field(None, ge=0, le=1, description="override model.yaml")
+
+    @field_validator("accelerator")
+    @classmethod
+    def _known_accelerator(cls, v: str) -> str:
+        from edge_runtime.inference.base import ACCELERATORS
+
+        if v not in ACCELERATORS:
+            raise ValueError(f"unknown accelerator {v!r}; use one of {', '.join(ACCELERATORS)}")
+        return v
+
+
+class PipelineConfig(Section):
+    """One source feeding one model."""
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    model: str = Field(..., description="a key of models:")
+    source: SourceConfig
+    every_n_frames: int = Field(1, ge=1, description="infer every Nth frame")
+    max_fps: float | None = Field(None, gt=0, description="cap on inferences per second")
+
+
+class UpdatesConfig(Section):
+    """Signed model updates."""
+
+    public_keys: list[Path] = Field(default_factory=list, description="trusted Ed25519 public keys (PEM)")
+    store: Path = Field(default_factory=lambda: state_path("models"), description="versioned model store")
+
+
+class LoggingConfig(Section):
+    """Log level of the daemon."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Config(Section):
+    """The whole config file."""
+
+    device: DeviceConfig = Field(default_factory=DeviceConfig)
+    mqtt: MqttConfig = Field(default_factory=MqttConfig)
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+    models: dict[str, ModelConfig] = Field(..., min_length=1)
+    pipelines: list[PipelineConfig] = Field(..., min_length=1)
+    updates: UpdatesConfig = Field(default_factory=UpdatesConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    def problems(self) -> list[tuple[tuple[str | int, ...], str]]:
+        """Cross-section rules, each with the key path it is about (for FILE:LINE reporting)."""
+        out: list[tuple[tuple[str | int, ...], str]] = []
+        seen: set[str] = set()
+        for i, p in enumerate(self.pipelines):
+            if p.name in seen:
+                out.append((("pipelines", i, "name"), f"duplicate pipeline name {p.name!r}"))
+            seen.add(p.name)
+            if p.model not in self.models:
+                known = ", ".join(sorted(self.models))
+                out.append((("pipelines", i, "model"), f"unknown model {p.model!r} (models: {known})"))
+        return out

@@ -1,0 +1,1 @@
+"""Health: per-pipeline metrics, system probes, the periodic telemetry reporter."""

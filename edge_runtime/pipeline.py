@@ -1,0 +1,150 @@
+"""One pipeline, top to bottom: capture -> preprocess -> infer -> postprocess -> publish.
+
+The source runs in its own thread; this module's thread takes its frames, runs the model and
+commits each result to the outbox (which publishes it when the broker is there).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from edge_runtime.capture import SourceThread
+from edge_runtime.health.metrics import PipelineMetrics
+from edge_runtime.predictor import Predictor
+from edge_runtime.publish import payloads
+from edge_runtime.publish.outbox import Outbox
+from edge_runtime.types import Frame
+
+logger = logging.getLogger(__name__)
+
+
+class SharedModel:
+    """A Predictor that several pipelines can use (TFLite interpreters are not thread-safe)."""
+
+    def __init__(self, name: str, predictor: Predictor) -> None:
+        self.name = name
+        self.predictor = predictor
+        self.lock = threading.Lock()
+
+    def describe(self) -> dict[str, str]:
+        """The ``model`` object of a prediction."""
+        d = self.predictor.model.describe()
+        return {"name": d["name"], "version": d["version"], "sha256": d["sha256"]}
+
+
+class Pipeline:
+    """Frames from ``source`` through ``model`` into ``outbox``."""
+
+    def __init__(
+        self,
+        name: str,
+        source: SourceThread,
+        model: SharedModel,
+        outbox: Outbox,
+        *,
+        topic: str,
+        device: str,
+        every_n_frames: int = 1,
+        max_fps: float | None = None,
+    ) -> None:
+        self.name, self.source, self.model, self.outbox = name, source, model, outbox
+        self.topic, self.device = topic, device
+        self.every_n_frames, self.max_fps = every_n_frames, max_fps
+        self.metrics = PipelineMetrics()
+        self.stop_event = threading.Event()
+        self.hang_hook: Callable[[], None] | None = None  # tests: simulate a hung inference call
+        self._next_allowed = 0.0
+        self._thread = threading.Thread(target=self._run, name=f"pipeline-{name}", daemon=True)
+
+    def start(self) -> None:
+        """Start the source, then this pipeline's thread."""
+        self.source.start()
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop capture; let the frame in flight finish and reach the outbox."""
+        self.source.stop(timeout=1.0)
+        self.stop_event.set()
+        self._thread.join(timeout)
+
+    @property
+    def done(self) -> bool:
+        """The source ended and every frame it gave was handled."""
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            frame = self.source.handoff.get(timeout=0.2)
+            if frame is None:
+                logger.info(
+                    "pipeline %s: source %s after %d frames",
+                    self.name,
+                    self.source.state,
+                    self.metrics.frames,
+                )
+                return
+            if frame is False:
+                continue
+            self.metrics.frame_seen()
+            if self._skip(frame):
+                continue
+            try:
+                self._process(frame)
+            except Exception:  # one bad frame must not end the pipeline
+                self.metrics.failed_one()
+                logger.exception("pipeline %s: frame %d failed", self.name, frame.index)
+
+    def _skip(self, frame: Frame) -> bool:
+        if frame.index % self.every_n_frames:
+            return True
+        if self.max_fps:
+            now = time.monotonic()
+            if now < self._next_allowed:
+                return True
+            self._next_allowed = max(self._next_allowed + 1.0 / self.max_fps, now - 1.0 / self.max_fps)
+        return False
+
+    def _process(self, frame: Frame) -> None:
+        predictor = self.model.predictor
+        t0 = time.perf_counter()
+        inputs, transform = predictor.preprocess(frame.image)
+        t1 = time.perf_counter()
+        with self.model.lock:
+            if self.hang_hook is not None:
+                self.hang_hook()
+            outputs = predictor.model.backend.infer(inputs)
+        t2 = time.perf_counter()
+        result = predictor.postprocess(outputs, transform)
+        t3 = time.perf_counter()
+        stages = {
+            "capture": frame.capture_ms,
+            "preprocess": (t1 - t0) * 1e3,
+            "inference": (t2 - t1) * 1e3,
+            "postprocess": (t3 - t2) * 1e3,
+        }
+        stages["total"] = sum(stages.values())
+        latency = {k: round(v, 3) for k, v in stages.items()}
+        frame_info = {
+            "index": frame.index,
+            "ts": round(frame.ts, 3),
+            "width": frame.width,
+            "height": frame.height,
+        }
+        model, body = self.model.describe(), result.payload()
+        self.outbox.put(
+            self.topic,
+            lambda seq: payloads.prediction(
+                seq,
+                device=self.device,
+                pipeline=self.name,
+                frame=frame_info,
+                model=model,
+                task=result.task,
+                result=body,
+                latency_ms=latency,
+            ),
+        )
+        self.metrics.inferred_one(stages)

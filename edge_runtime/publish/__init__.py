@@ -1,0 +1,1 @@
+"""Outgoing data: the durable outbox, the MQTT link, topic names and payload shapes."""

@@ -1,0 +1,160 @@
+"""The broker link: paho-mqtt 2.x, MQTT v5, birth/will status, TLS, auth, reconnect with backoff.
+
+paho callbacks run on paho's network thread: they only set state or enqueue (the publisher and
+the inbound dispatcher do the work on their own threads).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_runtime.config.sections import MqttConfig
+from edge_runtime.errors import ConfigError
+from edge_runtime.publish.topics import Topics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A PUBACK (or its QoS 0 equivalent) for one ``mid``; ``ok`` False when reason code >= 0x80."""
+
+    mid: int
+    ok: bool
+    reason: str
+
+
+class MqttLink:
+    """One paho client per daemon; client id = device id."""
+
+    def __init__(
+        self,
+        cfg: MqttConfig,
+        topics: Topics,
+        *,
+        client_id: str,
+        groups: list[str],
+        status: Callable[[], dict[str, Any]],
+    ) -> None:
+        self.cfg, self.topics, self.groups, self._status = cfg, topics, groups, status
+        self.connected = threading.Event()
+        self.acks: queue.Queue[Ack] = queue.Queue()
+        self.inbound: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=1000)
+        self.reconnects = 0
+        self.connects = 0
+        self.last_error: str | None = None
+        self._stopping = False
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, reconnect_on_failure=True
+        )
+        self._configure()
+
+    def _configure(self) -> None:
+        c, cfg = self._client, self.cfg
+        if cfg.username is not None:
+            c.username_pw_set(cfg.username, cfg.password)
+        if cfg.tls is not None:
+            try:
+                c.tls_set(
+                    ca_certs=str(cfg.tls.ca_file),
+                    certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
+                    keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                )
+            except (OSError, ssl.SSLError, ValueError) as exc:
+                raise ConfigError(f"mqtt.tls: cannot use the TLS files: {exc}") from exc
+            c.tls_insecure_set(cfg.tls.insecure)
+        offline = json.dumps({"state": "offline", "reason": "connection lost", **self._identity()})
+        c.will_set(self.topics.status, offline, qos=1, retain=True)
+        c.reconnect_delay_set(
+            min_delay=max(1, round(cfg.reconnect_min_s)), max_delay=round(cfg.reconnect_max_s)
+        )
+        c.max_inflight_messages_set(cfg.max_inflight)
+        c.max_queued_messages_set(0)
+        c.on_connect = self._on_connect
+        c.on_disconnect = self._on_disconnect
+        c.on_publish = self._on_publish
+        c.on_message = self._on_message
+
+    def _identity(self) -> dict[str, Any]:
+        status = self._status()
+        return {"session": status.get("session"), "ts": time.time()}
+
+    def start(self) -> None:
+        """Connect in the background; paho's thread keeps reconnecting."""
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = 0
+        self._client.connect_async(
+            self.cfg.host, self.cfg.port, self.cfg.keepalive, clean_start=True, properties=props
+        )
+        self._client.loop_start()
+
+    # -- paho callbacks: set state / enqueue only ------------------------------------------------
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            self.last_error = f"broker refused the connection: {reason}"
+            logger.error("mqtt: %s", self.last_error)
+            return
+        self.connects += 1
+        logger.info("mqtt: connected to %s:%d", self.cfg.host, self.cfg.port)
+        birth = {"state": "online", **self._status(), "ts": time.time()}
+        client.publish(self.topics.status, json.dumps(birth), qos=1, retain=True)
+        for topic in self.topics.inbound(self.groups):
+            client.subscribe(topic, qos=1)
+        self.connected.set()
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        was_connected = self.connected.is_set()
+        self.connected.clear()
+        if was_connected and not self._stopping:
+            self.reconnects += 1
+            self.last_error = f"disconnected: {reason}"
+            logger.warning("mqtt: disconnected from %s:%d (%s)", self.cfg.host, self.cfg.port, reason)
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason: Any, _p: Any) -> None:
+        self.acks.put(Ack(mid, not reason.is_failure, str(reason)))
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            self.inbound.put_nowait(message)
+        except queue.Full:
+            logger.warning("mqtt: inbound queue full; dropping a message on %s", message.topic)
+
+    # -- used by the publisher thread ------------------------------------------------------------
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> int | None:
+        """Hand a message to paho; its mid, or None when not connected."""
+        if not self.connected.is_set():
+            return None
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return None
+        if qos == 0:  # no PUBACK will come: delivered as far as QoS 0 goes
+            self.acks.put(Ack(info.mid, True, "qos0"))
+        return int(info.mid)
+
+    def stop(self, reason: str = "shutdown", timeout: float = 3.0) -> None:
+        """Publish the retained offline status, disconnect cleanly (no will), stop the thread."""
+        self._stopping = True
+        if self.connected.is_set():
+            offline = {"state": "offline", "reason": reason, **self._identity()}
+            info = self._client.publish(self.topics.status, json.dumps(offline), qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError):
+                logger.warning("mqtt: could not publish the offline status")
+        self._client.disconnect()
+        self._client.loop_stop()

@@ -1,0 +1,238 @@
+"""SQLite store-and-forward: every outgoing message is on disk before anyone tries to send it.
+
+Rows are published in insertion order and deleted only when the broker's PUBACK arrives, so a
+broker outage, a network loss or a daemon crash loses nothing that was committed. ``seq`` is kept
+per topic in the same transaction as the message, so it survives restarts and never repeats.
+
+Durability: WAL journal with ``synchronous=NORMAL`` by default — a committed message survives a
+crash or SIGKILL of the daemon (the WAL is in the OS page cache), and commits need no fsync, which
+keeps an SD card alive and commits fast. A power cut may lose the last moments of data; choose
+``synchronous: full`` to fsync every commit when that matters more than flash wear and speed.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from edge_runtime.errors import EdgeRuntimeError
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    qos INTEGER NOT NULL,
+    retain INTEGER NOT NULL,
+    created REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
+
+PayloadFactory = Callable[[int], bytes]  # seq -> payload bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A stored message, as the publisher sees it."""
+
+    id: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A message to store: its payload is built once its ``seq`` is known."""
+
+    topic: str
+    make_payload: PayloadFactory
+    qos: int = 1
+    retain: bool = False
+
+
+class Outbox:
+    """The on-disk queue. Thread-safe: pipelines put, the publisher fetches and acknowledges."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_messages: int = 100_000,
+        max_bytes: int = 256 << 20,
+        drop_policy: Literal["oldest", "newest"] = "oldest",
+        synchronous: Literal["normal", "full"] = "normal",
+        max_attempts: int = 5,
+    ) -> None:
+        self.path, self.max_messages, self.max_bytes = path, max_messages, max_bytes
+        self.drop_policy, self.max_attempts = drop_policy, max_attempts
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            self._db.executescript(SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise EdgeRuntimeError(f"{path}: cannot open the outbox: {exc}") from exc
+        self._lock = threading.Lock()
+        self._meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        count, size = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages"
+        ).fetchone()
+        self._count, self._bytes = int(count), int(size)
+        self.added = threading.Event()  # set whenever new rows arrive (wakes the publisher)
+        logger.info("outbox %s: %d pending message(s), %d dropped so far", path, self._count, self.dropped)
+
+    @property
+    def pending(self) -> int:
+        """Messages stored and not yet acknowledged."""
+        return self._count
+
+    @property
+    def pending_bytes(self) -> int:
+        """Payload bytes stored."""
+        return self._bytes
+
+    @property
+    def dropped(self) -> int:
+        """Messages dropped by the size policy, ever (persisted)."""
+        return int(self._meta.get("dropped", 0))
+
+    @property
+    def rejected(self) -> int:
+        """Messages the broker refused ``max_attempts`` times and that were given up (persisted)."""
+        return int(self._meta.get("rejected", 0))
+
+    def last_seq(self, topic: str) -> int:
+        """The last ``seq`` given out on ``topic`` (0 before the first)."""
+        return int(self._meta.get(f"seq:{topic}", 0))
+
+    def put(self, topic: str, make_payload: PayloadFactory, qos: int = 1, retain: bool = False) -> int:
+        """Store one message; returns its seq."""
+        return self.put_many([Outgoing(topic, make_payload, qos, retain)])[0]
+
+    def put_many(self, items: Sequence[Outgoing]) -> list[int]:
+        """Store messages in one transaction (one commit); returns their seqs."""
+        seqs: list[int] = []
+        with self._lock:
+            meta = dict(self._meta)
+            rows: list[tuple[str, bytes, int, int, float]] = []
+            for item in items:
+                seq = int(meta.get(f"seq:{item.topic}", 0)) + 1
+                meta[f"seq:{item.topic}"] = seq
+                seqs.append(seq)
+                rows.append((item.topic, item.make_payload(seq), item.qos, int(item.retain), time.time()))
+            rows = self._make_room(rows, meta)
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.executemany(
+                    "INSERT INTO messages (topic, payload, qos, retain, created) VALUES (?, ?, ?, ?, ?)", rows
+                )
+                self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta.items())
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self._db.execute("ROLLBACK") if self._db.in_transaction else None
+                raise EdgeRuntimeError(f"{self.path}: outbox write failed: {exc}") from exc
+            self._meta = meta
+            self._count += len(rows)
+            self._bytes += sum(len(r[1]) for r in rows)
+        if rows:
+            self.added.set()
+        return seqs
+
+    def _make_room(
+        self, rows: list[tuple[str, bytes, int, int, float]], meta: dict[str, int]
+    ) -> list[tuple[str, bytes, int, int, float]]:
+        """Apply the drop policy so that the store stays within its bounds (lock held)."""
+        new_bytes = sum(len(r[1]) for r in rows)
+        over_count = self._count + len(rows) - self.max_messages
+        over_bytes = self._bytes + new_bytes - self.max_bytes
+        if over_count <= 0 and over_bytes <= 0:
+            return rows
+        if self.drop_policy == "newest":
+            keep: list[tuple[str, bytes, int, int, float]] = []
+            count, size = self._count, self._bytes
+            for r in rows:
+                if count + 1 <= self.max_messages and size + len(r[1]) <= self.max_bytes:
+                    keep.append(r)
+                    count, size = count + 1, size + len(r[1])
+            meta["dropped"] = int(meta.get("dropped", 0)) + len(rows) - len(keep)
+            return keep
+        self._drop_oldest(max(over_count, 0), max(over_bytes, 0), meta)
+        return rows
+
+    def _drop_oldest(self, count: int, size: int, meta: dict[str, int]) -> None:
+        victims: list[int] = []
+        freed = 0
+        for row_id, length in self._db.execute("SELECT id, LENGTH(payload) FROM messages ORDER BY id"):
+            if len(victims) >= count and freed >= size:
+                break
+            victims.append(row_id)
+            freed += length
+        self._db.executemany("DELETE FROM messages WHERE id = ?", ((v,) for v in victims))
+        self._count -= len(victims)
+        self._bytes -= freed
+        meta["dropped"] = int(meta.get("dropped", 0)) + len(victims)
+
+    def fetch(self, after_id: int, limit: int) -> list[Message]:
+        """Up to ``limit`` messages with id > ``after_id``, oldest first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, topic, payload, qos, retain FROM messages WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+        return [Message(r[0], r[1], bytes(r[2]), r[3], bool(r[4])) for r in rows]
+
+    def ack(self, ids: Iterable[int]) -> None:
+        """Delete delivered messages (one transaction)."""
+        id_list = list(ids)
+        if not id_list:
+            return
+        with self._lock:
+            count = size = 0
+            self._db.execute("BEGIN IMMEDIATE")
+            for row_id in id_list:
+                row = self._db.execute(
+                    "DELETE FROM messages WHERE id = ? RETURNING LENGTH(payload)", (row_id,)
+                ).fetchone()
+                if row is not None:  # already dropped by the size policy
+                    count, size = count + 1, size + int(row[0])
+            self._db.execute("COMMIT")
+            self._count -= count
+            self._bytes -= size
+
+    def refused(self, row_id: int) -> bool:
+        """The broker refused a message; True when it was given up after ``max_attempts``."""
+        with self._lock:
+            row = self._db.execute(
+                "UPDATE messages SET attempts = attempts + 1 WHERE id = ? RETURNING attempts", (row_id,)
+            ).fetchone()
+        if row is None or row[0] < self.max_attempts:
+            return False
+        self.ack([row_id])
+        with self._lock:
+            self._meta["rejected"] = self.rejected + 1
+            self._db.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('rejected', ?)", (self.rejected,)
+            )
+        return True
+
+    def close(self) -> None:
+        """Checkpoint and close the database."""
+        with self._lock:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except sqlite3.Error:
+                logger.warning("outbox %s: checkpoint failed at close", self.path)
+            self._db.close()
