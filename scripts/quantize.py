@@ -528,8 +528,9 @@ def accuracy_report(
         )
     report: dict[str, Any] = {"task": task, "samples": len(pairs), "outputs": outputs}
     if task == "classification":
-        ref0 = np.concatenate([r[0].reshape(-1, r[0].shape[-1]) for r, _ in pairs])
-        cand0 = np.concatenate([c[0].reshape(ref0.shape[0] // len(pairs), -1) for _, c in pairs])
+        classes = np.asarray(pairs[0][0][0]).shape[-1]
+        ref0 = np.concatenate([np.reshape(r[0], (-1, classes)) for r, _ in pairs])
+        cand0 = np.concatenate([np.reshape(c[0], (-1, classes)) for _, c in pairs])
         report.update(_classification_stats(ref0, cand0))
     return report
 

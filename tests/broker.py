@@ -16,6 +16,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
@@ -79,14 +81,18 @@ class Recorder:
     def __init__(self, port: int, topic: str = "#", host: str = "127.0.0.1") -> None:
         self.messages: list[tuple[str, Any, bool]] = []
         self._lock = threading.Lock()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"recorder-{id(self)}", protocol=mqtt.MQTTv5
+        )
         self.client.on_message = self._on_message
         self.subscribed = threading.Event()
         self.subscriptions = 0
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
         self.client.on_subscribe = self._on_subscribe
         self.client.reconnect_delay_set(1, 1)
-        self.client.connect(host, port)
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600  # keep our subscription across broker restarts
+        self.client.connect(host, port, clean_start=False, properties=props)
         self.client.loop_start()
         if not self.subscribed.wait(10):
             raise RuntimeError("subscriber did not subscribe")

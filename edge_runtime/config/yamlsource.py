@@ -74,11 +74,26 @@ def load_yaml(path: Path) -> YamlDocument:
     return YamlDocument(path=path, data=data, lines=lines)
 
 
+def _data_path(data: Any, loc: tuple[str | int, ...]) -> PathKey:
+    """``loc`` as keys of the file: drops the union tags pydantic inserts (``source.synthetic.fps``)."""
+    out: list[str | int] = []
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+        elif i < len(loc) - 1:
+            continue  # a tag, not a key of the file
+        out.append(part)
+    return tuple(out)
+
+
 def format_errors(doc: YamlDocument, exc: ValidationError) -> list[str]:
     """One ``FILE:LINE: dotted.path: message`` line per validation error."""
     out = []
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"] if isinstance(p, (str, int)))
+        loc = _data_path(doc.data, tuple(p for p in err["loc"] if isinstance(p, (str, int))))
         dotted = ".".join(str(p) for p in loc) or "(top level)"
         message = err["msg"]
         if err["type"] == "extra_forbidden":

@@ -1,0 +1,106 @@
+"""The daemon's config: strict keys, ${ENV}, secrets files, every problem with FILE:LINE: key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.config.loader import collect_problems, load_config
+from edge_runtime.errors import ConfigError
+
+from .conftest import ROOT, run_cli
+
+MINIMAL = f"""\
+models:
+  person:
+    path: {ROOT / "models" / "ssdlite_mobilenet_v2_person"}
+pipelines:
+  - name: front
+    model: person
+    source:
+      type: synthetic
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "edge.yaml"
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("name", ["demo", "jetson", "rpi-coral", "generic-arm"])
+def test_every_example_config_validates(name: str) -> None:
+    result = run_cli("validate", ROOT / "configs" / f"{name}.yaml")
+    assert result.code == 0, result.err
+
+
+def test_defaults_work_and_state_goes_under_state_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
+    cfg = load_config(_write(tmp_path, MINIMAL))
+    assert cfg.mqtt.port == 1883 and cfg.mqtt.qos == 1 and cfg.mqtt.topic_prefix == "edge"
+    assert cfg.outbox.path == tmp_path / "state" / "outbox.db" and cfg.outbox.drop_policy == "oldest"
+    assert cfg.device.id  # the hostname
+
+
+def test_env_substitution_with_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BROKER", "broker.local")
+    text = MINIMAL + "mqtt:\n  host: ${BROKER}\n  port: ${PORT:-8883}\n"
+    cfg = load_config(_write(tmp_path, text))
+    assert cfg.mqtt.host == "broker.local" and cfg.mqtt.port == 8883
+
+
+def test_password_file_from_systemd_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt_password").write_text("s3cret\n")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    cfg = load_config(_write(tmp_path, MINIMAL + "mqtt:\n  username: edge\n  password_file: mqtt_password\n"))
+    assert cfg.mqtt.password == "s3cret"
+
+
+def test_every_problem_is_reported_at_once_with_file_line_and_key(tmp_path: Path) -> None:
+    text = MINIMAL.replace("      type: synthetic", "      type: synthetic\n      fps: -3") + (
+        "mqtt:\n  port: 99999\n  hots: typo\n  password: ${NOT_SET_ANYWHERE}\n"
+        "outbox:\n  drop_policy: random\n"
+    )
+    path = _write(tmp_path, text)
+    cfg, problems = collect_problems(path)
+    assert cfg is None
+    joined = "\n".join(problems)
+    assert f"{path}:9: pipelines.0.source.fps:" in joined
+    assert f"{path}:11: mqtt.port:" in joined
+    assert f"{path}:12: mqtt.hots: unknown key" in joined
+    assert f"{path}:13: mqtt.password: environment variable NOT_SET_ANYWHERE is not set" in joined
+    assert f"{path}:15: outbox.drop_policy:" in joined
+
+
+def test_pipeline_with_unknown_model_names_its_line(tmp_path: Path) -> None:
+    path = _write(tmp_path, MINIMAL.replace("    model: person", "    model: persn"))
+    with pytest.raises(ConfigError, match=rf"{path}:6: pipelines\.0\.model: unknown model 'persn'"):
+        load_config(path)
+
+
+def test_validate_command_exits_2_with_one_line_per_problem(tmp_path: Path) -> None:
+    path = _write(tmp_path, MINIMAL + "mqtt:\n  port: nope\n  qos: 2\n")
+    result = run_cli("validate", path)
+    assert result.code == 2
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith(f"{path}:") for line in lines)
+    assert "Traceback" not in result.err
+
+
+def test_run_with_a_bad_config_exits_2(tmp_path: Path) -> None:
+    result = run_cli("run", _write(tmp_path, "pipelines: 3\n"))
+    assert result.code == 2 and "pipelines" in result.err
+
+
+def test_config_schema_is_json_schema() -> None:
+    result = run_cli("config-schema")
+    schema = json.loads(result.out)
+    assert result.code == 0 and {"device", "mqtt", "outbox", "models", "pipelines"} <= set(
+        schema["properties"]
+    )
