@@ -18,7 +18,7 @@ from typing import Any
 from edge_runtime import __version__
 from edge_runtime.capture import make_source
 from edge_runtime.config.sections import Config, ModelConfig
-from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.errors import EdgeRuntimeError, ModelError
 from edge_runtime.health.system import SystemProbe
 from edge_runtime.inference import BackendOptions
 from edge_runtime.model import load_model
@@ -99,7 +99,7 @@ class Daemon:
         self.publisher.start()
         self._start_pipelines()
         if not self.pipelines:
-            raise EdgeRuntimeError(
+            raise ModelError(
                 "no pipeline could start: " + "; ".join(f"{k}: {v}" for k, v in self.failed_pipelines.items())
             )
         self.publish_health()

@@ -93,6 +93,21 @@ def choose_kind(ref: ModelRef, requested: str, accelerator: str) -> str:
     raise BackendUnavailableError(f"no runtime installed for {', '.join(kinds)}; install {extras}")
 
 
+def _verify_hashes(ref: ModelRef, file: Path, sha: str) -> None:
+    """The chosen model file and the labels must match the hashes model.yaml records."""
+    assert ref.spec is not None
+    checks = {file.name: sha}
+    if ref.spec.labels and ref.spec.labels in ref.spec.sha256:
+        labels = ref.folder / ref.spec.labels
+        checks[ref.spec.labels] = file_sha256(labels) if labels.is_file() else "missing"
+    for name, actual in checks.items():
+        expected = ref.spec.sha256.get(name)
+        if expected and expected.lower() != actual:
+            raise ModelError(
+                f"{ref.folder / name}: sha256 {actual[:12]}... does not match model.yaml ({expected[:12]}...)"
+            )
+
+
 @dataclass
 class LoadedModel:
     """Everything needed to turn images into results with one model file."""
@@ -127,9 +142,8 @@ def load_model(path: Path, backend: str = "auto", options: BackendOptions | None
     kind = choose_kind(ref, backend, options.accelerator)
     file = ref.files[kind]
     sha = file_sha256(file)
-    expected = ref.spec.sha256.get(file.name) if ref.spec else None
-    if expected and expected.lower() != sha:
-        raise ModelError(f"{file}: sha256 {sha[:12]}... does not match model.yaml ({expected[:12]}...)")
+    if ref.spec is not None:
+        _verify_hashes(ref, file, sha)
     runtime = create_backend(kind, file, options, sha)
     try:
         if ref.spec is not None:

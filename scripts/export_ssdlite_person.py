@@ -42,8 +42,9 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -592,8 +593,8 @@ class GraphPort(_Module):  # type: ignore[misc,valid-type]
             args = [env[name] for name in step.inputs]
             if step.op == "conv":
                 y = self.layers[step.arg](args[0])
-            elif step.op == "relu6":
-                y = F.relu6(args[0])
+            elif step.op == "relu6":  # hardtanh: the conv+clamp pattern quantize.py fuses
+                y = F.hardtanh(args[0], 0.0, 6.0)
             elif step.op == "add":
                 y = args[0] + args[1]
             elif step.op == "reshape":
@@ -903,6 +904,70 @@ def export_onnx(model: SSDLitePerson, path: Path) -> None:
     onnx.save(proto, str(path))
 
 
+def annotate_heads(model: Any, config: Any) -> None:
+    """Quantise the heads' reshape -> concat -> squeeze / sigmoid chains as int8.
+
+    The litert-torch quantizer behind scripts/quantize.py finds concatenations through source
+    partitions, which torch 2.13's export no longer records, and shares parameters through
+    view/permute but not reshape or sigmoid-after-concat. Left alone, the TFLite converter gives
+    each concat the scale of its LAST input (BoxPredictor_5: box encodings within about +-3) and
+    clips every other layer's encodings to it, and the sigmoid runs in float. Here each concat's
+    inputs and output share one min/max observer (these are the model outputs: no clipping), the
+    reshapes and the squeeze share their input's parameters, and the sigmoid gets TFLite's fixed
+    LOGISTIC parameters (scale 1/256, zero point -128).
+    """
+    from torchao.quantization.pt2e import MinMaxObserver
+    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
+
+    aten = torch.ops.aten
+    minmax = replace(config.output_activation,
+                     observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
+    for node in model.graph.nodes:
+        if node.op != "call_function":
+            continue
+        source = node.args[0]
+        if node.target == aten.cat.default:
+            first, *rest = source
+            shared = SharedQuantizationSpec((first, node))
+            note = QuantizationAnnotation(input_qspec_map={first: minmax, **dict.fromkeys(rest, shared)},
+                                          output_qspec=shared, _annotated=True)
+        elif node.target in (aten.reshape.default, aten.squeeze.dims):
+            if "quantization_annotation" not in source.meta:
+                continue
+            shared = SharedQuantizationSpec(source)
+            note = QuantizationAnnotation(input_qspec_map={source: shared}, output_qspec=shared,
+                                          _annotated=True)
+        elif node.target == aten.sigmoid.default:
+            note = QuantizationAnnotation(output_qspec=config.fixed_qparams, _annotated=True)
+        else:
+            continue
+        node.meta["quantization_annotation"] = note
+
+
+@contextmanager
+def heads_annotated(q: Any) -> Iterator[None]:
+    """Let quantize.py's TFLite quantizer also run :func:`annotate_heads`."""
+    base = q._edge_quantizer
+
+    def factory() -> Any:
+        quantizer = base()
+        annotate = quantizer.annotate
+
+        def annotate_with_heads(model: Any) -> Any:
+            model = annotate(model)
+            annotate_heads(model, quantizer.global_config)
+            return model
+
+        quantizer.annotate = annotate_with_heads
+        return quantizer
+
+    q._edge_quantizer = factory
+    try:
+        yield
+    finally:
+        q._edge_quantizer = base
+
+
 def postprocess_params(facts: GraphFacts) -> dict[str, Any]:
     """model.yaml ``postprocess`` (scores leave the model as probabilities)."""
     return {
@@ -1122,9 +1187,10 @@ def build(out: Path, threads: int) -> int:
         calibration = calibration_inputs()
         q.quantize_onnx(work / "float.onnx", out / files["onnx"],
                         [{"input": x} for x in calibration], per_channel=True)
-        q.quantize_torch_to_tflite(model, torch.from_numpy(calibration[0]),
-                                   [torch.from_numpy(x) for x in calibration],
-                                   out / files["tflite"], channel_last_input=True)
+        with heads_annotated(q):
+            q.quantize_torch_to_tflite(model, torch.from_numpy(calibration[0]),
+                                       [torch.from_numpy(x) for x in calibration],
+                                       out / files["tflite"], channel_last_input=True)
         runners = {
             "float_torch": _torch_runner(model),
             "float_onnx": ordered(q.onnx_runner(work / "float.onnx", threads=threads)),
