@@ -75,9 +75,19 @@ def test_person_detector_finds_the_astronaut_and_nothing_in_the_coffee(
 
 
 def test_onnx_and_tflite_agree_on_classes() -> None:
+    """Same top-1, except on a near tie that int8 rounding may break either way.
+
+    The two files are quantised by different tools (ONNX Runtime QDQ, LiteRT PT2E), so when the
+    best two classes are within 0.02 of each other (chelsea: Egyptian cat 0.377 vs tiger cat 0.375)
+    each runtime's top-1 must be the other's top-2 instead.
+    """
     onnx, tflite = (_run(CLASSIFIER, b, IMAGES) for b in BACKENDS)
     for name in IMAGES:
-        assert onnx[name].classes[0].class_id == tflite[name].classes[0].class_id, name
+        a, b = onnx[name].classes, tflite[name].classes
+        if a[0].class_id == b[0].class_id:
+            continue
+        assert {a[0].class_id, a[1].class_id} == {b[0].class_id, b[1].class_id}, name
+        assert a[0].score - a[1].score < 0.02 and b[0].score - b[1].score < 0.02, name
 
 
 def test_onnx_and_tflite_agree_on_boxes() -> None:
