@@ -208,11 +208,13 @@ class Daemon:
             logger.exception("health report failed")
 
     # -- stop --------------------------------------------------------------------------------
-    def stop(self, flush_timeout: float = 3.0) -> None:
-        """Orderly shutdown (the whole thing stays well under systemd's stop timeout)."""
+    def stop(self, flush_timeout: float = 2.0) -> None:
+        """Orderly shutdown, bounded at about 8 s in the worst case (systemd waits 10 s or more)."""
         self.stop_event.set()
         for p in self.pipelines:
-            p.stop(timeout=3.0)
+            p.source.stop_event.set()  # all sources at once, then wait for each pipeline
+        for p in self.pipelines:
+            p.stop(timeout=2.0)
         if self._health_thread.is_alive():
             self._health_thread.join(1.0)
         if self.outbox is not None and self.link is not None:
@@ -224,7 +226,7 @@ class Daemon:
         if self.publisher is not None:
             self.publisher.stop()
         if self.link is not None:
-            self.link.stop("shutdown")
+            self.link.stop("shutdown", timeout=2.0)
         if self.outbox is not None:
             logger.info("outbox: %d message(s) kept for the next start", self.outbox.pending)
             self.outbox.close()

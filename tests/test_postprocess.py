@@ -155,3 +155,9 @@ def test_guess_family_from_output_shapes(shapes: list[tuple[int, ...]], family: 
 def test_guess_family_fails_with_advice() -> None:
     with pytest.raises(ModelError, match=r"add a model\.yaml"):
         guess_family([(1, 3, 224, 224)])
+
+
+def test_exact_ties_rank_the_lower_class_id_first() -> None:
+    scores = np.zeros(1000, np.float32)
+    scores[[285, 282, 900]] = [0.4, 0.4, 0.2]
+    assert [c.class_id for c in classify(scores, None, top_k=3, apply_softmax=False)] == [282, 285, 900]

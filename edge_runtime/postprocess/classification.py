@@ -45,7 +45,9 @@ def classify(
     s = full[label_offset:]
     k = min(top_k, s.size)
     idx = np.argpartition(-s, k - 1)[:k]
-    idx = idx[np.argsort(-s[idx], kind="stable")]
+    # best first; exact ties (common with int8 outputs) go to the lower class id, so every
+    # runtime ranks tied classes the same way
+    idx = idx[np.lexsort((idx, -s[idx]))]
     return [
         Classification(int(i), label_for(labels, int(i)), float(s[i])) for i in idx if s[i] >= score_threshold
     ]
