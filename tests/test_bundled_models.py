@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -98,5 +99,22 @@ def test_onnx_and_tflite_agree_on_boxes() -> None:
         if a:
             ious = iou_matrix(
                 np.array([d.box.as_list(6) for d in a]), np.array([d.box.as_list(6) for d in b])
+            )
+            assert (ious.max(axis=1) >= 0.9).all(), (name, ious)
+
+
+def test_person_boxes_agree_with_the_original_graph_in_opencv_dnn(
+    detected: tuple[str, dict[str, InferenceResult]],
+) -> None:
+    """The reference: the original TF graph run by cv2.dnn when the bundle was made (recorded)."""
+    report = json.loads((DETECTOR / "quantization_report.json").read_text())
+    _, results = detected
+    for name in IMAGES:
+        reference = report["images"][name]["reference_cv2"]["detections"]
+        ours = results[name].detections
+        assert len(ours) == len(reference), name
+        if ours:
+            ious = iou_matrix(
+                np.array([d.box.as_list(6) for d in ours]), np.array([r["box"] for r in reference])
             )
             assert (ious.max(axis=1) >= 0.9).all(), (name, ious)
