@@ -60,9 +60,20 @@ def test_labels_of_the_wrong_length_exit_2(tmp_path: Path) -> None:
     shutil.copytree(CLASSIFIER, bundle)
     labels = (bundle / "labels.txt").read_text().splitlines()
     (bundle / "labels.txt").write_text("\n".join(labels[:-3]) + "\n")
+    spec = (bundle / "model.yaml").read_text()  # a user's own bundle: no recorded hashes
+    (bundle / "model.yaml").write_text(spec.split("\nsha256:")[0] + "\n")
     result = run_cli("infer", bundle, image("coffee"))
     assert result.code == 2
     _one_line_reason(result.err, "997 labels", "1000 classes")
+
+
+def test_tampered_labels_are_refused_by_their_sha256(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    shutil.copytree(CLASSIFIER, bundle)
+    (bundle / "labels.txt").write_text((bundle / "labels.txt").read_text().replace("espresso", "tea"))
+    result = run_cli("infer", bundle, image("coffee"))
+    assert result.code == 2
+    _one_line_reason(result.err, "labels.txt", "does not match")
 
 
 def test_tampered_model_file_is_refused_by_its_sha256(tmp_path: Path) -> None:
