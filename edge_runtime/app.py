@@ -186,7 +186,11 @@ class Daemon:
                 "dropped": self.outbox.dropped,
                 "rejected": self.outbox.rejected,
             },
-            "mqtt": {"connected": self.link.connected.is_set(), "reconnects": self.link.reconnects},
+            "mqtt": {
+                "connected": self.link.connected.is_set(),
+                "reconnects": self.link.reconnects,
+                "last_error": self.link.last_error,
+            },
             "system": self.probe.snapshot(),
             "models": {
                 n: {k: v for k, v in m.predictor.model.describe().items() if k != "name"}

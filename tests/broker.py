@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -51,7 +52,15 @@ class Broker:
     def start(self) -> Broker:
         """Start and wait until it accepts connections."""
         self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            # started as root, mosquitto drops to user `mosquitto`, which can neither read nor
+            # write the test's private temp folder: stay the user who runs the tests
+            f"user {getpass.getuser()}\n"
+            # persistence saved on every change: a test subscriber's session (and what is queued
+            # for it) survives a SIGKILL of the broker, so nothing published after a restart is
+            # missed because the subscriber reconnected a moment later than the daemon
+            f"persistence true\npersistence_location {self.workdir}/\n"
+            f"persistence_file mosquitto-{self.port}.db\nautosave_on_changes true\nautosave_interval 1\n"
             f"max_queued_messages 100000\n{self.extra}\n"
         )
         with self.log.open("ab") as log:

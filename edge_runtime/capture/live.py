@@ -8,27 +8,18 @@ open/read timeout properties, so a dead RTSP camera turns into a reconnect inste
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Callable
 from typing import Any
 
 import cv2
 
+from edge_runtime.backoff import backoff_delays
 from edge_runtime.capture.base import SourceThread
 
 logger = logging.getLogger(__name__)
 
 Opener = Callable[[], Any]  # returns an opened cv2.VideoCapture-like object
-
-
-def backoff_delays(initial: float, maximum: float, rng: random.Random | None = None) -> Any:
-    """Endless delays: doubling from ``initial`` up to ``maximum``, each with +-20% jitter."""
-    rng = rng or random.Random()
-    delay = initial
-    while True:
-        yield delay * rng.uniform(0.8, 1.2)
-        delay = min(delay * 2.0, maximum)
 
 
 class LiveSource(SourceThread):

@@ -21,6 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from edge_runtime.backoff import backoff_delays
 from edge_runtime.config.sections import MqttConfig
 from edge_runtime.errors import ConfigError
 from edge_runtime.publish.topics import Topics
@@ -57,6 +58,8 @@ class MqttLink:
         self.connects = 0
         self.last_error: str | None = None
         self._stopping = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, reconnect_on_failure=True
         )
@@ -80,9 +83,6 @@ class MqttLink:
             c.tls_insecure_set(cfg.tls.insecure)
         offline = json.dumps({"state": "offline", "reason": "connection lost", **self._identity()})
         c.will_set(self.topics.status, offline, qos=1, retain=True)
-        c.reconnect_delay_set(
-            min_delay=max(1, round(cfg.reconnect_min_s)), max_delay=round(cfg.reconnect_max_s)
-        )
         c.max_inflight_messages_set(cfg.max_inflight)
         c.max_queued_messages_set(0)
         c.on_connect = self._on_connect
@@ -95,13 +95,46 @@ class MqttLink:
         return {"session": status.get("session"), "ts": time.time()}
 
     def start(self) -> None:
-        """Connect in the background; paho's thread keeps reconnecting."""
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = 0
-        self._client.connect_async(
-            self.cfg.host, self.cfg.port, self.cfg.keepalive, clean_start=True, properties=props
-        )
-        self._client.loop_start()
+        """Connect and keep connecting in the ``mqtt`` thread."""
+        self._thread.start()
+
+    def _run(self) -> None:
+        """Connect, run the network loop until the link drops, back off (with jitter), repeat.
+
+        Our own loop rather than paho's ``loop_start``: paho swallows the reason a connection
+        attempt failed (refused, DNS, a certificate from the wrong CA), and users need to see it.
+        """
+        delays = backoff_delays(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
+        first = True
+        while not self._stop.is_set() and not self._stopping:
+            try:
+                if first:
+                    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+                    props.SessionExpiryInterval = 0
+                    self._client.connect(
+                        self.cfg.host, self.cfg.port, self.cfg.keepalive, clean_start=True, properties=props
+                    )
+                    first = False
+                else:
+                    self._client.reconnect()
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                self._connect_failed(exc)
+                self._stop.wait(next(delays))
+                continue
+            delays = backoff_delays(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
+            while not self._stop.is_set():
+                if self._client.loop(timeout=0.5) != mqtt.MQTT_ERR_SUCCESS:
+                    break
+            if not self._stopping:
+                self._stop.wait(next(delays))
+
+    def _connect_failed(self, exc: BaseException) -> None:
+        reason = f"cannot connect to {self.cfg.host}:{self.cfg.port}: {exc}"
+        if reason != self.last_error:  # the same reason again is not news
+            logger.warning("mqtt: %s", reason)
+        else:
+            logger.debug("mqtt: %s", reason)
+        self.last_error = reason
 
     # -- paho callbacks: set state / enqueue only ------------------------------------------------
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
@@ -156,5 +189,9 @@ class MqttLink:
                 info.wait_for_publish(timeout)
             except (RuntimeError, ValueError):
                 logger.warning("mqtt: could not publish the offline status")
-        self._client.disconnect()
-        self._client.loop_stop()
+            self._client.disconnect()  # sent by the mqtt thread's loop; a clean DISCONNECT: no will
+            if self._thread.is_alive():
+                self._thread.join(timeout)
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
