@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 
 from edge_runtime.capture import SourceThread
 from edge_runtime.health.metrics import PipelineMetrics
@@ -55,7 +54,6 @@ class Pipeline:
         self.every_n_frames, self.max_fps = every_n_frames, max_fps
         self.metrics = PipelineMetrics()
         self.stop_event = threading.Event()
-        self.hang_hook: Callable[[], None] | None = None  # tests: simulate a hung inference call
         self._next_allowed = 0.0
         self._thread = threading.Thread(target=self._run, name=f"pipeline-{name}", daemon=True)
 
@@ -113,8 +111,6 @@ class Pipeline:
         inputs, transform = predictor.preprocess(frame.image)
         t1 = time.perf_counter()
         with self.model.lock:
-            if self.hang_hook is not None:
-                self.hang_hook()
             outputs = predictor.model.backend.infer(inputs)
         t2 = time.perf_counter()
         result = predictor.postprocess(outputs, transform)
