@@ -63,6 +63,15 @@ def pending_rows(db: Path, topic_suffix: str) -> list[dict[str, Any]]:
     return [json.loads(p) for t, p in rows if t.endswith(topic_suffix)]
 
 
+def paced_config(tmp_path: Path, port: int, frames: int, fps: float) -> Path:
+    """A config whose video of ``frames`` frames plays at ``fps`` (long enough to inject faults)."""
+    video = make_video(tmp_path / "v.mp4", frames)
+    source = {"type": "video", "path": str(video), "fps": fps}
+    return make_config(
+        tmp_path, port, video, pipelines=[{"name": "front", "model": "person", "source": source}]
+    )
+
+
 def test_video_of_n_frames_gives_exactly_n_predictions(
     tmp_path: Path, broker: Broker, recorder: Recorder
 ) -> None:
@@ -100,15 +109,7 @@ def test_broker_killed_mid_run_and_restarted_loses_nothing(
     tmp_path: Path, broker: Broker, recorder: Recorder
 ) -> None:
     n = 120
-    video = make_video(tmp_path / "v.mp4", n)
-    config = make_config(
-        tmp_path,
-        broker.port,
-        video,
-        pipelines=[
-            {"name": "front", "model": "person", "source": {"type": "video", "path": str(video), "fps": 20}}
-        ],
-    )
+    config = paced_config(tmp_path, broker.port, n, fps=20)
     daemon = DaemonProcess(config, tmp_path / "daemon.log")
     assert wait_for(lambda: len(recorder.on(PRED)) >= 15, 60), daemon.log()[-3000:]
     broker.kill()
@@ -126,15 +127,7 @@ def test_daemon_killed_while_offline_keeps_what_it_committed(
     tmp_path: Path, broker: Broker, recorder: Recorder
 ) -> None:
     n = 60
-    video = make_video(tmp_path / "v.mp4", n)
-    config = make_config(
-        tmp_path,
-        broker.port,
-        video,
-        pipelines=[
-            {"name": "front", "model": "person", "source": {"type": "video", "path": str(video), "fps": 20}}
-        ],
-    )
+    config = paced_config(tmp_path, broker.port, n, fps=20)
     daemon = DaemonProcess(config, tmp_path / "daemon-1.log")
     assert wait_for(lambda: len(recorder.on(PRED)) >= 10, 60), daemon.log()[-3000:]
     broker.kill()
