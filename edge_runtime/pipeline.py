@@ -21,17 +21,13 @@ logger = logging.getLogger(__name__)
 
 
 class SharedModel:
-    """A Predictor that several pipelines can use (TFLite interpreters are not thread-safe)."""
+    """A named Predictor that several pipelines can use (its ``predict`` serialises inference)."""
 
     def __init__(self, name: str, predictor: Predictor) -> None:
         self.name = name
         self.predictor = predictor
-        self.lock = threading.Lock()
-
-    def describe(self) -> dict[str, str]:
-        """The ``model`` object of a prediction."""
-        d = self.predictor.model.describe()
-        return {"name": d["name"], "version": d["version"], "sha256": d["sha256"]}
+        d = predictor.model.describe()
+        self.identity = {"name": d["name"], "version": d["version"], "sha256": d["sha256"]}
 
 
 class Pipeline:
@@ -106,21 +102,8 @@ class Pipeline:
         return False
 
     def _process(self, frame: Frame) -> None:
-        predictor = self.model.predictor
-        t0 = time.perf_counter()
-        inputs, transform = predictor.preprocess(frame.image)
-        t1 = time.perf_counter()
-        with self.model.lock:
-            outputs = predictor.model.backend.infer(inputs)
-        t2 = time.perf_counter()
-        result = predictor.postprocess(outputs, transform)
-        t3 = time.perf_counter()
-        stages = {
-            "capture": frame.capture_ms,
-            "preprocess": (t1 - t0) * 1e3,
-            "inference": (t2 - t1) * 1e3,
-            "postprocess": (t3 - t2) * 1e3,
-        }
+        result = self.model.predictor.predict(frame.image)
+        stages = {"capture": frame.capture_ms, **result.latency_ms}
         stages["total"] = sum(stages.values())
         latency = {k: round(v, 3) for k, v in stages.items()}
         frame_info = {
@@ -129,7 +112,7 @@ class Pipeline:
             "width": frame.width,
             "height": frame.height,
         }
-        model, body = self.model.describe(), result.payload()
+        model, body = self.model.identity, result.payload()
         self.outbox.put(
             self.topic,
             lambda seq: payloads.prediction(

@@ -5,6 +5,7 @@ Composition module (like ``pipeline.py``): the daemon's pipelines call the same 
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -59,6 +60,7 @@ class Predictor:
         prep = model.spec.preprocess
         self._prep = prep
         self._output_specs = list(model.backend.output_specs)
+        self.lock = threading.Lock()
 
     def preprocess(
         self, image_bgr: npt.NDArray[np.uint8]
@@ -96,7 +98,8 @@ class Predictor:
         t0 = time.perf_counter()
         inputs, transform = self.preprocess(image_bgr)
         t1 = time.perf_counter()
-        outputs = self.model.backend.infer(inputs)
+        with self.lock:  # several pipelines may share this model; TFLite is not thread-safe
+            outputs = self.model.backend.infer(inputs)
         t2 = time.perf_counter()
         result = self.postprocess(outputs, transform)
         t3 = time.perf_counter()
