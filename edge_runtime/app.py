@@ -1,14 +1,16 @@
 """Composition root: Config -> models, outbox, MQTT link, pipelines, health; start/stop order.
 
-Start: models (a model that fails to load fails only its pipelines) -> outbox -> MQTT link ->
-publisher -> pipelines (sources start here) -> health reporter.
-Stop: capture and pipelines (in-flight results reach the outbox) -> health -> a short flush ->
-offline status -> disconnect -> outbox closed.
+Start: models (the store's active version when an update installed one; a model that fails to
+load fails only its pipelines) -> outbox -> MQTT link -> publisher -> pipelines (sources start
+here) -> update manager and inbound dispatcher -> health reporter.
+Stop: update manager -> capture and pipelines (in-flight results reach the outbox) -> health ->
+a short flush -> offline status -> disconnect -> outbox closed.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -21,7 +23,7 @@ from edge_runtime.config.sections import Config, ModelConfig
 from edge_runtime.errors import EdgeRuntimeError, ModelError
 from edge_runtime.health.system import SystemProbe
 from edge_runtime.inference import BackendOptions
-from edge_runtime.model import load_model
+from edge_runtime.model import load_model, resolve
 from edge_runtime.pipeline import Pipeline, SharedModel
 from edge_runtime.predictor import Predictor
 from edge_runtime.publish import payloads
@@ -29,11 +31,14 @@ from edge_runtime.publish.mqtt import MqttLink
 from edge_runtime.publish.outbox import Outbox
 from edge_runtime.publish.publisher import Publisher
 from edge_runtime.publish.topics import Topics
+from edge_runtime.update.manager import UpdateManager, UpdatePolicy, startup_model_path
+from edge_runtime.update.manifest import load_public_key
+from edge_runtime.update.store import ModelStore
 
 logger = logging.getLogger(__name__)
 
 
-def _load(name: str, mc: ModelConfig, cache_dir: Path) -> SharedModel:
+def _load(name: str, mc: ModelConfig, cache_dir: Path) -> Predictor:
     options = BackendOptions(
         accelerator=mc.accelerator,
         threads=mc.threads,
@@ -53,7 +58,39 @@ def _load(name: str, mc: ModelConfig, cache_dir: Path) -> SharedModel:
         model.backend.kind,
         model.backend.accelerator,
     )
-    return SharedModel(name, Predictor(model, top_k=mc.top_k, score_threshold=mc.score_threshold))
+    return Predictor(model, top_k=mc.top_k, score_threshold=mc.score_threshold)
+
+
+class ModelSlot:
+    """A configured model as the update manager sees it (update/manager.py ``Slot``)."""
+
+    def __init__(self, key: str, shared: SharedModel, mc: ModelConfig, cache: Path, daemon: Daemon) -> None:
+        self.key, self.shared, self.mc, self.cache, self._daemon = key, shared, mc, cache, daemon
+
+    def version(self) -> str:
+        """The version serving now."""
+        return str(self.shared.predictor.model.spec.version)
+
+    def load(self, folder: Path) -> Predictor:
+        """A candidate from ``folder`` with this model's backend options (a fresh backend)."""
+        return _load(self.key, self.mc.model_copy(update={"path": folder}), self.cache)
+
+    def swap(self, candidate: Predictor) -> Predictor:
+        """Serve ``candidate`` from the next frame on."""
+        return self.shared.swap(candidate)
+
+    def counters(self) -> tuple[int, int, float]:
+        """(inferred, failed, inference ms) summed over the pipelines using this model."""
+        ps = [p for p in self._daemon.pipelines if p.model is self.shared]
+        return (
+            sum(p.metrics.inferred for p in ps),
+            sum(p.metrics.errors for p in ps),
+            sum(p.metrics.inference_ms for p in ps),
+        )
+
+    def close(self, candidate: Predictor) -> None:
+        """Release a predictor that no longer serves."""
+        candidate.close()
 
 
 class Daemon:
@@ -73,6 +110,9 @@ class Daemon:
         self.link: MqttLink | None = None
         self.publisher: Publisher | None = None
         self.probe = SystemProbe(cfg.outbox.path.parent)
+        self.store: ModelStore | None = None
+        self.updates: UpdateManager | None = None
+        self._inbound_thread = threading.Thread(target=self._inbound_loop, name="inbound", daemon=True)
         self._health_thread = threading.Thread(target=self._health_loop, name="health", daemon=True)
 
     # -- start -------------------------------------------------------------------------------
@@ -102,20 +142,101 @@ class Daemon:
             raise ModelError(
                 "no pipeline could start: " + "; ".join(f"{k}: {v}" for k, v in self.failed_pipelines.items())
             )
+        self._start_updates()
         self.publish_health()
         self._health_thread.start()
 
     def _load_models(self) -> None:
         used = {p.model for p in self.cfg.pipelines}
-        cache = self.cfg.updates.store.parent / "cache"
+        self.store = ModelStore(self.cfg.updates.store, keep=self.cfg.updates.keep)
         for name, mc in self.cfg.models.items():
             if name not in used:
                 continue
             try:
-                self.models[name] = _load(name, mc, cache)
+                self.models[name] = SharedModel(name, self._load_installed(name, mc))
             except EdgeRuntimeError as exc:
                 self.model_errors[name] = str(exc)
                 logger.error("model %s: %s", name, exc)
+
+    @property
+    def _cache(self) -> Path:
+        return self.cfg.updates.store.parent / "cache"
+
+    def _load_installed(self, name: str, mc: ModelConfig) -> Predictor:
+        """The version an update installed (if any, and if it loads), else the configured one."""
+        assert self.store is not None
+        try:
+            ref = resolve(mc.path)
+        except EdgeRuntimeError:
+            ref = None
+        if ref is None or ref.spec is None:  # updates address bundles (model.yaml) by name
+            return _load(name, mc, self._cache)
+        path, note = startup_model_path(self.store, ref.spec.name, mc.path)
+        if note:
+            logger.warning("model %s: %s", name, note)
+        if path != mc.path:
+            try:
+                return _load(name, mc.model_copy(update={"path": path}), self._cache)
+            except EdgeRuntimeError as exc:
+                logger.error("model %s: installed update at %s does not load (%s); using %s",
+                             name, path, exc, mc.path)
+        return _load(name, mc, self._cache)
+
+    def _start_updates(self) -> None:
+        """The update manager (it resumes an interrupted update) and the inbound dispatcher."""
+        assert self.store is not None and self.link is not None
+        uc = self.cfg.updates
+        slots: dict[str, list[ModelSlot]] = {}
+        for key, shared in self.models.items():
+            spec_name = shared.predictor.model.spec.name
+            slot = ModelSlot(key, shared, self.cfg.models[key], self._cache, self)
+            slots.setdefault(spec_name, []).append(slot)
+        link = self.link
+        self.updates = UpdateManager(
+            device=self.cfg.device.id,
+            groups=self.cfg.device.groups,
+            keys=[load_public_key(p) for p in uc.public_keys],
+            store=self.store,
+            slots=slots,  # type: ignore[arg-type]
+            policy=UpdatePolicy(
+                max_bundle_bytes=uc.max_bundle_bytes,
+                download_timeout_s=uc.download_timeout_s,
+                chunk_window=uc.chunk_window,
+                chunk_retry_s=uc.chunk_retry_s,
+                health_window_s=uc.health_window_s,
+                max_errors=uc.max_errors,
+                max_latency_ms=uc.max_latency_ms,
+                latency_factor=uc.latency_factor,
+                keep=uc.keep,
+            ),
+            publish_status=self._publish_model_status,
+            send=lambda topic, body: link.publish(topic, body, qos=0) is not None,
+            subscribe=link.subscribe,
+        )
+        self.updates.start()
+        self._inbound_thread.start()
+
+    def _publish_model_status(self, body: dict[str, Any]) -> None:
+        assert self.outbox is not None
+        self.outbox.put(self.topics.model_status, lambda _seq: payloads.encode(body), qos=1, retain=True)
+
+    def _inbound_loop(self) -> None:
+        """Route what the broker sends us: manifests and chunks to the update manager."""
+        assert self.link is not None and self.updates is not None
+        groups = self.cfg.device.groups
+        update_topics = {self.topics.model_update, *(self.topics.group_update(g) for g in groups)}
+        while not self.stop_event.is_set():
+            try:
+                message = self.link.inbound.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            topic = message.topic
+            if topic in update_topics:
+                self.updates.submit(bytes(message.payload))
+            elif "/chunk/" in topic:
+                self.updates.chunk_message(topic, bytes(message.payload))
+            else:
+                logger.warning("inbound: nothing handles %s (commands: see the README)", topic)
 
     def _start_pipelines(self) -> None:
         assert self.outbox is not None
@@ -146,6 +267,7 @@ class Daemon:
             "version": __version__,
             "models": {n: m.predictor.model.describe() for n, m in self.models.items()},
             "pipelines": [p.name for p in self.cfg.pipelines],
+            "groups": self.cfg.device.groups,
         }
 
     def health(self) -> dict[str, Any]:
@@ -215,6 +337,8 @@ class Daemon:
     def stop(self, flush_timeout: float = 2.0) -> None:
         """Orderly shutdown, bounded at about 8 s in the worst case (systemd waits 10 s or more)."""
         self.stop_event.set()
+        if self.updates is not None:
+            self.updates.stop()
         for p in self.pipelines:
             p.source.stop_event.set()  # all sources at once, then wait for each pipeline
         for p in self.pipelines:
@@ -235,4 +359,4 @@ class Daemon:
             logger.info("outbox: %d message(s) kept for the next start", self.outbox.pending)
             self.outbox.close()
         for m in self.models.values():
-            m.predictor.model.close()
+            m.predictor.close()

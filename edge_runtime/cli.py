@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from edge_runtime import __version__
 from edge_runtime.errors import EdgeRuntimeError, InputError
 from edge_runtime.inference.base import ACCELERATORS
+from edge_runtime.logformat import configure_logging
 
 logger = logging.getLogger("edge_runtime")
 
@@ -66,15 +67,72 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("config-schema", help="JSON Schema of the config file")
 
+    _update_commands(sub)
+
     p = sub.add_parser("models", help="bundled models and the backends/accelerators usable here")
     p.add_argument("--dir", default=None, help="folder of model bundles (default: ./models)")
     p.add_argument("--json", action="store_true", help="JSON instead of text")
     return parser
 
 
+def _update_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """keys, bundle, push: signed model updates."""
+    p = sub.add_parser("keys", help="signing keys for model updates")
+    keys = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    g = keys.add_parser("generate", help="write DIR/signing.key (0600) and DIR/signing.pub (Ed25519, PEM)")
+    g.add_argument("--out", required=True, metavar="DIR")
+    g.add_argument("--force", action="store_true", help="replace an existing key pair")
+
+    p = sub.add_parser("bundle", help="make and sign model update bundles")
+    bundle = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    c = bundle.add_parser("create", help="a bundle tar: model, labels, model.yaml, golden test vectors")
+    c.add_argument("model", help="model bundle folder (with model.yaml)")
+    c.add_argument("--version", required=True, help="the new version (numeric: 3, 1.4.2)")
+    c.add_argument("--out", required=True, metavar="FILE")
+    c.add_argument("--golden", nargs="+", metavar="IMAGE", help="images for the golden vectors")
+    s = bundle.add_parser("sign", help="write FILE.manifest.json, signed with an Ed25519 key")
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("--key", required=True, metavar="PRIVATE_KEY")
+    s.add_argument("--target", default=None, help="device:ID or group:G (default: any device)")
+    s.add_argument(
+        "--expires-in",
+        type=float,
+        default=7 * 86400,
+        metavar="S",
+        help="seconds until the manifest expires (default 7 days; 0 = never)",
+    )
+
+    p = sub.add_parser("push", help="publish a signed update over MQTT and follow the devices")
+    p.add_argument("bundle", metavar="BUNDLE")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--device", metavar="ID")
+    who.add_argument("--group", metavar="G")
+    p.add_argument("--broker", required=True, metavar="HOST:PORT")
+    p.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=None,
+        metavar="S",
+        help="follow the devices up to S seconds; exit 0 only if all report active",
+    )
+    p.add_argument("--url", default=None, help="devices download the bundle from this URL instead")
+    p.add_argument("--chunk-size", type=int, default=64 * 1024, help="bytes per MQTT chunk")
+    p.add_argument(
+        "--serve-timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="without --wait: serve chunks at most this long",
+    )
+    p.add_argument("--username", default=None)
+    p.add_argument("--password-file", default=None)
+    p.add_argument("--ca-file", default=None, help="CA certificate for a TLS broker")
+
+
 def _configure_logging(args: argparse.Namespace) -> None:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    configure_logging(level)  # journald format under systemd, timestamps otherwise
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,6 +28,10 @@ class ImageError(InputError):
     """An input image cannot be read or decoded."""
 
 
+class UpdateError(InputError):
+    """A model update is refused: bad signature, expired, a downgrade, bad bytes, failed tests."""
+
+
 class BackendUnavailableError(EdgeRuntimeError):
     """The runtime a backend needs is not installed (say which extra to install)."""
 

@@ -12,7 +12,7 @@ import time
 
 from edge_runtime.capture import SourceThread
 from edge_runtime.health.metrics import PipelineMetrics
-from edge_runtime.predictor import Predictor
+from edge_runtime.predictor import Predictor, PredictorClosedError
 from edge_runtime.publish import payloads
 from edge_runtime.publish.outbox import Outbox
 from edge_runtime.types import Frame
@@ -21,13 +21,32 @@ logger = logging.getLogger(__name__)
 
 
 class SharedModel:
-    """A named Predictor that several pipelines can use (its ``predict`` serialises inference)."""
+    """A named Predictor that several pipelines can use (its ``predict`` serialises inference).
+
+    A model update swaps the predictor while pipelines run: ``current`` is one attribute holding
+    the predictor and its identity together, read once per frame, so every frame is inferred and
+    labelled by the same model, and the swap lands between two frames.
+    """
 
     def __init__(self, name: str, predictor: Predictor) -> None:
         self.name = name
-        self.predictor = predictor
-        d = predictor.model.describe()
-        self.identity = {"name": d["name"], "version": d["version"], "sha256": d["sha256"]}
+        self.current = (predictor, _identity(predictor))
+
+    @property
+    def predictor(self) -> Predictor:
+        """The predictor serving now."""
+        return self.current[0]
+
+    def swap(self, predictor: Predictor) -> Predictor:
+        """Serve ``predictor`` from the next frame on; returns the one it replaces."""
+        old = self.current[0]
+        self.current = (predictor, _identity(predictor))
+        return old
+
+
+def _identity(predictor: Predictor) -> dict[str, str]:
+    d = predictor.model.describe()
+    return {"name": d["name"], "version": d["version"], "sha256": d["sha256"]}
 
 
 class Pipeline:
@@ -51,6 +70,7 @@ class Pipeline:
         self.metrics = PipelineMetrics()
         self.stop_event = threading.Event()
         self._next_allowed = 0.0
+        self.busy_since: float | None = None  # a frame in processing since (health/watchdog.py)
         self._thread = threading.Thread(target=self._run, name=f"pipeline-{name}", daemon=True)
 
     def start(self) -> None:
@@ -85,11 +105,14 @@ class Pipeline:
             self.metrics.frame_seen()
             if self._skip(frame):
                 continue
+            self.busy_since = time.monotonic()
             try:
                 self._process(frame)
             except Exception:  # one bad frame must not end the pipeline
                 self.metrics.failed_one()
                 logger.exception("pipeline %s: frame %d failed", self.name, frame.index)
+            finally:
+                self.busy_since = None
 
     def _skip(self, frame: Frame) -> bool:
         if frame.index % self.every_n_frames:
@@ -102,7 +125,12 @@ class Pipeline:
         return False
 
     def _process(self, frame: Frame) -> None:
-        result = self.model.predictor.predict(frame.image)
+        predictor, model = self.model.current
+        try:
+            result = predictor.predict(frame.image)
+        except PredictorClosedError:  # swapped out by an update after we picked it up
+            predictor, model = self.model.current
+            result = predictor.predict(frame.image)
         stages = {"capture": frame.capture_ms, **result.latency_ms}
         stages["total"] = sum(stages.values())
         latency = {k: round(v, 3) for k, v in stages.items()}
@@ -112,7 +140,7 @@ class Pipeline:
             "width": frame.width,
             "height": frame.height,
         }
-        model, body = self.model.identity, result.payload()
+        body = result.payload()
         self.outbox.put(
             self.topic,
             lambda seq: payloads.prediction(

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
+from edge_runtime.errors import ModelError
 from edge_runtime.model import LoadedModel, make_decoder
 from edge_runtime.postprocess.detection import to_detections
 from edge_runtime.preprocess import geometry
@@ -49,6 +50,10 @@ class InferenceResult:
         }
 
 
+class PredictorClosedError(RuntimeError):
+    """The predictor was closed (replaced by a model update) after a caller picked it up."""
+
+
 class Predictor:
     """Runs a :class:`LoadedModel` on BGR images (as OpenCV decodes them)."""
 
@@ -61,11 +66,17 @@ class Predictor:
         self._prep = prep
         self._output_specs = list(model.backend.output_specs)
         self.lock = threading.Lock()
+        self.closed = False
 
     def preprocess(
         self, image_bgr: npt.NDArray[np.uint8]
     ) -> tuple[list[npt.NDArray[Any]], geometry.Transform]:
         """BGR image -> input tensors and the transform back to the image."""
+        if self.model.spec.input.kind == "window":
+            raise ModelError(
+                f"{self.model.file}: a sensor-window model (task {self.model.spec.task}); it takes "
+                "windows from a sensor source in a pipeline, not images"
+            )
         p = self._prep
         image = (
             np.asarray(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB), np.uint8)
@@ -93,12 +104,20 @@ class Predictor:
             "detection", w, h, detections=tuple(to_detections(boxes, raw, self.model.labels))
         )
 
+    def close(self) -> None:
+        """Release the backend once no call is inside it; later calls raise PredictorClosedError."""
+        with self.lock:
+            self.closed = True
+            self.model.close()
+
     def predict(self, image_bgr: npt.NDArray[np.uint8]) -> InferenceResult:
         """All three stages, with per-stage latency in milliseconds."""
         t0 = time.perf_counter()
         inputs, transform = self.preprocess(image_bgr)
         t1 = time.perf_counter()
         with self.lock:  # several pipelines may share this model; TFLite is not thread-safe
+            if self.closed:
+                raise PredictorClosedError(self.model.spec.name)
             outputs = self.model.backend.infer(inputs)
         t2 = time.perf_counter()
         result = self.postprocess(outputs, transform)

@@ -145,12 +145,26 @@ class UpdatesConfig(Section):
 
     public_keys: list[Path] = Field(default_factory=list, description="trusted Ed25519 public keys (PEM)")
     store: Path = Field(default_factory=lambda: state_path("models"), description="versioned model store")
+    keep: int = Field(2, ge=1, le=20, description="previous versions kept in the store for rollback")
+    max_bundle_bytes: int = Field(256 * 1024 * 1024, gt=0, description="largest bundle accepted (bytes)")
+    download_timeout_s: float = Field(600.0, gt=0, description="give up a download after this long")
+    chunk_window: int = Field(32, ge=1, le=1024, description="MQTT chunks requested at a time")
+    chunk_retry_s: float = Field(3.0, gt=0, description="request missing chunks again after this silence")
+    health_window_s: float = Field(30.0, ge=0, description="watch a swapped-in model this long before commit")
+    max_errors: int = Field(0, ge=0, description="failed frames tolerated in the health window")
+    max_latency_ms: float | None = Field(None, gt=0, description="absolute inference latency budget (ms)")
+    latency_factor: float = Field(
+        3.0, gt=1, description="a candidate may be at most this many times slower than the current model"
+    )
 
 
 class LoggingConfig(Section):
-    """Log level of the daemon."""
+    """Log level and line format of the daemon."""
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "human", "journal"] = Field(
+        "auto", description="auto: journald lines (<N> priority, no timestamp) under systemd, else human"
+    )
 
 
 class Config(Section):

@@ -36,6 +36,7 @@ class PipelineMetrics:
         self.frames = 0
         self.inferred = 0
         self.errors = 0
+        self.inference_ms = 0.0  # summed, for means over any interval (the update health window)
         self.latency = {stage: LatencyWindow() for stage in STAGES}
         self.last_progress = time.monotonic()
         self._lock = threading.Lock()
@@ -50,6 +51,7 @@ class PipelineMetrics:
         """A frame went through the model."""
         with self._lock:
             self.inferred += 1
+            self.inference_ms += stages_ms.get("inference", 0.0)
             for stage, ms in stages_ms.items():
                 self.latency[stage].add(ms)
         self.last_progress = time.monotonic()

@@ -57,6 +57,7 @@ class MqttLink:
         self.reconnects = 0
         self.connects = 0
         self.last_error: str | None = None
+        self._extra_subs: set[str] = set()  # subscribed at run time (update chunks); kept over reconnects
         self._stopping = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
@@ -146,7 +147,7 @@ class MqttLink:
         logger.info("mqtt: connected to %s:%d", self.cfg.host, self.cfg.port)
         birth = {"state": "online", **self._status(), "ts": time.time()}
         client.publish(self.topics.status, json.dumps(birth), qos=1, retain=True)
-        for topic in self.topics.inbound(self.groups):
+        for topic in [*self.topics.inbound(self.groups), *sorted(self._extra_subs)]:
             client.subscribe(topic, qos=1)
         self.connected.set()
 
@@ -178,6 +179,18 @@ class MqttLink:
         if qos == 0:  # no PUBACK will come: delivered as far as QoS 0 goes
             self.acks.put(Ack(info.mid, True, "qos0"))
         return int(info.mid)
+
+    def subscribe(self, topic: str, on: bool = True) -> None:
+        """Add (or with ``on`` False, drop) a subscription that lasts over reconnects."""
+        if on:
+            self._extra_subs.add(topic)
+        else:
+            self._extra_subs.discard(topic)
+        if self.connected.is_set():
+            if on:
+                self._client.subscribe(topic, qos=1)
+            else:
+                self._client.unsubscribe(topic)
 
     def stop(self, reason: str = "shutdown", timeout: float = 3.0) -> None:
         """Publish the retained offline status, disconnect cleanly (no will), stop the thread."""

@@ -1,0 +1,115 @@
+"""``keys generate``, ``bundle create`` and ``bundle sign``: the operator's side of model updates."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import tarfile
+import time
+from pathlib import Path
+
+import yaml
+
+from edge_runtime.commands.common import read_image
+from edge_runtime.errors import InputError
+from edge_runtime.inference import backend_installed
+from edge_runtime.model import MODEL_YAML, resolve
+from edge_runtime.update.bundle import bundle_members, model_yaml_with_version, write_tar
+from edge_runtime.update.golden import make_golden
+from edge_runtime.update.manifest import (
+    Manifest,
+    check_target_syntax,
+    generate_keys,
+    load_private_key,
+    sign,
+    update_id,
+    version_key,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """``keys generate --out DIR``."""
+    private, public = generate_keys(Path(args.out), force=args.force)
+    print(f"private key: {private} (mode 0600; keep it off the devices)")
+    print(f"public key:  {public} (list it in updates.public_keys on each device)")
+    return 0
+
+
+def cmd_bundle(args: argparse.Namespace) -> int:
+    """``bundle create`` or ``bundle sign``."""
+    return _create(args) if args.action == "create" else _sign(args)
+
+
+def _create(args: argparse.Namespace) -> int:
+    try:
+        version_key(args.version)
+    except ValueError as exc:
+        raise InputError(f"--version: {exc}") from exc
+    folder = Path(args.model)
+    ref = resolve(folder)
+    members: dict[str, bytes | Path] = dict(bundle_members(ref))
+    members[MODEL_YAML] = model_yaml_with_version(ref.folder, args.version)
+    images = [read_image(Path(p)) for p in args.golden or []]
+    kinds = [k for k in ref.files if backend_installed(k)]
+    for kind in sorted(set(ref.files) - set(kinds)):
+        logger.warning("no %s runtime here: the bundle has no golden vectors for %s devices", kind, kind)
+    if not kinds:
+        raise InputError(f"{folder}: no runtime installed for its model files; cannot compute golden vectors")
+    members.update(make_golden(ref.folder, images, kinds))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_tar(out, members)
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    assert ref.spec is not None
+    print(f"{out}: {ref.spec.name} version {args.version}, {out.stat().st_size} bytes, sha256 {digest}")
+    print(f"  golden vectors: {len(images) or 2} per backend ({', '.join(kinds)})")
+    return 0
+
+
+def _bundle_model_yaml(path: Path) -> dict[str, object]:
+    try:
+        with tarfile.open(path, "r:*") as tar:
+            member = tar.extractfile(MODEL_YAML)
+            data = yaml.safe_load(member.read()) if member is not None else None
+    except (OSError, tarfile.TarError, KeyError) as exc:
+        raise InputError(f"{path}: not a model bundle ({exc})") from exc
+    if not isinstance(data, dict) or "name" not in data or "version" not in data:
+        raise InputError(f"{path}: the bundle's model.yaml has no name or version")
+    return data
+
+
+def _sign(args: argparse.Namespace) -> int:
+    path = Path(args.file)
+    if not path.is_file():
+        raise InputError(f"{path}: no such bundle file")
+    key = load_private_key(Path(args.key))
+    meta = _bundle_model_yaml(path)
+    data = path.read_bytes()
+    now = time.time()
+    try:
+        manifest = Manifest(
+            name=str(meta["name"]),
+            version=str(meta["version"]),
+            sha256=hashlib.sha256(data).hexdigest(),
+            size=len(data),
+            target=check_target_syntax(args.target) if args.target else None,
+            created=round(now, 3),
+            expires=round(now + args.expires_in, 3) if args.expires_in > 0 else None,
+        )
+    except ValueError as exc:
+        raise InputError(f"{path}: cannot make a manifest: {exc}") from exc
+    envelope = sign(manifest, key)
+    out = path.with_name(path.name + ".manifest.json")
+    out.write_text(json.dumps(envelope, indent=2) + "\n")
+    expiry = (
+        time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(manifest.expires)) if manifest.expires else "never"
+    )
+    print(
+        f"{out}: {manifest.name} version {manifest.version}, update {update_id(envelope['manifest'])}, "
+        f"key {envelope['key_id']}, target {manifest.target or 'any'}, expires {expiry}"
+    )
+    return 0

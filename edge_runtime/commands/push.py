@@ -1,0 +1,244 @@
+"""``push``: publish a signed update to a device or a group, serve its chunks, follow the outcome.
+
+By chunks (the default) devices pull the bundle: each asks on ``P/updates/<id>/request`` for the
+chunk indices it lacks and this command publishes them on ``P/updates/<id>/chunk/<i>``, so reordered,
+repeated and lost chunks, and devices that restart mid-way, all end with a complete file. Chunks are
+served while this command runs; with ``--url`` the devices fetch the bundle themselves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import queue
+import ssl
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from edge_runtime.errors import EdgeRuntimeError, InputError
+from edge_runtime.update.manifest import Manifest, read_envelope_file, update_id
+
+TERMINAL = ("active", "rejected", "rolled_back")
+DISCOVERY_S = 1.5
+
+
+@dataclass
+class _Device:
+    state: str | None = None
+    version: str | None = None
+    reason: str | None = None
+    progress: float | None = None
+    printed: tuple[Any, ...] = field(default_factory=tuple)
+
+
+def _broker(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"--broker {value!r}: expected HOST:PORT")
+    return host, int(port)
+
+
+def _load(args: argparse.Namespace) -> tuple[Path, dict[str, Any], Manifest]:
+    bundle = Path(args.bundle)
+    if not bundle.is_file():
+        raise InputError(f"{bundle}: no such bundle file")
+    envelope = read_envelope_file(bundle.with_name(bundle.name + ".manifest.json"))
+    try:
+        manifest = Manifest.model_validate_json(envelope["manifest"])
+    except ValueError as exc:
+        raise InputError(f"{bundle}.manifest.json: invalid manifest: {exc}") from exc
+    # Devices verify everything themselves; these are early warnings for the operator, and the
+    # update is still sent (a device's refusal, with its reason, is the authoritative answer).
+    data = bundle.read_bytes()
+    if len(data) != manifest.size or hashlib.sha256(data).hexdigest() != manifest.sha256:
+        print(f"warning: {bundle} does not match its signed manifest; devices will reject it", file=sys.stderr)
+    wanted = f"device:{args.device}" if args.device else f"group:{args.group}"
+    if manifest.target is not None and manifest.target != wanted:
+        print(f"warning: {bundle} is signed for {manifest.target}, not {wanted}", file=sys.stderr)
+    return bundle, envelope, manifest
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """Publish, serve chunks, and with ``--wait`` follow every targeted device."""
+    bundle, envelope, manifest = _load(args)
+    host, port = _broker(args.broker)
+    pusher = _Pusher(args, bundle, envelope, manifest)
+    return pusher.run(host, port)
+
+
+class _Pusher:
+    def __init__(self, args: argparse.Namespace, bundle: Path, envelope: dict[str, Any], m: Manifest) -> None:
+        self.args, self.bundle, self.manifest = args, bundle, m
+        self.prefix = args.prefix
+        self.uid = update_id(envelope["manifest"])
+        self.base = f"{self.prefix}/updates/{self.uid}"
+        self.chunk_size = args.chunk_size
+        self.count = (m.size + self.chunk_size - 1) // self.chunk_size
+        transfer = (
+            {"type": "url", "url": args.url}
+            if args.url
+            else {"type": "chunks", "topic": self.base, "chunk_size": self.chunk_size, "count": self.count}
+        )
+        self.payload = json.dumps(
+            {
+                **{k: envelope[k] for k in ("manifest", "signature", "key_id") if k in envelope},
+                "transfer": transfer,
+            }
+        )
+        self.devices: dict[str, _Device] = {}
+        if args.device:
+            self.devices[args.device] = _Device()
+        self.members: set[str] = set()
+        self.inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
+        self.sent_at: dict[int, float] = {}
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"edge-push-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
+        )
+        self._configure_client()
+
+    def _configure_client(self) -> None:
+        a, c = self.args, self.client
+        if a.username:
+            password = Path(a.password_file).read_text().strip() if a.password_file else None
+            c.username_pw_set(a.username, password)
+        if a.ca_file:
+            c.tls_set(ca_certs=a.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+        c.on_message = lambda _c, _u, msg: self.inbox.put(msg)
+        c.max_inflight_messages_set(64)
+
+    def _topics(self) -> list[str]:
+        if self.args.device:
+            topics = [f"{self.prefix}/{self.args.device}/model/status"]
+        else:
+            topics = [f"{self.prefix}/+/model/status", f"{self.prefix}/+/status"]
+        return [*topics, f"{self.base}/request"]
+
+    def run(self, host: str, port: int) -> int:
+        try:
+            self.client.connect(host, port, keepalive=30)
+        except (OSError, ValueError) as exc:
+            raise EdgeRuntimeError(f"cannot connect to the broker {host}:{port}: {exc}") from exc
+        self.client.loop_start()
+        try:
+            for topic in self._topics():
+                self.client.subscribe(topic, qos=1)
+            self._drain(time.monotonic() + DISCOVERY_S)  # retained births tell who is in the group
+            if self.args.group:
+                self._announce_group()
+            target = self._update_topic()
+            self.client.publish(target, self.payload, qos=1).wait_for_publish(10)
+            print(
+                f"published update {self.uid} ({self.manifest.name} {self.manifest.version}, "
+                f"{self.manifest.size} bytes{'' if self.args.url else f', {self.count} chunks'}) to {target}"
+            )
+            return self._follow()
+        finally:
+            self.client.loop_stop()
+            self.client.disconnect()
+
+    def _update_topic(self) -> str:
+        if self.args.device:
+            return f"{self.prefix}/{self.args.device}/model/update"
+        return f"{self.prefix}/groups/{self.args.group}/model/update"
+
+    def _announce_group(self) -> None:
+        for device in sorted(self.members):
+            self.devices.setdefault(device, _Device())
+        if self.devices:
+            print(f"group {self.args.group}: {', '.join(sorted(self.devices))} online")
+        else:
+            print(f"group {self.args.group}: no device of the group is online now", file=sys.stderr)
+
+    def _follow(self) -> int:
+        wait = self.args.wait
+        serving = self.args.url is None
+        if wait is None and not serving:
+            return 0
+        deadline = time.monotonic() + (wait if wait is not None else self.args.serve_timeout)
+        while time.monotonic() < deadline:
+            self._drain(min(deadline, time.monotonic() + 0.2))
+            states = [d.state for d in self.devices.values()]
+            if self.devices and all(s in TERMINAL for s in states):
+                break
+            if wait is None and self.devices and all(s not in (None, "downloading") for s in states):
+                return 0  # every device has its bytes; not asked to wait for the outcome
+        return self._summary(wait is not None)
+
+    def _summary(self, waited: bool) -> int:
+        ok = bool(self.devices)
+        for name, d in sorted(self.devices.items()):
+            if d.state not in TERMINAL:
+                print(f"{name}: no final state ({d.state or 'no answer'})", file=sys.stderr)
+            ok = ok and d.state == "active" and d.version == self.manifest.version
+        if not waited:
+            return 0
+        return 0 if ok else 1
+
+    def _drain(self, until: float) -> None:
+        while True:
+            try:
+                msg = self.inbox.get(timeout=max(0.0, until - time.monotonic()))
+            except queue.Empty:
+                return
+            self._handle(msg)
+            if time.monotonic() >= until:
+                return
+
+    def _handle(self, msg: mqtt.MQTTMessage) -> None:
+        try:
+            body = json.loads(msg.payload)
+        except ValueError:
+            return
+        if not isinstance(body, dict):
+            return
+        if msg.topic == f"{self.base}/request":
+            self._serve(body.get("chunks"))
+        elif msg.topic.endswith("/model/status"):
+            self._status(msg.topic.split("/")[-3], body)
+        elif (
+            msg.topic.endswith("/status")
+            and body.get("state") == "online"
+            and self.args.group in (body.get("groups") or [])
+        ):
+            self.members.add(msg.topic.split("/")[-2])
+
+    def _serve(self, chunks: Any) -> None:
+        if self.args.url is not None or not isinstance(chunks, list):
+            return
+        now = time.monotonic()
+        with self.bundle.open("rb") as fh:
+            for index in chunks:
+                if not isinstance(index, int) or not 0 <= index < self.count:
+                    continue
+                if now - self.sent_at.get(index, -10.0) < 1.0:  # several devices asked at once
+                    continue
+                fh.seek(index * self.chunk_size)
+                self.client.publish(f"{self.base}/chunk/{index}", fh.read(self.chunk_size), qos=1)
+                self.sent_at[index] = now
+
+    def _status(self, device: str, body: dict[str, Any]) -> None:
+        if body.get("update") != self.uid:
+            return  # an older update's retained status, or somebody else's
+        d = self.devices.setdefault(device, _Device())
+        d.state, d.version, d.reason, d.progress = (
+            body.get("state"),
+            body.get("version"),
+            body.get("reason"),
+            body.get("progress"),
+        )
+        bucket = int((d.progress or 0) * 4) if d.state == "downloading" else None
+        key = (d.state, bucket, body.get("step"))
+        if key != d.printed:
+            d.printed = key
+            extra = f" {d.progress:.0%}" if d.state == "downloading" and d.progress is not None else ""
+            step = f" ({body['step']})" if body.get("step") else ""
+            reason = f": {d.reason}" if d.reason else ""
+            print(f"{device}: {d.state}{step}{extra} version {d.version}{reason}", flush=True)

@@ -1,0 +1,123 @@
+"""Model bundles: a plain tar of model.yaml, model files, labels and golden test vectors.
+
+Creation is deterministic (sorted members, fixed owners, modes and times), so the same inputs give
+the same bytes. Extraction trusts nothing: only regular files and folders, no absolute paths, no
+``..``, no links, bounded count and size, then tarfile's ``data`` filter on top.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tarfile
+from pathlib import Path, PurePosixPath
+
+import yaml
+
+from edge_runtime.errors import InputError, UpdateError
+from edge_runtime.model import MODEL_YAML, ModelRef, resolve
+
+MAX_MEMBERS = 256
+GOLDEN_DIR = "golden"
+
+
+def bundle_members(ref: ModelRef) -> dict[str, Path]:
+    """Archive name -> file for a bundle folder (model files, labels, extra files model.yaml hashes)."""
+    if ref.spec is None:
+        raise InputError(f"{ref.folder}: a bundle needs a folder with a model.yaml (see models/README.md)")
+    members = {p.name: p for p in ref.files.values()}
+    if ref.spec.labels:
+        members[ref.spec.labels] = ref.folder / ref.spec.labels
+    for name in ref.spec.sha256:
+        if (ref.folder / name).is_file():
+            members.setdefault(name, ref.folder / name)
+    return members
+
+
+def model_yaml_with_version(folder: Path, version: str) -> bytes:
+    """The folder's model.yaml with ``version`` replaced (the version the predictions will show)."""
+    data = yaml.safe_load((folder / MODEL_YAML).read_text())
+    data["version"] = version
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True).encode()
+
+
+def write_tar(out: Path, files: dict[str, bytes | Path]) -> None:
+    """Write a deterministic tar (temp file + rename, so a reader never sees half a bundle)."""
+    tmp = out.with_name(out.name + ".tmp")
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        for name in sorted(files):
+            source = files[name]
+            data = source.read_bytes() if isinstance(source, Path) else source
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            info.uid = info.gid = 0
+            info.uname = info.gname = ""
+            tar.addfile(info, io.BytesIO(data))
+    tmp.replace(out)
+
+
+def _check_member(member: tarfile.TarInfo) -> None:
+    path = PurePosixPath(member.name)
+    if path.is_absolute() or ".." in path.parts or member.name.startswith(("/", "\\")):
+        raise UpdateError(f"bundle member {member.name!r}: absolute or parent path")
+    if not (member.isfile() or member.isdir()):
+        raise UpdateError(f"bundle member {member.name!r}: only files and folders are allowed (no links)")
+
+
+def extract(bundle: Path, dest: Path, *, max_bytes: int) -> None:
+    """Extract a verified bundle into the new folder ``dest``, fsyncing every file."""
+    try:
+        with tarfile.open(bundle, "r:*") as tar:
+            members = tar.getmembers()
+            if len(members) > MAX_MEMBERS:
+                raise UpdateError(f"bundle has {len(members)} members (limit {MAX_MEMBERS})")
+            total = 0
+            for member in members:
+                _check_member(member)
+                total += member.size
+            if total > max_bytes:
+                raise UpdateError(f"bundle would extract to {total} bytes (limit {max_bytes})")
+            dest.mkdir(parents=True)
+            if hasattr(tarfile, "data_filter"):
+                tar.extractall(dest, filter="data")
+            else:  # Python without PEP 706: the checks above already refused links and escapes
+                tar.extractall(dest)
+    except tarfile.TarError as exc:  # includes the data filter's refusals
+        raise UpdateError(f"bundle is not a valid tar or has a refused member: {exc}") from exc
+    fsync_tree(dest)
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file and folder under ``root`` (and ``root`` itself)."""
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            fd = os.open(Path(folder) / name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(folder))
+
+
+def fsync_dir(folder: Path) -> None:
+    """fsync a folder, so a rename or a new entry in it is durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def check_contents(folder: Path, name: str, version: str) -> ModelRef:
+    """The extracted bundle must be a model bundle of ``name`` at ``version``."""
+    try:
+        ref = resolve(folder)
+    except InputError as exc:
+        raise UpdateError(f"bundle content: {exc}") from exc
+    if ref.spec is None:
+        raise UpdateError("bundle has no model.yaml")
+    if ref.spec.name != name:
+        raise UpdateError(f"bundle holds model {ref.spec.name!r}, the manifest says {name!r}")
+    if ref.spec.version != version:
+        raise UpdateError(f"bundle's model.yaml says version {ref.spec.version}, the manifest says {version}")
+    return ref

@@ -1,0 +1,140 @@
+"""Golden test vectors: inputs and the outputs a model gave when its bundle was made.
+
+A device runs the same inputs through the candidate model in a fresh backend and compares the
+dequantised outputs: ``|out - ref| <= atol + rtol * max|ref|`` for every output tensor, where
+``atol`` is at least ``atol_steps`` quantisation steps for a quantised output (runtimes round
+int8 arithmetic differently on different CPUs). It also times the runs for the latency budget.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_runtime.errors import UpdateError
+from edge_runtime.inference import BackendOptions
+from edge_runtime.model import LoadedModel, load_model, resolve
+from edge_runtime.predictor import Predictor
+from edge_runtime.preprocess.tensor import dequantize
+from edge_runtime.types import TensorSpec
+
+GOLDEN_JSON = "golden/golden.json"
+DEFAULT_TOLERANCE = {"rtol": 0.05, "atol": 1e-3, "atol_steps": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class GoldenReport:
+    """How a candidate did on its golden vectors."""
+
+    vectors: int
+    worst_ratio: float  # largest |diff| / allowed over all outputs (<= 1 passes)
+    worst_output: str
+    latency_p50_ms: float
+
+
+def _random_inputs(specs: list[TensorSpec], seed: int) -> list[npt.NDArray[Any]]:
+    rng = np.random.default_rng(seed)
+    arrays: list[npt.NDArray[Any]] = []
+    for spec in specs:
+        shape = tuple(d if d > 0 else 1 for d in spec.shape)
+        if np.issubdtype(spec.dtype, np.integer):
+            info = np.iinfo(spec.dtype.type)  # type: ignore[type-var]
+            arrays.append(rng.integers(info.min, int(info.max) + 1, size=shape, dtype=spec.dtype))
+        else:
+            arrays.append(rng.standard_normal(shape).astype(spec.dtype))
+    return arrays
+
+
+def golden_inputs(model: LoadedModel, images: list[npt.NDArray[np.uint8]]) -> list[list[npt.NDArray[Any]]]:
+    """Input tensors: the images preprocessed as the daemon would, or 2 seeded random inputs."""
+    if images:
+        predictor = Predictor(model)
+        return [predictor.preprocess(image)[0] for image in images]
+    return [_random_inputs(list(model.backend.input_specs), seed) for seed in (1, 2)]
+
+
+def make_golden(folder: Path, images: list[npt.NDArray[np.uint8]], kinds: list[str]) -> dict[str, bytes]:
+    """``golden/<kind>.npz`` per backend kind and ``golden/golden.json``, as archive members."""
+    ref = resolve(folder)
+    members: dict[str, bytes] = {}
+    meta: dict[str, Any] = {"tolerance": DEFAULT_TOLERANCE, "kinds": {}}
+    for kind in kinds:
+        if kind not in ref.files:
+            continue
+        model = load_model(folder, kind, BackendOptions(accelerator="cpu", threads=1))
+        try:
+            vectors = golden_inputs(model, images)
+            arrays: dict[str, npt.NDArray[Any]] = {}
+            times: list[float] = []
+            for i, inputs in enumerate(vectors):
+                t0 = time.perf_counter()
+                outputs = model.backend.infer(inputs)
+                times.append((time.perf_counter() - t0) * 1e3)
+                arrays.update({f"v{i}_in{j}": a for j, a in enumerate(inputs)})
+                arrays.update({f"v{i}_out{j}": a for j, a in enumerate(outputs)})
+        finally:
+            model.close()
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
+        members[f"golden/{kind}.npz"] = buf.getvalue()
+        meta["kinds"][kind] = {
+            "vectors": len(vectors),
+            "inputs": len(vectors[0]),
+            "outputs": len(model.backend.output_specs),
+            "latency_ms": round(statistics.median(times), 3),
+        }
+    members[GOLDEN_JSON] = json.dumps(meta, indent=2, sort_keys=True).encode()
+    return members
+
+
+def _allowed(spec: TensorSpec, ref: npt.NDArray[Any], tol: dict[str, float]) -> float:
+    atol = float(tol.get("atol", 1e-3))
+    if spec.quantization is not None:
+        atol = max(atol, float(tol.get("atol_steps", 3)) * spec.quantization.scale)
+    peak = float(np.max(np.abs(ref))) if ref.size else 0.0
+    return atol + float(tol.get("rtol", 0.05)) * peak
+
+
+def check_golden(model: LoadedModel, folder: Path, *, repeat: int = 3) -> GoldenReport:
+    """Run the bundle's golden vectors for this model's backend kind; UpdateError if they fail."""
+    kind = model.backend.kind
+    try:
+        meta = json.loads((folder / GOLDEN_JSON).read_text())
+        info = meta["kinds"][kind]
+        data = np.load(folder / "golden" / f"{kind}.npz", allow_pickle=False)
+    except (OSError, KeyError, ValueError) as exc:
+        raise UpdateError(f"bundle has no usable golden vectors for {kind}: {exc}") from exc
+    tol = {**DEFAULT_TOLERANCE, **meta.get("tolerance", {})}
+    specs = list(model.backend.output_specs)
+    worst, worst_name, times = 0.0, "", []
+    for v in range(int(info["vectors"])):
+        inputs = [data[f"v{v}_in{j}"] for j in range(int(info["inputs"]))]
+        try:
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                outputs = model.backend.infer(inputs)
+                times.append((time.perf_counter() - t0) * 1e3)
+        except Exception as exc:  # a runtime error on a golden input is a failed test, not a crash
+            raise UpdateError(f"golden vector {v}: inference failed: {exc}") from exc
+        if len(outputs) != int(info["outputs"]):
+            raise UpdateError(f"golden vector {v}: {len(outputs)} outputs, expected {info['outputs']}")
+        for j, (out, spec) in enumerate(zip(outputs, specs, strict=True)):
+            ref = data[f"v{v}_out{j}"]
+            if out.shape != ref.shape:
+                raise UpdateError(f"golden vector {v} output {j}: shape {out.shape}, expected {ref.shape}")
+            real, real_ref = dequantize(out, spec.quantization), dequantize(ref, spec.quantization)
+            diff = float(np.max(np.abs(real.astype(np.float64) - real_ref))) if ref.size else 0.0
+            ratio = diff / _allowed(spec, real_ref, tol)
+            if ratio > worst:
+                worst, worst_name = ratio, f"vector {v} output {j} ({spec.name}): max diff {diff:.4g}"
+    if worst > 1.0:
+        raise UpdateError(f"golden vectors differ beyond tolerance: {worst_name} ({worst:.1f}x the allowed)")
+    return GoldenReport(int(info["vectors"]), worst, worst_name, statistics.median(times) if times else 0.0)

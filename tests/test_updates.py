@@ -1,0 +1,290 @@
+"""Signed model updates end to end: real daemons, a real broker, the real CLI pushing.
+
+The daemon serves the person detector on a paced looping video; updates carry the same detector
+as version 2 (golden vectors from the astronaut photo). Every test checks what a subscriber sees:
+the states on the retained ``model/status``, the model version in the predictions, and that the
+predictions never stop for long while an update is checked, swapped in or refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.broker import Broker, Recorder, wait_for
+from tests.daemon import ROOT, DaemonProcess, make_config, make_video
+
+pytestmark = pytest.mark.slow
+
+PERSON = ROOT / "models" / "ssdlite_mobilenet_v2_person"
+FPS = 10
+MAX_GAP_S = 1.5  # 15 frame intervals: generous, since model loads and golden runs share 2 cores
+
+
+def cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a child process."""
+    return subprocess.run(
+        [sys.executable, "-m", "edge_runtime", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+
+
+# -- bundles ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def kit(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Keys (trusted and foreign) and the version 2 bundle, made once for the module."""
+    d = tmp_path_factory.mktemp("kit")
+    for name in ("keys", "foreign"):
+        assert cli("keys", "generate", "--out", d / name).returncode == 0
+    bundle = d / "person-2.tar"
+    made = cli(
+        "bundle",
+        "create",
+        PERSON,
+        "--version",
+        "2",
+        "--out",
+        bundle,
+        "--golden",
+        ROOT / "tests" / "data" / "astronaut.jpg",
+    )
+    assert made.returncode == 0, made.stderr
+    return {
+        "dir": d,
+        "key": d / "keys" / "signing.key",
+        "pub": d / "keys" / "signing.pub",
+        "foreign": d / "foreign" / "signing.key",
+        "bundle": bundle,
+    }
+
+
+def signed(
+    kit: dict[str, Path],
+    dest: Path,
+    *,
+    version: str = "2",
+    key: Path | None = None,
+    members: dict[str, bytes] | None = None,
+    sign_args: tuple[str, ...] = (),
+) -> Path:
+    """A copy of the v2 bundle (optionally with members replaced and re-versioned), signed."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    files = _members(kit["bundle"])
+    if version != "2":
+        meta = yaml.safe_load(files["model.yaml"])
+        meta["version"] = version
+        files["model.yaml"] = yaml.safe_dump(meta, sort_keys=False).encode()
+    files.update(members or {})
+    _write_tar(dest, files)
+    done = cli("bundle", "sign", dest, "--key", key or kit["key"], *sign_args)
+    assert done.returncode == 0, done.stderr
+    return dest
+
+
+def _members(path: Path) -> dict[str, bytes]:
+    with tarfile.open(path) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+
+
+def _write_tar(path: Path, files: dict[str, bytes], links: dict[str, str] | None = None) -> None:
+    with tarfile.open(path, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        for name, target in (links or {}).items():
+            info = tarfile.TarInfo(name)
+            info.type, info.linkname = tarfile.SYMTYPE, target
+            tar.addfile(info)
+
+
+# -- a running device --------------------------------------------------------------------------------
+class Device:
+    """One daemon on the looping video, with a subscriber on everything it publishes."""
+
+    def __init__(
+        self,
+        tmp: Path,
+        broker: Broker,
+        kit: dict[str, Path],
+        device: str = "cam-test",
+        updates: dict[str, Any] | None = None,
+        groups: list[str] | None = None,
+    ) -> None:
+        self.tmp, self.broker = tmp, broker
+        tmp.mkdir(parents=True, exist_ok=True)
+        video = make_video(tmp / "loop.mp4", 40)
+        self.config = make_config(
+            tmp,
+            broker.port,
+            video,
+            device={"id": device, "groups": groups or []},
+            pipelines=[
+                {
+                    "name": "front",
+                    "model": "person",
+                    "source": {"type": "video", "path": str(video), "fps": FPS, "loop": True},
+                }
+            ],
+            updates={
+                "store": str(tmp / "state" / "models"),
+                "public_keys": [str(kit["pub"])],
+                "health_window_s": 2,
+                "chunk_retry_s": 1,
+                **(updates or {}),
+            },
+        )
+        self.id = device
+        self.recorder = Recorder(broker.port, f"edge/{device}/#")
+        self.process: DaemonProcess | None = None
+
+    def start(self, env: dict[str, str | None] | None = None) -> Device:
+        self.process = DaemonProcess(self.config, self.tmp / "daemon.log", env=env)
+        assert wait_for(lambda: len(self.predictions()) > len(self._seen_before), 60), self.log()
+        return self
+
+    _seen_before: list[Any] = []
+
+    def restart(self) -> None:
+        self._seen_before = self.predictions()
+        self.start()
+
+    def predictions(self) -> list[dict[str, Any]]:
+        return [p for p in self.recorder.on("/predictions/front") if isinstance(p, dict)]
+
+    def statuses(self, update: str | None = None) -> list[dict[str, Any]]:
+        out = [p for p in self.recorder.on("/model/status") if isinstance(p, dict)]
+        return [p for p in out if update is None or p.get("update") == update]
+
+    def final(self, update: str, timeout: float = 90) -> dict[str, Any]:
+        ok = wait_for(
+            lambda: any(s["state"] in ("active", "rejected", "rolled_back") for s in self.statuses(update)),
+            timeout,
+        )
+        assert ok, f"no final state: {self.statuses(update)}\n{self.log()[-3000:]}"
+        return next(s for s in self.statuses(update) if s["state"] in ("active", "rejected", "rolled_back"))
+
+    def versions_after(self, t: float) -> set[str]:
+        return {p["model"]["version"] for p in self.predictions() if p["frame"]["ts"] > t}
+
+    def max_gap(self) -> float:
+        ts = sorted(p["ts"] for p in self.predictions())
+        return max(np.diff(ts)) if len(ts) > 1 else 0.0
+
+    def log(self) -> str:
+        return (self.tmp / "daemon.log").read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.proc.poll() is None:
+            assert self.process.terminate() == 0
+        self.recorder.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    b = Broker(tmp_path).start()
+    yield b
+    b.kill()
+
+
+@pytest.fixture
+def device(tmp_path: Path, broker: Broker, kit: dict[str, Path]) -> Iterator[Device]:
+    d = Device(tmp_path / "dev", broker, kit).start()
+    yield d
+    d.stop()
+
+
+def update_id(bundle: Path) -> str:
+    text = json.loads(Path(f"{bundle}.manifest.json").read_text())["manifest"]
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def push(bundle: Path, broker: Broker, *extra: str, wait: float = 90) -> subprocess.CompletedProcess[str]:
+    return cli(
+        "push", bundle, "--broker", f"127.0.0.1:{broker.port}", "--wait", str(wait), *extra, timeout=wait + 30
+    )
+
+
+# -- happy paths ---------------------------------------------------------------------------------------
+def test_update_by_chunks_swaps_while_serving(
+    device: Device, broker: Broker, kit: dict[str, Path], tmp_path: Path
+) -> None:
+    """A pushed v2 goes downloading -> verifying -> testing -> active; predictions switch to v2
+    without a gap, and the store keeps v2 installed."""
+    bundle = signed(kit, tmp_path / "b" / "v2.tar")
+    done = push(bundle, broker, "--device", "cam-test", "--chunk-size", "200000")
+    assert done.returncode == 0, done.stdout + done.stderr + device.log()[-2000:]
+    assert "cam-test: active" in done.stdout
+    uid = update_id(bundle)
+    states = [s["state"] for s in device.statuses(uid)]
+    for state in ("downloading", "verifying", "testing", "active"):
+        assert state in states, states
+    t_active = device.final(uid)["ts"]
+    assert wait_for(lambda: device.versions_after(t_active + 0.5) == {"2"}, 20)
+    assert device.max_gap() < MAX_GAP_S, device.max_gap()
+    assert (
+        tmp_path / "dev" / "state" / "models" / "ssdlite_mobilenet_v2_person" / "2" / "model.yaml"
+    ).is_file()
+    # a restart keeps serving the committed version
+    device.process.terminate()  # type: ignore[union-attr]
+    mark = time.time()
+    device.restart()
+    assert wait_for(lambda: device.versions_after(mark) == {"2"}, 30)
+
+
+class RangeHandler(http.server.SimpleHTTPRequestHandler):
+    """Static files with ``Range: bytes=N-`` support (resumed downloads)."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        path = Path(self.translate_path(self.path))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        start = 0
+        if rng := self.headers.get("Range"):
+            start = int(rng.removeprefix("bytes=").split("-")[0])
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
+        self.wfile.write(data[start:])
+
+    def log_message(self, *_: Any) -> None:
+        pass
+
+
+def test_update_by_url(device: Device, broker: Broker, kit: dict[str, Path], tmp_path: Path) -> None:
+    """With --url the device downloads the bundle over HTTP and ends active on v2."""
+    bundle = signed(kit, tmp_path / "www" / "v2.tar")
+    handler = lambda *a: RangeHandler(*a, directory=str(tmp_path / "www"))  # noqa: E731
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/v2.tar"
+        done = push(bundle, broker, "--device", "cam-test", "--url", url)
+    finally:
+        server.shutdown()
+    assert done.returncode == 0, done.stdout + done.stderr + device.log()[-2000:]
+    assert device.final(update_id(bundle))["state"] == "active"
+    assert device.max_gap() < MAX_GAP_S
