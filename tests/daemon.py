@@ -70,15 +70,21 @@ def make_config(tmp: Path, port: int, video: Path, **overrides: Any) -> Path:
 class DaemonProcess:
     """``python -m edge_runtime run CONFIG`` with its log in a file."""
 
-    def __init__(self, config: Path, log: Path) -> None:
+    def __init__(self, config: Path, log: Path, env: dict[str, str | None] | None = None) -> None:
+        """``env`` is merged into this process's environment; a None value unsets that name."""
         self.config, self.log_path = config, log
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        child_env = dict(os.environ, PYTHONUNBUFFERED="1")
+        for name, value in (env or {}).items():
+            if value is None:
+                child_env.pop(name, None)
+            else:
+                child_env[name] = value
         with log.open("ab") as fh:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edge_runtime", "run", str(config)],
                 stdout=fh,
                 stderr=fh,
-                env=env,
+                env=child_env,
                 cwd=ROOT,
             )
 

@@ -10,6 +10,8 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Literal
 
 from edge_runtime.types import Frame
@@ -66,8 +68,10 @@ class SourceThread:
         self.state: SourceState = "starting"
         self.frames = 0
         self.error: str | None = None
-        self.stop_event = threading.Event()
+        self.stop_event: threading.Event = _StopFlag(self)
         self.last_frame_at = time.monotonic()
+        self.last_alive = time.monotonic()  # progress stamps for the watchdog (health/watchdog.py)
+        self._waits = 0
         self._thread = threading.Thread(target=self._main, name=f"source-{name}", daemon=True)
 
     def start(self) -> None:
@@ -84,15 +88,42 @@ class SourceThread:
         if state != self.state:
             logger.info("source %s: %s%s", self.name, state, f" ({reason})" if reason else "")
         self.state = state
+        self.last_alive = time.monotonic()
         if reason:
             self.error = reason
+
+    @property
+    def running(self) -> bool:
+        """The thread is alive (it may be stuck: see :attr:`last_alive`)."""
+        return self._thread.is_alive()
+
+    @property
+    def waiting(self) -> bool:
+        """The thread is in a wait that may last by design (pacing, backoff, back-pressure)."""
+        return self._waits > 0
+
+    @contextmanager
+    def idle(self) -> Iterator[None]:
+        """Mark a wait that may last by design, so the watchdog does not take it for a hang.
+
+        Waits on :attr:`stop_event` are marked already; use this for other deliberate waits
+        (e.g. a sensor stream that is quiet). Only the source's own thread is tracked.
+        """
+        own = threading.current_thread() is self._thread
+        self._waits += own
+        try:
+            yield
+        finally:
+            self._waits -= own
+            self.last_alive = time.monotonic()
 
     def emit(self, image: object, capture_ms: float) -> bool:
         """Wrap an image as the next Frame and hand it over."""
         frame = Frame(self.frames, time.time(), image, capture_ms)  # type: ignore[arg-type]
         self.frames += 1
-        self.last_frame_at = time.monotonic()
-        return self.handoff.put(frame, self.stop_event)
+        self.last_frame_at = self.last_alive = time.monotonic()
+        with self.idle():  # back-pressure: the pipeline's own progress is watched separately
+            return self.handoff.put(frame, self.stop_event)
 
     def _main(self) -> None:
         try:
@@ -108,6 +139,19 @@ class SourceThread:
     def produce(self) -> None:
         """Read frames and call :meth:`emit` until done or stopped."""
         raise NotImplementedError
+
+
+class _StopFlag(threading.Event):
+    """A source's stop flag: time its thread spends in ``wait`` is idle by design, not a hang."""
+
+    def __init__(self, source: SourceThread) -> None:
+        super().__init__()
+        self._source = source
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for the flag (pacing, reconnect backoff) as an idle wait."""
+        with self._source.idle():
+            return super().wait(timeout)
 
 
 def pace(next_due: float, fps: float, stop: threading.Event) -> float:

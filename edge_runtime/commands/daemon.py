@@ -5,15 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
-from edge_runtime.app import Daemon
 from edge_runtime.config.loader import collect_problems, load_config
 from edge_runtime.config.sections import Config
+from edge_runtime.health.notify import Notifier, watchdog_interval
+from edge_runtime.service import Service
 
 logger = logging.getLogger(__name__)
 
@@ -37,25 +35,20 @@ def cmd_config_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Run the daemon in the foreground until SIGTERM/SIGINT."""
-    cfg = load_config(Path(args.config))
-    if not args.verbose and not args.quiet:
-        logging.getLogger().setLevel(cfg.logging.level)
-    stop = threading.Event()
+    """Run the daemon in the foreground until SIGTERM/SIGINT; SIGHUP reloads the config.
 
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        logger.info("received %s; stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    daemon = Daemon(cfg)
-    try:
-        daemon.start()
-        logger.info("edge-runtime running: device %s, %d pipeline(s)", cfg.device.id, len(daemon.pipelines))
-        while not stop.wait(0.5):
-            pass
-    finally:
-        daemon.stop()
-    logger.info("stopped cleanly")
-    return 0
+    Under systemd (``Type=notify``) it reports readiness, status and watchdog pings; the stall
+    limit of the watchdog is its interval (``WatchdogSec=``).
+    """
+    path = Path(args.config)
+    cfg = load_config(path)
+    interval = watchdog_interval()
+    service = Service(
+        path,
+        cfg,
+        Notifier.from_env(),
+        watchdog_s=interval,
+        stall_limit_s=interval,
+        keep_log_level=bool(args.verbose or args.quiet),
+    )
+    return service.run()

@@ -1,0 +1,146 @@
+"""The systemd watchdog: ``WATCHDOG=1`` only while every pipeline makes progress.
+
+A process that is alive is not necessarily working: a capture thread stuck in a driver call or
+an inference call that never returns leaves the daemon up but useless. So the pings are tied to
+progress, and stop when a pipeline hangs; systemd then kills and restarts the service.
+
+The progress rule
+-----------------
+Each pipeline has two threads, and each leaves stamps (monotonic seconds) that cost nothing:
+
+* the source thread stamps ``last_alive`` whenever it hands over a frame, changes state, or
+  leaves a *wait*; a wait is time it spends, by design, on something that may last: pacing to
+  ``fps``, backing off before a reconnect (both are waits on its stop flag), or back-pressure from
+  a busy pipeline. While it is in a wait it is flagged ``waiting``.
+* the pipeline thread stamps ``busy_since`` when it takes a frame into processing (preprocess,
+  inference, postprocess, outbox) and clears it when the frame is done.
+
+With ``limit`` the stall limit (by default the watchdog interval, ``WatchdogSec=``):
+
+1. a **source** is hung when its thread is running, its state is ``starting``, ``streaming`` or
+   ``reconnecting``, it is not in a wait, and ``now - last_alive > limit`` — it has been inside
+   one call (open, read, decode) for longer than the limit;
+2. a **pipeline** is hung when ``busy_since`` is set and ``now - busy_since > limit`` — one frame
+   has been in processing for longer than the limit;
+3. the daemon pings only when no source and no pipeline is hung.
+
+So a live camera that is reconnecting is not a hang (it waits between attempts; opening and
+reading are bounded by its own timeouts, which must stay below the limit — the daemon warns at
+start-up when they do not), a file source that ended is not a hang (its state is ``ended``), and
+a pipeline waiting for frames from a healthy source is not a hang (it is not busy). A hung
+inference call also stalls the source behind it, but the source is then in a wait
+(back-pressure) and only the pipeline is named.
+
+When the pings stop, the stalled stages are logged once at WARNING and shown in ``STATUS=``;
+when progress resumes before systemd acts, that is logged too.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+logger = logging.getLogger(__name__)
+
+RUNNING_STATES = frozenset({"starting", "streaming", "reconnecting"})
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The progress stamps of one pipeline and its source, read at one moment."""
+
+    pipeline: str
+    source_state: str
+    source_running: bool
+    source_waiting: bool
+    source_last_alive: float
+    busy_since: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Stall:
+    """One hung stage: which pipeline, which thread (``source`` or ``processing``), for how long."""
+
+    pipeline: str
+    stage: str
+    seconds: float
+    detail: str
+
+    def __str__(self) -> str:
+        return f"pipeline {self.pipeline}: {self.detail} for {self.seconds:.1f}s"
+
+
+def stalls(progress: Sequence[Progress], now: float, limit: float) -> list[Stall]:
+    """What is hung according to the progress rule (module docstring); empty when all is well."""
+    out: list[Stall] = []
+    for p in progress:
+        quiet = now - p.source_last_alive
+        if p.source_running and p.source_state in RUNNING_STATES and not p.source_waiting and quiet > limit:
+            out.append(Stall(p.pipeline, "source", quiet, f"source stuck in one call ({p.source_state})"))
+        if p.busy_since is not None and now - p.busy_since > limit:
+            out.append(Stall(p.pipeline, "processing", now - p.busy_since, "one frame in processing"))
+    return out
+
+
+class Watchdog:
+    """Every ``interval_s / 2``: ping when :func:`stalls` finds nothing, else hold the pings.
+
+    ``ping`` sends ``WATCHDOG=1``; ``report`` shows a stall (``STATUS=``). ``probe`` returns the
+    current stamps; an empty list (no pipelines, e.g. while a reload swaps the daemon) is progress.
+    """
+
+    def __init__(
+        self,
+        probe: Callable[[], Sequence[Progress]],
+        ping: Callable[[], object],
+        *,
+        interval_s: float,
+        stall_limit_s: float,
+        report: Callable[[str], object] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.probe, self.ping, self.report, self.clock = probe, ping, report, clock
+        self.interval_s, self.stall_limit_s = interval_s, stall_limit_s
+        self.stalled: list[Stall] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
+
+    def check(self) -> bool:
+        """One round: ping if all make progress. True when it pinged."""
+        found = stalls(self.probe(), self.clock(), self.stall_limit_s)
+        text = "; ".join(map(str, found))
+        if found and {(s.pipeline, s.stage) for s in found} != {(s.pipeline, s.stage) for s in self.stalled}:
+            logger.warning("watchdog: holding pings, no progress: %s", text)
+        elif not found and self.stalled:
+            logger.info("watchdog: progress again; pinging")
+        self.stalled = found
+        if found:
+            if self.report is not None:
+                self.report("STALLED: " + text)
+            return False
+        self.ping()
+        return True
+
+    def start(self) -> None:
+        """Ping now, then every half interval in a thread."""
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop pinging."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(1.0)
+
+    def _run(self) -> None:
+        self._check_safely()
+        while not self._stop.wait(self.interval_s / 2):
+            self._check_safely()
+
+    def _check_safely(self) -> None:
+        try:
+            self.check()
+        except Exception:  # the supervisor loop must go on; a missed ping is systemd's cue
+            logger.exception("watchdog check failed")

@@ -1,0 +1,232 @@
+"""The daemon as a service: signals, config reload, readiness, status and the watchdog.
+
+``edge-runtime run CONFIG`` runs one :class:`~edge_runtime.app.Daemon` under this supervisor:
+
+* ``READY=1`` once the daemon has started: models loaded, outbox open, sources started;
+* ``STATUS=`` every ``health.interval_s`` (broker connected?, fps per pipeline, outbox backlog);
+* ``WATCHDOG=1`` every half ``WatchdogSec=`` while every pipeline makes progress
+  (:mod:`edge_runtime.health.watchdog` states the rule);
+* SIGHUP: ``RELOADING=1``, then the new config is checked. When it is valid, the running daemon
+  is stopped cleanly and a new one started from it, in this process; when it is not, the running
+  one goes on and one log line says why (``FILE:LINE: key: message``). Either way ``READY=1``
+  follows. Should the new config pass the checks and still fail to start (no pipeline can run),
+  the previous config is started again.
+* SIGTERM/SIGINT: ``STOPPING=1``, an orderly stop, exit 0.
+
+While a reload swaps the daemon the watchdog has no pipelines to watch and keeps pinging: the
+swap is bounded (stopping takes at most a few seconds, then model loading).
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+from edge_runtime.app import Daemon
+from edge_runtime.config.loader import collect_problems
+from edge_runtime.config.sections import Config
+from edge_runtime.errors import ConfigError
+from edge_runtime.health.notify import Notifier
+from edge_runtime.health.watchdog import Progress, Watchdog
+from edge_runtime.logformat import set_format
+
+logger = logging.getLogger(__name__)
+
+
+def progress(daemon: Daemon | None) -> list[Progress]:
+    """The watchdog's view of ``daemon``'s pipelines (none while a reload swaps daemons)."""
+    if daemon is None:
+        return []
+    out = []
+    for p in daemon.pipelines:
+        source = p.source
+        # `waiting` before `last_alive`: a source leaving a wait stamps first, then clears the flag
+        waiting = source.waiting
+        last_alive = source.last_alive
+        out.append(Progress(p.name, source.state, source.running, waiting, last_alive, p.busy_since))
+    return out
+
+
+class StatusLine:
+    """The ``STATUS=`` text: broker, fps per pipeline (since the previous line), outbox backlog."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self.clock = clock
+        self._marks: dict[tuple[int, str], tuple[float, int]] = {}
+
+    def __call__(self, daemon: Daemon | None) -> str:
+        """One line for ``daemon`` (``reloading`` while there is none)."""
+        if daemon is None or daemon.link is None or daemon.outbox is None:
+            return "reloading"
+        now, parts = self.clock(), []
+        marks: dict[tuple[int, str], tuple[float, int]] = {}
+        for p in daemon.pipelines:
+            key, inferred = (id(daemon), p.name), p.metrics.inferred
+            then, before = self._marks.get(key, (now, inferred))
+            fps = (inferred - before) / (now - then) if now > then else 0.0
+            marks[key] = (now, inferred)
+            parts.append(f"{p.name} {fps:.1f} fps ({p.source.state})")
+        parts += [f"{name} failed" for name in daemon.failed_pipelines]
+        self._marks = marks
+        broker = "connected" if daemon.link.connected.is_set() else "disconnected"
+        return f"mqtt {broker}; {', '.join(parts)}; outbox {daemon.outbox.pending} pending"
+
+
+class Service:
+    """Runs the daemon for ``config_path`` until SIGTERM/SIGINT; SIGHUP reloads (module docstring)."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        cfg: Config,
+        notifier: Notifier,
+        *,
+        watchdog_s: float | None = None,
+        stall_limit_s: float | None = None,
+        keep_log_level: bool = False,
+    ) -> None:
+        self.config_path, self.cfg, self.notifier = config_path, cfg, notifier
+        self.keep_log_level = keep_log_level
+        self.daemon: Daemon | None = None
+        self.status_line = StatusLine()
+        self._stop, self._reload, self._wake = threading.Event(), threading.Event(), threading.Event()
+        self._done = threading.Event()  # ends the status thread
+        self.watchdog: Watchdog | None = None
+        if watchdog_s is not None:
+            self.watchdog = Watchdog(
+                lambda: progress(self.daemon),
+                notifier.watchdog,
+                interval_s=watchdog_s,
+                stall_limit_s=stall_limit_s or watchdog_s,
+                report=notifier.status,
+            )
+
+    # -- main loop ---------------------------------------------------------------------------
+    def run(self) -> int:
+        """Start, serve signals until told to stop, stop; the exit code."""
+        self._install_signals()
+        self._apply_logging(self.cfg)
+        self.daemon = self._start(self.cfg)
+        try:
+            self._warn_slow_sources(self.cfg)
+            logger.info(
+                "edge-runtime running: device %s, %d pipeline(s)",
+                self.cfg.device.id,
+                len(self.daemon.pipelines),
+            )
+            self.notifier.ready(self.status())
+            if self.watchdog is not None:
+                self.watchdog.start()
+            if self.notifier.enabled:
+                threading.Thread(target=self._status_loop, name="status", daemon=True).start()
+            while not self._stop.is_set():
+                self._wake.wait(0.5)
+                self._wake.clear()
+                if self._reload.is_set() and not self._stop.is_set():
+                    self._reload.clear()
+                    self.reload()
+            self.notifier.stopping()
+        finally:
+            self._done.set()
+            if self.watchdog is not None:
+                self.watchdog.stop()
+            if self.daemon is not None:
+                self.daemon.stop()
+        logger.info("stopped cleanly")
+        return 0
+
+    def _install_signals(self) -> None:
+        def on_stop(signum: int, _frame: FrameType | None) -> None:
+            logger.info("received %s; stopping", signal.Signals(signum).name)
+            self._stop.set()
+            self._wake.set()
+
+        def on_hup(_signum: int, _frame: FrameType | None) -> None:
+            logger.info("received SIGHUP; reloading %s", self.config_path)
+            self._reload.set()
+            self._wake.set()
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    def _start(self, cfg: Config) -> Daemon:
+        daemon = Daemon(cfg)
+        try:
+            daemon.start()
+        except BaseException:
+            daemon.stop()
+            raise
+        return daemon
+
+    # -- reload ------------------------------------------------------------------------------
+    def reload(self) -> None:
+        """``RELOADING=1``; swap to the config file's new content if it is valid; ``READY=1``."""
+        self.notifier.reloading(f"reloading {self.config_path}")
+        try:
+            cfg, problems = collect_problems(self.config_path)
+        except ConfigError as exc:  # unreadable file or broken YAML
+            cfg, problems = None, str(exc).splitlines()
+        if cfg is None:
+            logger.error("reload: keeping the running config: %s", "; ".join(problems))
+        else:
+            self._swap(cfg)
+        self.notifier.ready(self.status())
+
+    def _swap(self, cfg: Config) -> None:
+        old, self.daemon = self.daemon, None  # the watchdog watches nothing during the swap
+        if old is not None:
+            old.stop()
+        try:
+            self.daemon = self._start(cfg)
+        except Exception:  # the supervisor must keep a daemon running
+            logger.exception("reload: the new config did not start; starting the previous one again")
+            self.daemon = self._start(self.cfg)
+            return
+        self.cfg = cfg
+        self._apply_logging(cfg)
+        self._warn_slow_sources(cfg)
+        logger.info("reload: running %s with %d pipeline(s)", self.config_path, len(self.daemon.pipelines))
+
+    # -- status ------------------------------------------------------------------------------
+    def status(self) -> str:
+        """The current ``STATUS=`` text (a stall, if any, first)."""
+        stalled = self.watchdog.stalled if self.watchdog is not None else []
+        head = "STALLED: " + "; ".join(map(str, stalled)) + " | " if stalled else ""
+        return head + self.status_line(self.daemon)
+
+    def _status_loop(self) -> None:
+        while not self._done.wait(self.cfg.health.interval_s):
+            try:
+                self.notifier.status(self.status())
+            except Exception:  # status is informational; never let it end the thread
+                logger.exception("status update failed")
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _apply_logging(self, cfg: Config) -> None:
+        if not self.keep_log_level:
+            logging.getLogger().setLevel(cfg.logging.level)
+        set_format(cfg.logging.format)
+
+    def _warn_slow_sources(self, cfg: Config) -> None:
+        """Live sources whose own timeouts reach the stall limit would be taken for hangs."""
+        if self.watchdog is None:
+            return
+        limit = self.watchdog.stall_limit_s
+        for pc in cfg.pipelines:
+            longest = max(
+                getattr(pc.source, "open_timeout_s", 0.0), getattr(pc.source, "read_timeout_s", 0.0)
+            )
+            if longest >= limit:
+                logger.warning(
+                    "pipeline %s: source timeouts up to %.1fs reach the watchdog's stall limit %.1fs; "
+                    "raise WatchdogSec= or lower open_timeout_s/read_timeout_s",
+                    pc.name,
+                    longest,
+                    limit,
+                )
