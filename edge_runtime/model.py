@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge_runtime.config.model_spec import ModelSpec
+from edge_runtime.config.model_spec import ModelSpec, WindowInput
 from edge_runtime.config.yamlsource import load_yaml, parse_model
 from edge_runtime.errors import BackendUnavailableError, ModelError
 from edge_runtime.inference import MODEL_SUFFIX, Backend, BackendOptions, backend_installed, create_backend
@@ -117,8 +117,8 @@ class LoadedModel:
     sha256: str
     backend: Backend
     labels: list[str] | None
-    image_input: TensorSpec
-    input_size: tuple[int, int]
+    image_input: TensorSpec  # the input tensor (of a sensor-window model too)
+    input_size: tuple[int, int]  # (height, width); (window, channels) for a sensor-window model
 
     def describe(self) -> dict[str, Any]:
         """The ``model`` object of a result."""
@@ -160,6 +160,8 @@ def load_model(path: Path, backend: str = "auto", options: BackendOptions | None
 
 
 def _image_input(spec: ModelSpec, backend: Backend, file: Path) -> tuple[TensorSpec, tuple[int, int]]:
+    if isinstance(spec.input, WindowInput):
+        return _window_input(spec.input, backend, file)
     images = [s for s in backend.input_specs if len(s.shape) == 4 and s.layout != "other"]
     if len(backend.input_specs) != 1 or not images:
         shapes = ", ".join(f"{s.name}{list(s.shape)}" for s in backend.input_specs)
@@ -170,8 +172,25 @@ def _image_input(spec: ModelSpec, backend: Backend, file: Path) -> tuple[TensorS
     return images[0], size
 
 
+def _window_input(window: WindowInput, backend: Backend, file: Path) -> tuple[TensorSpec, tuple[int, int]]:
+    """The one input must be [1, window, channels] (NWC) or [1, channels, window] (NCW)."""
+    w, c = window.window, len(window.channels)
+    expected = (1, w, c) if window.layout == "NWC" else (1, c, w)
+    specs = list(backend.input_specs)
+    fits = len(specs) == 1 and len(specs[0].shape) == 3
+    if not fits or any(d not in (e, -1) for d, e in zip(specs[0].shape, expected, strict=True)):
+        shapes = ", ".join(f"{s.name}{list(s.shape)}" for s in specs)
+        raise ModelError(
+            f"{file}: model.yaml input says {window.layout} {list(expected)}, the model takes {shapes}"
+        )
+    return specs[0], (w, c)
+
+
 def _check_outputs(spec: ModelSpec, backend: Backend, labels: list[str] | None, file: Path) -> None:
     shapes = [s.shape for s in backend.output_specs]
+    if spec.family in ("anomaly_score", "reconstruction", "regression"):
+        _check_window_outputs(spec, backend, file)
+        return
     try:
         classes = num_classes(spec.family, shapes, spec.postprocess.label_offset)
     except (IndexError, StopIteration) as exc:
@@ -186,6 +205,20 @@ def _check_outputs(spec: ModelSpec, backend: Backend, labels: list[str] | None, 
             raise ModelError(
                 f"{file}: postprocess.anchors give {anchors.shape[0]} anchors but outputs are {shapes}"
             )
+
+
+def _check_window_outputs(spec: ModelSpec, backend: Backend, file: Path) -> None:
+    shapes = [s.shape for s in backend.output_specs]
+    if len(shapes) != 1:
+        raise ModelError(f"{file}: a {spec.family} model has one output, this one has {shapes}")
+    size = int(abs(np.prod(shapes[0])))
+    if spec.family == "anomaly_score" and size != 1:
+        raise ModelError(f"{file}: family anomaly_score outputs one score, got shape {list(shapes[0])}")
+    inputs = backend.input_specs[0].shape
+    if spec.family == "reconstruction" and shapes[0] != inputs:
+        raise ModelError(
+            f"{file}: family reconstruction outputs the input's shape {list(inputs)}, got {list(shapes[0])}"
+        )
 
 
 def make_anchors(spec: ModelSpec) -> npt.NDArray[np.float32]:

@@ -9,13 +9,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
+
+import numpy as np
 
 from edge_runtime.capture import SourceThread
 from edge_runtime.health.metrics import PipelineMetrics
 from edge_runtime.predictor import Predictor, PredictorClosedError
 from edge_runtime.publish import payloads
 from edge_runtime.publish.outbox import Outbox
-from edge_runtime.types import Frame
+from edge_runtime.types import Frame, Window
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +117,7 @@ class Pipeline:
             finally:
                 self.busy_since = None
 
-    def _skip(self, frame: Frame) -> bool:
+    def _skip(self, frame: Frame | Window) -> bool:
         if frame.index % self.every_n_frames:
             return True
         if self.max_fps:
@@ -124,22 +127,17 @@ class Pipeline:
             self._next_allowed = max(self._next_allowed + 1.0 / self.max_fps, now - 1.0 / self.max_fps)
         return False
 
-    def _process(self, frame: Frame) -> None:
+    def _process(self, frame: Frame | Window) -> None:
         predictor, model = self.model.current
         try:
-            result = predictor.predict(frame.image)
+            result = predictor.predict(_input(frame))
         except PredictorClosedError:  # swapped out by an update after we picked it up
             predictor, model = self.model.current
-            result = predictor.predict(frame.image)
+            result = predictor.predict(_input(frame))
         stages = {"capture": frame.capture_ms, **result.latency_ms}
         stages["total"] = sum(stages.values())
         latency = {k: round(v, 3) for k, v in stages.items()}
-        frame_info = {
-            "index": frame.index,
-            "ts": round(frame.ts, 3),
-            "width": frame.width,
-            "height": frame.height,
-        }
+        frame_info, window_info = _describe(frame)  # a sensor window replaces the frame
         body = result.payload()
         self.outbox.put(
             self.topic,
@@ -148,6 +146,7 @@ class Pipeline:
                 device=self.device,
                 pipeline=self.name,
                 frame=frame_info,
+                window=window_info,
                 model=model,
                 task=result.task,
                 result=body,
@@ -155,3 +154,23 @@ class Pipeline:
             ),
         )
         self.metrics.inferred_one(stages)
+
+
+def _input(item: Frame | Window) -> np.ndarray:
+    """What the model takes: the image, or the window's ``[samples, channels]`` values."""
+    return item.data if isinstance(item, Window) else item.image
+
+
+def _describe(item: Frame | Window) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The payload's ``frame`` object, or its ``window`` object for a sensor window."""
+    if isinstance(item, Window):
+        window = {
+            "index": item.index,
+            "start_ts": round(item.start_ts, 3),
+            "end_ts": round(item.end_ts, 3),
+            "samples": item.samples,
+            "first_sample": item.first_sample,
+        }
+        return None, window
+    frame = {"index": item.index, "ts": round(item.ts, 3), "width": item.width, "height": item.height}
+    return frame, None

@@ -98,3 +98,26 @@ class Frame:
     def height(self) -> int:
         """Image height in pixels."""
         return int(self.image.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    """A window of sensor samples, handed from a sensor source to its pipeline.
+
+    ``data`` is float32 ``[samples, channels]`` in the source's channel order (already scaled by
+    the source's per-channel normalisation). ``start_ts``/``end_ts`` are the wall-clock times of
+    the first and last sample; ``first_sample`` is the stream position of the first sample (window
+    ``index`` starts at ``index * hop``).
+    """
+
+    index: int
+    start_ts: float
+    end_ts: float
+    data: np.ndarray
+    first_sample: int
+    capture_ms: float = 0.0
+
+    @property
+    def samples(self) -> int:
+        """Samples in the window."""
+        return int(self.data.shape[0])

@@ -1,18 +1,27 @@
-"""Sources, each in its own thread: camera, gstreamer, rtsp/http, video, images, synthetic."""
+"""Sources, each in its own thread: camera, gstreamer, rtsp/http, video, images, synthetic, sensor."""
 
 from __future__ import annotations
 
 from edge_runtime.capture.base import SourceThread
 from edge_runtime.capture.files import ImagesSource, VideoFileSource
 from edge_runtime.capture.live import LiveSource, camera_opener, ffmpeg_opener, gstreamer_opener
+from edge_runtime.capture.sensor import make_sensor_source
 from edge_runtime.capture.synthetic import SyntheticSource
 from edge_runtime.config import sources as cfg
+from edge_runtime.config.sections import MqttConfig
 
 __all__ = ["SourceThread", "make_source"]
 
 
-def make_source(name: str, source: cfg.SourceConfig) -> SourceThread:
-    """The source thread for a pipeline's ``source:`` config (not started)."""
+def make_source(
+    name: str, source: cfg.SourceConfig, *, mqtt: MqttConfig | None = None, device: str = "edge"
+) -> SourceThread:
+    """The source thread for a pipeline's ``source:`` config (not started).
+
+    ``mqtt`` (the daemon's broker) and ``device`` serve sensor sources that read an MQTT topic.
+    """
+    if isinstance(source, cfg.SensorSource):
+        return make_sensor_source(name, source, mqtt, device)
     if isinstance(source, cfg.VideoSource):
         return VideoFileSource(name, source.path, source.fps, source.loop)
     if isinstance(source, cfg.ImagesSource):

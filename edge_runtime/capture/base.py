@@ -12,9 +12,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Literal
+from typing import Any, Literal
 
-from edge_runtime.types import Frame
+from edge_runtime.types import Frame, Window
 
 logger = logging.getLogger(__name__)
 
@@ -22,15 +22,15 @@ SourceState = Literal["starting", "streaming", "reconnecting", "failed", "ended"
 
 
 class Handoff:
-    """Frames from the source thread to the pipeline thread."""
+    """Frames (or sensor windows) from the source thread to the pipeline thread."""
 
     def __init__(self, lossless: bool, depth: int = 4) -> None:
         self.lossless = lossless
-        self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=depth if lossless else 1)
+        self._queue: queue.Queue[Frame | Window | None] = queue.Queue(maxsize=depth if lossless else 1)
         self._lock = threading.Lock()
         self.dropped = 0
 
-    def put(self, frame: Frame | None, stop: threading.Event) -> bool:
+    def put(self, frame: Frame | Window | None, stop: threading.Event) -> bool:
         """Hand over a frame (None = end of stream). False when ``stop`` was set first."""
         if self.lossless or frame is None:
             while not stop.is_set():
@@ -49,7 +49,7 @@ class Handoff:
             self._queue.put_nowait(frame)
         return True
 
-    def get(self, timeout: float) -> Frame | Literal[False] | None:
+    def get(self, timeout: float) -> Frame | Window | Literal[False] | None:
         """The next frame, None at end of stream, False when nothing came within ``timeout``."""
         try:
             return self._queue.get(timeout=timeout)
@@ -116,6 +116,10 @@ class SourceThread:
         finally:
             self._waits -= own
             self.last_alive = time.monotonic()
+
+    def stats(self) -> dict[str, Any]:
+        """Source-specific counters merged into the pipeline's health (none by default)."""
+        return {}
 
     def emit(self, image: object, capture_ms: float) -> bool:
         """Wrap an image as the next Frame and hand it over."""

@@ -1,4 +1,9 @@
-"""``model.yaml``: what a model bundle says about its task, family, pre- and post-processing."""
+"""``model.yaml``: what a model bundle says about its task, family, pre- and post-processing.
+
+Image models (the default ``input: {kind: image}``) use ``preprocess:``; sensor-window models
+declare ``input: {kind: window, channels, window, ...}`` and one of the window tasks (anomaly,
+regression, classification).
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,26 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Task = Literal["classification", "detection"]
-Family = Literal["classification", "ssd", "tflite_detection_postprocess", "yolov5", "yolov8"]
+Task = Literal["classification", "detection", "anomaly", "regression"]
+Family = Literal[
+    "classification",
+    "ssd",
+    "tflite_detection_postprocess",
+    "yolov5",
+    "yolov8",
+    "anomaly_score",
+    "reconstruction",
+    "regression",
+]
 
 DETECTION_FAMILIES: frozenset[str] = frozenset({"ssd", "tflite_detection_postprocess", "yolov5", "yolov8"})
+TASK_FAMILIES: dict[str, frozenset[str]] = {
+    "classification": frozenset({"classification"}),
+    "detection": DETECTION_FAMILIES,
+    "anomaly": frozenset({"anomaly_score", "reconstruction"}),
+    "regression": frozenset({"regression"}),
+}
+WINDOW_TASKS: frozenset[str] = frozenset({"anomaly", "regression", "classification"})
 
 
 class _Strict(BaseModel):
@@ -96,6 +117,50 @@ class PostprocessSpec(_Strict):
     anchors: AnchorSpec | None = Field(None, description="ssd: anchor generator")
 
 
+class ImageInput(_Strict):
+    """An image model (the default): ``preprocess:`` says how images become its input."""
+
+    kind: Literal["image"] = "image"
+
+
+class WindowInput(_Strict):
+    """A sensor-window model: input ``[1, window, channels]`` (NWC) or ``[1, channels, window]`` (NCW).
+
+    ``mean``/``std`` (per channel, in channel order) standardise the window before inference, as
+    in training; the source's own ``normalize:`` (calibration) is applied before that.
+    """
+
+    kind: Literal["window"]
+    channels: tuple[str, ...] = Field(..., min_length=1, description="channel names, in tensor order")
+    window: int = Field(..., ge=1, description="samples per window")
+    rate_hz: float | None = Field(None, gt=0, description="sample rate the model was trained at")
+    layout: Literal["NWC", "NCW"] = Field("NWC", description="[1, window, channels] or [1, channels, window]")
+    mean: tuple[float, ...] | None = Field(None, description="per channel, subtracted")
+    std: tuple[float, ...] | None = Field(None, description="per channel, divides after the mean")
+
+    @model_validator(mode="after")
+    def _per_channel(self) -> WindowInput:
+        for key in ("mean", "std"):
+            values = getattr(self, key)
+            if values is not None and len(values) != len(self.channels):
+                raise ValueError(f"{key} has {len(values)} values for {len(self.channels)} channels")
+        if self.std is not None and any(s == 0 for s in self.std):
+            raise ValueError("std values must be non-zero")
+        return self
+
+
+class AnomalySpec(_Strict):
+    """How an anomaly score becomes a flag: ``flag = score >= threshold``.
+
+    The score is the model's single output (family ``anomaly_score``) or, for an autoencoder
+    (family ``reconstruction``), the mean squared error between the standardised input window
+    and the model's output.
+    """
+
+    threshold: float = Field(..., description="scores at or above it are flagged")
+    score: str = Field("", description="what the score means (documentation)")
+
+
 class ModelSpec(_Strict):
     """A model bundle's ``model.yaml``."""
 
@@ -106,9 +171,13 @@ class ModelSpec(_Strict):
     description: str = ""
     license: str | None = None
     files: ModelFiles
+    input: ImageInput | WindowInput = Field(
+        default_factory=ImageInput, discriminator="kind", description="what the model takes"
+    )
     labels: str | None = Field(None, description="labels file: one label per line, line i = id i")
     preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
     postprocess: PostprocessSpec = Field(default_factory=PostprocessSpec)
+    anomaly: AnomalySpec | None = Field(None, description="task anomaly: the score threshold")
     sha256: dict[str, str] = Field(default_factory=dict, description="file name -> sha256 hex")
     provenance: dict[str, Any] | None = None
 
@@ -119,9 +188,18 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _family_fits_task(self) -> ModelSpec:
-        is_detector = self.family in DETECTION_FAMILIES
-        if is_detector != (self.task == "detection"):
+        if self.family not in TASK_FAMILIES[self.task]:
             raise ValueError(f"family {self.family!r} does not fit task {self.task!r}")
         if self.family == "ssd" and self.postprocess.anchors is None:
             raise ValueError("family 'ssd' needs postprocess.anchors")
+        return self
+
+    @model_validator(mode="after")
+    def _input_fits_task(self) -> ModelSpec:
+        if self.input.kind == "window" and self.task not in WINDOW_TASKS:
+            raise ValueError(f"task {self.task!r} does not take sensor windows")
+        if self.input.kind == "image" and self.task in ("anomaly", "regression"):
+            raise ValueError(f"task {self.task!r} needs input: {{kind: window, ...}}")
+        if (self.task == "anomaly") != (self.anomaly is not None):
+            raise ValueError("anomaly: {threshold: ...} goes with task anomaly, and only with it")
         return self

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Source(BaseModel):
@@ -80,8 +80,93 @@ class SyntheticSource(_Source):
     frames: int | None = Field(None, ge=1, description="stop after N frames (None: forever)")
 
 
+class ChannelScaling(_Source):
+    """Per-channel normalisation of a sensor value: ``(raw * scale + offset - mean) / std``.
+
+    ``scale``/``offset`` turn raw readings into physical units (calibration); ``mean``/``std``
+    standardise them. Every key is optional (identity by default).
+    """
+
+    scale: float = Field(1.0, description="multiplies the raw value")
+    offset: float = Field(0.0, description="added after scaling")
+    mean: float = Field(0.0, description="subtracted after scale/offset")
+    std: float = Field(1.0, description="divides after the mean is subtracted")
+
+    @model_validator(mode="after")
+    def _std_nonzero(self) -> ChannelScaling:
+        if self.std == 0:
+            raise ValueError("std must be non-zero")
+        return self
+
+
+class SensorSource(_Source):
+    """Numeric samples (one per line, CSV or JSON) windowed into tensors; lossless.
+
+    Drivers: ``iio`` polls a Linux IIO device folder (``in_<channel>_raw`` with ``_scale`` and
+    ``_offset``) at ``rate_hz``; ``stream`` reads a regular file, a FIFO, a character device or
+    stdin (``path: "-"``); ``serial`` a serial port (pyserial, ``edge-runtime[serial]``); ``mqtt``
+    a topic on the daemon's own broker.
+    """
+
+    type: Literal["sensor"]
+    driver: Literal["iio", "stream", "serial", "mqtt"] = Field(..., description="where samples come from")
+    path: str | None = Field(
+        None, min_length=1, description="iio device folder, file/FIFO ('-' = stdin) or serial device"
+    )
+    topic: str | None = Field(None, min_length=1, description="mqtt: the topic carrying the samples")
+    format: Literal["csv", "json"] = Field(
+        "csv",
+        description="csv: values in channel order (an extra first column is the timestamp); "
+        "json: an object keyed by channel (optional 'ts') or an array in channel order",
+    )
+    channels: list[str] = Field(..., min_length=1, description="channel names, in tensor order")
+    rate_hz: float = Field(..., gt=0, description="sample rate (iio: polling rate; files: replay rate)")
+    window: int = Field(..., ge=1, description="samples per window")
+    hop: int | None = Field(None, ge=1, description="samples between window starts (default: window)")
+    normalize: dict[str, ChannelScaling] = Field(
+        default_factory=dict, description="per-channel scale/offset/mean/std, keyed by channel name"
+    )
+    pace: bool = Field(True, description="regular files: replay at rate_hz (false: as fast as possible)")
+    loop: bool = Field(False, description="regular files: start again at the end")
+    follow: bool = Field(False, description="regular files: at the end, wait for appended lines")
+    baudrate: int = Field(115200, ge=50, description="serial: line speed")
+    reconnect: Reconnect = Field(default_factory=Reconnect)
+
+    @property
+    def step(self) -> int:
+        """The hop, defaulting to the window (back-to-back windows)."""
+        return self.hop or self.window
+
+    @model_validator(mode="after")
+    def _where_from(self) -> SensorSource:
+        if self.driver == "mqtt" and (self.topic is None or self.path is not None):
+            raise ValueError("driver mqtt takes topic: (and no path:)")
+        if self.driver != "mqtt" and (self.path is None or self.topic is not None):
+            raise ValueError(f"driver {self.driver} takes path: (and no topic:)")
+        if self.path == "-" and self.driver != "stream":
+            raise ValueError("path '-' (stdin) works with driver stream only")
+        if self.loop and self.follow:
+            raise ValueError("give loop or follow, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _channels_known(self) -> SensorSource:
+        if len(set(self.channels)) != len(self.channels):
+            raise ValueError("channel names must be unique")
+        unknown = sorted(set(self.normalize) - set(self.channels))
+        if unknown:
+            raise ValueError(f"normalize names unknown channel(s) {', '.join(unknown)}")
+        return self
+
+
 SourceConfig = Annotated[
-    CameraSource | GstreamerSource | StreamSource | VideoSource | ImagesSource | SyntheticSource,
+    CameraSource
+    | GstreamerSource
+    | StreamSource
+    | VideoSource
+    | ImagesSource
+    | SyntheticSource
+    | SensorSource,
     Field(discriminator="type"),
 ]
 LIVE_TYPES = frozenset({"camera", "gstreamer", "rtsp", "http"})

@@ -23,13 +23,14 @@ def prediction(
     *,
     device: str,
     pipeline: str,
-    frame: dict[str, Any],
+    frame: dict[str, Any] | None = None,
+    window: dict[str, Any] | None = None,
     model: dict[str, Any],
     task: str,
     result: dict[str, Any],
     latency_ms: dict[str, float],
 ) -> bytes:
-    """One result of one frame (or sensor window)."""
+    """One result of one frame, or of one sensor window (``window`` replaces ``frame``)."""
     return encode(
         {
             "id": new_id(),
@@ -37,7 +38,7 @@ def prediction(
             "ts": round(time.time(), 3),
             "device": device,
             "pipeline": pipeline,
-            "frame": frame,
+            **({"frame": frame} if window is None else {"window": window}),
             "model": model,
             "task": task,
             **result,

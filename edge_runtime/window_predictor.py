@@ -1,0 +1,143 @@
+"""One sensor window through one model: standardise -> infer -> score/values/classes, each timed.
+
+Composition module (like ``predictor.py``): a :class:`WindowPredictor` is the :class:`Predictor`
+of a model whose model.yaml says ``input: {kind: window}``; pipelines call ``predict`` the same
+way with the window's ``[samples, channels]`` array instead of an image.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from edge_runtime.config.model_spec import WindowInput
+from edge_runtime.errors import ModelError
+from edge_runtime.model import LoadedModel
+from edge_runtime.postprocess.window import anomaly_score, regression_values
+from edge_runtime.predictor import InferenceResult, Predictor
+from edge_runtime.preprocess.tensor import dequantize, quantize
+
+
+@dataclass(frozen=True, slots=True)
+class WindowResult(InferenceResult):
+    """What one window gave; ``width``/``height`` hold the window's channels and samples."""
+
+    score: float | None = None
+    threshold: float | None = None
+    values: tuple[float, ...] = ()
+    value_labels: tuple[str, ...] = ()
+
+    @property
+    def flag(self) -> bool:
+        """An anomaly: the score reached the threshold."""
+        return self.score is not None and self.threshold is not None and self.score >= self.threshold
+
+    def payload(self) -> dict[str, Any]:
+        """The task-specific part of a JSON result."""
+        if self.task == "anomaly":
+            assert self.score is not None and self.threshold is not None
+            return {
+                "anomaly": {
+                    "score": round(self.score, 6),
+                    "threshold": round(self.threshold, 6),
+                    "flag": self.flag,
+                }
+            }
+        if self.task == "regression":
+            body: dict[str, Any] = {"values": [round(v, 6) for v in self.values]}
+            if self.value_labels:
+                body["labels"] = list(self.value_labels)
+            return body
+        return InferenceResult.payload(self)
+
+
+class WindowPredictor(Predictor):
+    """Runs a sensor-window model on float ``[samples, channels]`` windows."""
+
+    def __init__(
+        self, model: LoadedModel, *, top_k: int | None = None, score_threshold: float | None = None
+    ) -> None:
+        if not isinstance(model.spec.input, WindowInput):
+            raise ModelError(f"{model.file}: not a sensor-window model (model.yaml input.kind: window)")
+        super().__init__(model, top_k=top_k, score_threshold=score_threshold)
+        self.window: WindowInput = model.spec.input
+        n = len(self.window.channels)
+        self._mean = np.asarray(self.window.mean or (0.0,) * n, np.float32)
+        self._inv_std = 1.0 / np.asarray(self.window.std or (1.0,) * n, np.float32)
+        anomaly = model.spec.anomaly
+        self.threshold = (
+            score_threshold if score_threshold is not None else anomaly.threshold if anomaly else None
+        )
+
+    def standardise(self, window: npt.NDArray[Any]) -> tuple[npt.NDArray[np.float32], npt.NDArray[Any]]:
+        """``[samples, channels]`` -> (standardised float tensor, the tensor the model takes)."""
+        expected = (self.window.window, len(self.window.channels))
+        if window.shape != expected:
+            raise ModelError(f"window of shape {list(window.shape)}, the model takes {list(expected)}")
+        x = (window.astype(np.float32) - self._mean) * self._inv_std
+        if self.window.layout == "NCW":
+            x = x.T
+        x = np.ascontiguousarray(x[np.newaxis])
+        spec = self.model.image_input
+        if np.issubdtype(spec.dtype, np.integer) and spec.quantization is not None:
+            return x, quantize(x, spec.quantization, spec.dtype)
+        return x, x.astype(spec.dtype, copy=False)
+
+    def decode(self, outputs: list[npt.NDArray[Any]], x: npt.NDArray[np.float32]) -> WindowResult:
+        """Output tensors -> the task's result."""
+        real = [dequantize(o, s.quantization) for o, s in zip(outputs, self._output_specs, strict=True)]
+        spec, (samples, channels) = self.model.spec, self.model.input_size
+        if spec.task == "anomaly":
+            return WindowResult(
+                "anomaly",
+                channels,
+                samples,
+                score=anomaly_score(spec.family, real, x),
+                threshold=self.threshold,
+            )
+        if spec.task == "regression":
+            labels = tuple(self.model.labels or ())
+            return WindowResult(
+                "regression", channels, samples, values=regression_values(real), value_labels=labels
+            )
+        return WindowResult("classification", channels, samples, classes=tuple(self.decoder.classify(real)))
+
+    def predict(self, window: npt.NDArray[Any]) -> WindowResult:
+        """All three stages, with per-stage latency in milliseconds."""
+        t0 = time.perf_counter()
+        x, tensor = self.standardise(window)
+        t1 = time.perf_counter()
+        with self.lock:  # several pipelines may share this model; TFLite is not thread-safe
+            outputs = self.model.backend.infer([tensor])
+        t2 = time.perf_counter()
+        result = self.decode(outputs, x)
+        t3 = time.perf_counter()
+        latency = {
+            "preprocess": round((t1 - t0) * 1e3, 3),
+            "inference": round((t2 - t1) * 1e3, 3),
+            "postprocess": round((t3 - t2) * 1e3, 3),
+        }
+        return WindowResult(
+            result.task,
+            result.width,
+            result.height,
+            result.classes,
+            (),
+            latency,
+            result.score,
+            result.threshold,
+            result.values,
+            result.value_labels,
+        )
+
+
+def make_predictor(
+    model: LoadedModel, *, top_k: int | None = None, score_threshold: float | None = None
+) -> Predictor:
+    """The predictor that fits the model: a WindowPredictor for sensor-window models."""
+    kind = WindowPredictor if isinstance(model.spec.input, WindowInput) else Predictor
+    return kind(model, top_k=top_k, score_threshold=score_threshold)
