@@ -125,6 +125,7 @@ class Device:
         tmp: Path,
         broker: Broker,
         kit: dict[str, Path],
+        *,
         device: str = "cam-test",
         updates: dict[str, Any] | None = None,
         groups: list[str] | None = None,
@@ -155,13 +156,12 @@ class Device:
         self.id = device
         self.recorder = Recorder(broker.port, f"edge/{device}/#")
         self.process: DaemonProcess | None = None
+        self._seen_before: list[Any] = []
 
     def start(self, env: dict[str, str | None] | None = None) -> Device:
         self.process = DaemonProcess(self.config, self.tmp / "daemon.log", env=env)
         assert wait_for(lambda: len(self.predictions()) > len(self._seen_before), 60), self.log()
         return self
-
-    _seen_before: list[Any] = []
 
     def restart(self) -> None:
         self._seen_before = self.predictions()
@@ -253,7 +253,7 @@ def test_update_by_chunks_swaps_while_serving(
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Static files with ``Range: bytes=N-`` support (resumed downloads)."""
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         path = Path(self.translate_path(self.path))
         if not path.is_file():
             self.send_error(404)
@@ -288,3 +288,206 @@ def test_update_by_url(device: Device, broker: Broker, kit: dict[str, Path], tmp
     assert done.returncode == 0, done.stdout + done.stderr + device.log()[-2000:]
     assert device.final(update_id(bundle))["state"] == "active"
     assert device.max_gap() < MAX_GAP_S
+
+
+# -- refusals ----------------------------------------------------------------------------------------
+def _tamper(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _bad_signature(path: Path) -> None:
+    manifest = Path(f"{path}.manifest.json")
+    envelope = json.loads(manifest.read_text())
+    envelope["manifest"] = envelope["manifest"].replace('"version":"3"', '"version":"4"')
+    manifest.write_text(json.dumps(envelope))
+
+
+def _perturbed_golden(kit: dict[str, Path]) -> dict[str, bytes]:
+    members = _members(kit["bundle"])
+    out: dict[str, bytes] = {}
+    for name in ("golden/onnx.npz", "golden/tflite.npz"):
+        arrays = dict(np.load(io.BytesIO(members[name])))
+        for key in [k for k in arrays if "_out" in k]:
+            a = arrays[key]
+            arrays[key] = (a.astype(np.float64) * -1 + 7).astype(a.dtype)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        out[name] = buf.getvalue()
+    return out
+
+
+def _garbage_model(kit: dict[str, Path]) -> dict[str, bytes]:
+    members = _members(kit["bundle"])
+    meta = yaml.safe_load(members["model.yaml"])
+    garbage = b"not a model at all" * 1000
+    out = {meta["files"][k]: garbage for k in ("onnx", "tflite")}
+    meta["sha256"].update({name: hashlib.sha256(garbage).hexdigest() for name in out})
+    meta["version"] = "3"
+    out["model.yaml"] = yaml.safe_dump(meta, sort_keys=False).encode()
+    return out
+
+
+def test_bad_updates_are_refused_and_the_old_model_keeps_serving(
+    tmp_path: Path, broker: Broker, kit: dict[str, Path]
+) -> None:
+    """Each bad update is rejected with its reason on model/status; v1 serves throughout, without a
+    gap; then a good update still goes through."""
+    dev = Device(tmp_path / "dev", broker, kit, updates={"max_bundle_bytes": 20_000_000}).start()
+    b = tmp_path / "b"
+    try:
+        cases: list[tuple[str, Path, str]] = []
+        tampered = signed(kit, b / "tampered.tar", version="3")
+        _tamper(tampered)
+        cases.append(("tampered bytes", tampered, "sha256 mismatch"))
+        cases.append(
+            (
+                "foreign key",
+                signed(kit, b / "foreign.tar", version="3", key=kit["foreign"]),
+                "signature does not verify",
+            )
+        )
+        forged = signed(kit, b / "forged.tar", version="3")
+        _bad_signature(forged)
+        cases.append(("bad signature", forged, "signature does not verify"))
+        expired = signed(kit, b / "expired.tar", version="3", sign_args=("--expires-in", "1"))
+        cases.append(("expired", expired, "expired"))
+        cases.append(("downgrade", signed(kit, b / "old.tar", version="1"), "downgrade"))
+        cases.append(
+            (
+                "oversized",
+                signed(kit, b / "big.tar", version="3", members={"padding.bin": b"\0" * 21_000_000}),
+                "over the limit",
+            )
+        )
+        evil = b / "evil.tar"
+        files = _members(kit["bundle"])
+        files["../../escape.txt"] = b"owned"
+        _write_tar(evil, files)
+        assert cli("bundle", "sign", evil, "--key", kit["key"]).returncode == 0
+        cases.append(("path traversal", evil, "parent path"))
+        cases.append(
+            (
+                "golden mismatch",
+                signed(kit, b / "golden.tar", version="3", members=_perturbed_golden(kit)),
+                "golden vectors differ",
+            )
+        )
+        cases.append(
+            ("does not load", signed(kit, b / "garbage.tar", members=_garbage_model(kit)), "does not load")
+        )
+        time.sleep(1.2)  # let the expired one expire
+        for label, bundle, reason in cases:
+            done = push(bundle, broker, "--device", "cam-test", wait=60)
+            final = dev.final(update_id(bundle))
+            assert final["state"] == "rejected", (label, final)
+            assert reason in (final["reason"] or ""), (label, final)
+            assert done.returncode == 1, (label, done.stdout, done.stderr)
+            assert "rejected" in done.stdout, (label, done.stdout)
+            assert final["active_version"] == "1", (label, final)
+        assert not (tmp_path / "escape.txt").exists() and not (b.parent / "escape.txt").exists()
+        mark = time.time()
+        assert wait_for(lambda: dev.versions_after(mark) == {"1"}, 10)
+        assert dev.max_gap() < MAX_GAP_S, dev.max_gap()
+        good = signed(kit, b / "good.tar", version="5")
+        assert push(good, broker, "--device", "cam-test").returncode == 0, dev.log()[-2000:]
+        store = tmp_path / "dev" / "state" / "models"
+        assert sorted(p.name for p in (store / "ssdlite_mobilenet_v2_person").iterdir()) == [
+            "5",
+            "active.json",
+        ]
+        assert not list((store / ".staging").iterdir())
+    finally:
+        dev.stop()
+
+
+# -- crash safety --------------------------------------------------------------------------------------
+POINTS = {
+    "accepted": ("active", "2"),
+    "downloading": ("active", "2"),
+    "downloaded": ("active", "2"),
+    "extracted": ("active", "2"),
+    "installed": ("active", "2"),
+    "tested": ("active", "2"),
+    "swapped": ("rolled_back", "1"),
+    "watching": ("rolled_back", "1"),
+    "committed": ("active", "2"),
+}
+
+
+@pytest.mark.parametrize("point", list(POINTS))
+def test_sigkill_at_each_step_leaves_old_or_new(
+    point: str, tmp_path: Path, broker: Broker, kit: dict[str, Path]
+) -> None:
+    """SIGKILL at ``point``; after a restart exactly one complete version serves and the update
+    ends as expected (resumed, or rolled back when the health window never completed)."""
+    dev = Device(tmp_path / "dev", broker, kit).start(env={"EDGE_RUNTIME_FAULT": f"update:{point}"})
+    bundle = signed(kit, tmp_path / "b" / "v2.tar")
+    pusher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge_runtime",
+            "push",
+            str(bundle),
+            "--device",
+            "cam-test",
+            "--broker",
+            f"127.0.0.1:{broker.port}",
+            "--wait",
+            "120",
+            "--chunk-size",
+            "100000",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert dev.process is not None
+        assert dev.process.proc.wait(60) == -9, dev.log()[-2000:]
+        assert f"fault injection at {point}" in dev.log()
+        store = tmp_path / "dev" / "state" / "models" / "ssdlite_mobilenet_v2_person"
+        active = json.loads((store / "active.json").read_text()) if (store / "active.json").exists() else None
+        if active is not None:  # whatever it names is complete
+            assert (store / active["version"] / "model.yaml").is_file()
+        mark = time.time()
+        dev.restart()
+        state, version = POINTS[point]
+        final = dev.final(update_id(bundle))
+        assert final["state"] == state, (final, dev.log()[-3000:])
+        settled = final["ts"] + 0.5
+        assert wait_for(lambda: dev.versions_after(settled) == {version}, 30), dev.versions_after(settled)
+        assert dev.versions_after(mark) <= {"1", "2"}
+        out, _ = pusher.communicate(timeout=60)
+        assert pusher.returncode == (0 if state == "active" else 1), out
+    finally:
+        if pusher.poll() is None:
+            pusher.kill()
+        dev.stop()
+
+
+# -- fleets ------------------------------------------------------------------------------------------------
+def test_group_update_reaches_three_devices(tmp_path: Path, broker: Broker, kit: dict[str, Path]) -> None:
+    """One push to group ``lab`` updates all three devices of the group; exit 0 once all are active."""
+    devices = [
+        Device(tmp_path / name, broker, kit, device=name, groups=["lab"])
+        for name in ("cam-a", "cam-b", "cam-c")
+    ]
+    try:
+        for d in devices:
+            d.start()
+        bundle = signed(kit, tmp_path / "b" / "v2.tar", sign_args=("--target", "group:lab"))
+        done = push(bundle, broker, "--group", "lab", wait=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        for d in devices:
+            assert f"{d.id}: active" in done.stdout
+            assert d.final(update_id(bundle))["state"] == "active"
+        mark = time.time()
+        for d in devices:
+            assert wait_for(lambda d=d: d.versions_after(mark) == {"2"}, 20)
+    finally:
+        for d in devices:
+            d.stop()
