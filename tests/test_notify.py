@@ -532,19 +532,27 @@ def test_a_hung_inference_call_is_named_and_its_blocked_source_is_not(tmp_path: 
         outbox.close()
 
 
-def test_sources_pacing_or_blocked_in_a_call() -> None:
-    """A source waiting for its next frame time is idle; one stuck in a call is hung."""
+def test_sources_pacing_polling_or_blocked_in_a_call() -> None:
+    """Waiting for the next frame time or polling a quiet device is progress; a stuck call is not."""
 
     class Stuck(SyntheticSource):
         def produce(self) -> None:
             self.set_state("streaming")
             gate.wait()  # a driver call that does not return (not the stop flag)
 
+    class Polling(SyntheticSource):
+        def produce(self) -> None:
+            self.set_state("streaming")
+            while not self.stop_event.is_set():  # e.g. poll() on a quiet sensor FIFO
+                gate.wait(0.05)
+
     gate = threading.Event()
     slow = SyntheticSource("slow", 32, 32, fps=0.1, frames=None)  # one frame per 10 s
     stuck = Stuck("stuck", 32, 32, fps=1, frames=None)
-    pipelines = [SimpleNamespace(name=s.name, source=s, busy_since=None) for s in (slow, stuck)]
-    for s in (slow, stuck):
+    polling = Polling("polling", 32, 32, fps=1, frames=None)
+    sources = (slow, stuck, polling)
+    pipelines = [SimpleNamespace(name=s.name, source=s, busy_since=None) for s in sources]
+    for s in sources:
         s.start()
     try:
         time.sleep(0.6)
@@ -552,7 +560,7 @@ def test_sources_pacing_or_blocked_in_a_call() -> None:
         assert [(s.pipeline, s.stage) for s in found] == [("stuck", "source")]
     finally:
         gate.set()
-        for s in (slow, stuck):
+        for s in sources:
             s.stop(1)
 
 

@@ -106,15 +106,21 @@ class SourceThread:
     def idle(self) -> Iterator[None]:
         """Mark a wait that may last by design, so the watchdog does not take it for a hang.
 
-        Waits on :attr:`stop_event` are marked already; use this for other deliberate waits
-        (e.g. a sensor stream that is quiet). Only the source's own thread is tracked.
+        Waits on :attr:`stop_event` are marked already; use this only for a deliberate wait that
+        cannot check the stop flag within the watchdog's stall limit. Only the source's own thread
+        is tracked.
         """
         own = threading.current_thread() is self._thread
         self._waits += own
         try:
             yield
         finally:
+            self.beat()  # before the flag drops: a reader never sees "not waiting" with a stale stamp
             self._waits -= own
+
+    def beat(self) -> None:
+        """Stamp :attr:`last_alive`, when called from the source's own thread (a sign of progress)."""
+        if threading.current_thread() is self._thread:
             self.last_alive = time.monotonic()
 
     def stats(self) -> dict[str, Any]:
@@ -126,8 +132,7 @@ class SourceThread:
         frame = Frame(self.frames, time.time(), image, capture_ms)  # type: ignore[arg-type]
         self.frames += 1
         self.last_frame_at = self.last_alive = time.monotonic()
-        with self.idle():  # back-pressure: the pipeline's own progress is watched separately
-            return self.handoff.put(frame, self.stop_event)
+        return self.handoff.put(frame, self.stop_event)
 
     def _main(self) -> None:
         try:
@@ -146,11 +151,21 @@ class SourceThread:
 
 
 class _StopFlag(threading.Event):
-    """A source's stop flag: time its thread spends in ``wait`` is idle by design, not a hang."""
+    """A source's stop flag, and the watchdog's view of its thread (health/watchdog.py).
+
+    Every loop of a source checks this flag, so each check by the source's own thread stamps
+    progress (one turn of a loop, including the hand-off's back-pressure loop); time spent in
+    ``wait`` (pacing, reconnect backoff) is idle by design, not a hang.
+    """
 
     def __init__(self, source: SourceThread) -> None:
         super().__init__()
         self._source = source
+
+    def is_set(self) -> bool:
+        """The flag; a check by the source's thread is a sign of progress."""
+        self._source.beat()
+        return super().is_set()
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait for the flag (pacing, reconnect backoff) as an idle wait."""

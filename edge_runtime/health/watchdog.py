@@ -8,10 +8,10 @@ The progress rule
 -----------------
 Each pipeline has two threads, and each leaves stamps (monotonic seconds) that cost nothing:
 
-* the source thread stamps ``last_alive`` whenever it hands over a frame, changes state, or
-  leaves a *wait*; a wait is time it spends, by design, on something that may last: pacing to
-  ``fps``, backing off before a reconnect (both are waits on its stop flag), or back-pressure from
-  a busy pipeline. While it is in a wait it is flagged ``waiting``.
+* the source thread stamps ``last_alive`` each time it checks its stop flag — every turn of
+  every source loop, including the hand-off's back-pressure loop (every 0.1 s) — and on every
+  frame, state change and the end of every *wait*. A wait is time spent on its stop flag by
+  design: pacing to ``fps``, backing off before a reconnect. While in one it is ``waiting``.
 * the pipeline thread stamps ``busy_since`` when it takes a frame into processing (preprocess,
   inference, postprocess, outbox) and clears it when the frame is done.
 
@@ -28,8 +28,8 @@ So a live camera that is reconnecting is not a hang (it waits between attempts; 
 reading are bounded by its own timeouts, which must stay below the limit — the daemon warns at
 start-up when they do not), a file source that ended is not a hang (its state is ``ended``), and
 a pipeline waiting for frames from a healthy source is not a hang (it is not busy). A hung
-inference call also stalls the source behind it, but the source is then in a wait
-(back-pressure) and only the pipeline is named.
+inference call also holds up the source behind it, but the source still turns in the
+hand-off's back-pressure loop, so only the pipeline is named.
 
 When the pings stop, the stalled stages are logged once at WARNING and shown in ``STATUS=``;
 when progress resumes before systemd acts, that is logged too.
