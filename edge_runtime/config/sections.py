@@ -150,7 +150,7 @@ class UpdatesConfig(Section):
     download_timeout_s: float = Field(600.0, gt=0, description="give up a download after this long")
     chunk_window: int = Field(32, ge=1, le=1024, description="MQTT chunks requested at a time")
     chunk_retry_s: float = Field(3.0, gt=0, description="request missing chunks again after this silence")
-    health_window_s: float = Field(30.0, ge=0, description="watch a swapped-in model this long before commit")
+    health_window_s: float = Field(15.0, ge=0, description="watch a swapped-in model this long before commit")
     max_errors: int = Field(0, ge=0, description="failed frames tolerated in the health window")
     max_latency_ms: float | None = Field(None, gt=0, description="absolute inference latency budget (ms)")
     latency_factor: float = Field(

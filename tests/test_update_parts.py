@@ -1,0 +1,177 @@
+"""The parts of model updates on their own: manifests and signatures, safe extraction, chunked
+downloads that resume, the store's commit point."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_runtime.errors import InputError, UpdateError
+from edge_runtime.update.bundle import extract
+from edge_runtime.update.manager import startup_model_path
+from edge_runtime.update.manifest import (
+    Manifest,
+    generate_keys,
+    is_newer,
+    load_private_key,
+    load_public_key,
+    sign,
+    verify,
+)
+from edge_runtime.update.store import BASE, Active, ModelStore
+from edge_runtime.update.transfer import ChunkFile
+
+
+def _manifest(**kw: object) -> Manifest:
+    fields: dict[str, object] = {
+        "name": "m",
+        "version": "2",
+        "sha256": "a" * 64,
+        "size": 10,
+        "created": time.time(),
+    }
+    fields.update(kw)
+    return Manifest(**fields)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    d = tmp_path_factory.mktemp("keys")
+    return generate_keys(d / "a")[0], generate_keys(d / "b")[0]
+
+
+def test_key_files(keys: tuple[Path, Path]) -> None:
+    """The private key is 0600; generating over an existing pair is refused."""
+    private = keys[0]
+    assert stat.S_IMODE(private.stat().st_mode) == 0o600
+    assert (private.parent / "signing.pub").read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    with pytest.raises(InputError, match="exists already"):
+        generate_keys(private.parent)
+
+
+def test_signature_round_trip_and_refusals(keys: tuple[Path, Path]) -> None:
+    """A signed envelope verifies; a changed manifest, a foreign key and junk are refused."""
+    key = load_private_key(keys[0])
+    trusted = [load_public_key(keys[0].parent / "signing.pub")]
+    envelope = sign(_manifest(), key)
+    env = verify(json.dumps(envelope).encode(), trusted)
+    assert env.manifest.version == "2" and len(env.update_id) == 16
+    forged = dict(envelope, manifest=envelope["manifest"].replace('"version":"2"', '"version":"9"'))
+    with pytest.raises(UpdateError, match="does not verify"):
+        verify(json.dumps(forged).encode(), trusted)
+    foreign = sign(_manifest(), load_private_key(keys[1]))
+    with pytest.raises(UpdateError, match="does not verify"):
+        verify(json.dumps(foreign).encode(), trusted)
+    with pytest.raises(UpdateError, match="not JSON"):
+        verify(b"\xff{", trusted)
+    with pytest.raises(UpdateError, match="limit"):
+        verify(b" " * 70_000, trusted)
+    with pytest.raises(UpdateError, match="no trusted keys"):
+        verify(json.dumps(envelope).encode(), [])
+
+
+def test_expiry_target_and_versions() -> None:
+    """Expired manifests, other devices' and other groups' manifests are refused; versions compare
+    numerically, part by part."""
+    with pytest.raises(UpdateError, match="expired"):
+        _manifest(expires=time.time() - 5).check_time()
+    _manifest(expires=time.time() + 60).check_time()
+    with pytest.raises(UpdateError, match="targets device"):
+        _manifest(target="device:other").check_target("cam-01", [])
+    with pytest.raises(UpdateError, match="targets group"):
+        _manifest(target="group:lab").check_target("cam-01", ["yard"])
+    _manifest(target="group:lab").check_target("cam-01", ["lab"])
+    assert is_newer("1.10", "1.9") and not is_newer("1", "1") and not is_newer("2", "10")
+    assert is_newer("1", "not-numeric")
+
+
+def _tar(path: Path, entries: list[tarfile.TarInfo]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for info in entries:
+            tar.addfile(info, io.BytesIO(b"x" * info.size) if info.isfile() else None)
+    return path
+
+
+def _file(name: str, size: int = 3) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    return info
+
+
+def _link(name: str, target: str, kind: bytes = tarfile.SYMTYPE) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info
+
+
+@pytest.mark.parametrize(
+    ("entry", "reason"),
+    [
+        (_file("../escape"), "parent path"),
+        (_file("a/../../escape"), "parent path"),
+        (_file("/etc/passwd-new"), "absolute"),
+        (_link("model.onnx", "/etc/passwd"), "no links"),
+        (_link("model.onnx", "labels.txt", tarfile.LNKTYPE), "no links"),
+    ],
+)
+def test_extraction_refuses_escapes_and_links(tmp_path: Path, entry: tarfile.TarInfo, reason: str) -> None:
+    """Members that could write outside the folder, or link anywhere, fail the whole bundle."""
+    bundle = _tar(tmp_path / "b.tar", [_file("model.yaml"), entry])
+    with pytest.raises(UpdateError, match=reason):
+        extract(bundle, tmp_path / "out", max_bytes=1000)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "escape").exists()
+
+
+def test_extraction_limits_size(tmp_path: Path) -> None:
+    """A bundle that would extract to more than the limit is refused before writing."""
+    bundle = _tar(tmp_path / "b.tar", [_file("big", 5000)])
+    with pytest.raises(UpdateError, match="limit"):
+        extract(bundle, tmp_path / "out", max_bytes=1000)
+    extract(bundle, tmp_path / "ok", max_bytes=10_000)
+    assert (tmp_path / "ok" / "big").stat().st_size == 5000
+
+
+def test_chunks_reordered_repeated_and_resumed(tmp_path: Path) -> None:
+    """Chunks land at their offsets in any order; repeats and wrong sizes are ignored; after a
+    restart only what was saved counts and the rest is asked for again."""
+    data = os.urandom(10_000)
+    part = tmp_path / "u.part"
+    chunks = ChunkFile(part, len(data), 3000)  # 4 chunks, the last one 1000 bytes
+    assert chunks.write(3, data[9000:]) and chunks.write(1, data[3000:6000])
+    assert not chunks.write(1, data[3000:6000])  # repeat
+    assert not chunks.write(0, data[:10])  # wrong size
+    with pytest.raises(UpdateError, match="out of range"):
+        chunks.write(4, b"x")
+    chunks.close()
+    again = ChunkFile(part, len(data), 3000)
+    assert again.missing(10) == [0, 2] and again.progress == 0.5
+    again.write(0, data[:3000])
+    again.write(2, data[6000:9000])
+    assert again.done
+    again.close()
+    assert part.read_bytes() == data
+
+
+def test_uncommitted_swap_rolls_back_at_start(tmp_path: Path) -> None:
+    """A version that never finished its health window is not served after a restart."""
+    store = ModelStore(tmp_path / "store")
+    config_path = tmp_path / "configured"
+    for version in ("2", "3"):
+        (store.folder("m", version)).mkdir(parents=True)
+        (store.folder("m", version) / "model.yaml").write_text("name: m\n")
+    store.set_active("m", Active(version="3", previous=["2", BASE], committed=False))
+    path, note = startup_model_path(store, "m", config_path)
+    assert path == store.folder("m", "2") and note and "rolled back" in note
+    assert store.active("m") == Active(
+        version="2", previous=[BASE], committed=True, since=store.active("m").since
+    )  # type: ignore[union-attr]
+    store.set_active("m", Active(version="2", previous=[BASE], committed=False))
+    assert startup_model_path(store, "m", config_path)[0] == config_path
+    assert store.active("m") is None
