@@ -34,6 +34,7 @@ from edge_runtime.publish.topics import Topics
 from edge_runtime.update.manager import UpdateManager, UpdatePolicy, startup_model_path
 from edge_runtime.update.manifest import load_public_key
 from edge_runtime.update.store import ModelStore
+from edge_runtime.window_predictor import make_predictor, source_mismatch
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def _load(name: str, mc: ModelConfig, cache_dir: Path) -> Predictor:
         model.backend.kind,
         model.backend.accelerator,
     )
-    return Predictor(model, top_k=mc.top_k, score_threshold=mc.score_threshold)
+    return make_predictor(model, top_k=mc.top_k, score_threshold=mc.score_threshold)
 
 
 class ModelSlot:
@@ -245,9 +246,14 @@ class Daemon:
                 self.failed_pipelines[pc.name] = f"model {pc.model}: {self.model_errors.get(pc.model)}"
                 logger.error("pipeline %s not started: model %s did not load", pc.name, pc.model)
                 continue
+            mismatch = source_mismatch(pc.source, self.models[pc.model].predictor.model)
+            if mismatch:
+                self.failed_pipelines[pc.name] = mismatch
+                logger.error("pipeline %s not started: %s", pc.name, mismatch)
+                continue
             pipeline = Pipeline(
                 pc.name,
-                make_source(pc.name, pc.source),
+                make_source(pc.name, pc.source, mqtt=self.cfg.mqtt, device=self.cfg.device.id),
                 self.models[pc.model],
                 self.outbox,
                 topic=self.topics.predictions(pc.name),
@@ -284,6 +290,7 @@ class Daemon:
                 "source_state": p.source.state,
                 "source_error": p.source.error,
                 "latency_ms": p.metrics.latency_report(),
+                **p.source.stats(),  # sensor sources: samples, malformed, reconnects
             }
         for name, reason in self.failed_pipelines.items():
             pipelines[name] = {

@@ -7,6 +7,7 @@ way with the window's ``[samples, channels]`` array instead of an image.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -15,11 +16,15 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_runtime.config.model_spec import WindowInput
+from edge_runtime.config.sources import SensorSource as SensorConfig
+from edge_runtime.config.sources import SourceConfig
 from edge_runtime.errors import ModelError
 from edge_runtime.model import LoadedModel
 from edge_runtime.postprocess.window import anomaly_score, regression_values
-from edge_runtime.predictor import InferenceResult, Predictor
+from edge_runtime.predictor import InferenceResult, Predictor, PredictorClosedError
 from edge_runtime.preprocess.tensor import dequantize, quantize
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +117,8 @@ class WindowPredictor(Predictor):
         x, tensor = self.standardise(window)
         t1 = time.perf_counter()
         with self.lock:  # several pipelines may share this model; TFLite is not thread-safe
+            if self.closed:
+                raise PredictorClosedError(self.model.spec.name)
             outputs = self.model.backend.infer([tensor])
         t2 = time.perf_counter()
         result = self.decode(outputs, x)
@@ -141,3 +148,32 @@ def make_predictor(
     """The predictor that fits the model: a WindowPredictor for sensor-window models."""
     kind = WindowPredictor if isinstance(model.spec.input, WindowInput) else Predictor
     return kind(model, top_k=top_k, score_threshold=score_threshold)
+
+
+def source_mismatch(source: SourceConfig, model: LoadedModel) -> str | None:
+    """Why ``source`` cannot feed ``model`` (None when it can); minor differences are logged.
+
+    Sensor sources need a sensor-window model with the same window length and channel count
+    (and image sources an image model). Other channel names or another sample rate than the
+    model was trained at are allowed, with a warning.
+    """
+    window = model.spec.input
+    if not isinstance(window, WindowInput):
+        is_sensor = isinstance(source, SensorConfig)
+        return f"model {model.spec.name} takes images, not sensor windows" if is_sensor else None
+    if not isinstance(source, SensorConfig):
+        return f"model {model.spec.name} takes sensor windows; use a source of type sensor"
+    if source.window != window.window or len(source.channels) != len(window.channels):
+        return (
+            f"source gives windows of {source.window} samples x {len(source.channels)} channels, "
+            f"model {model.spec.name} takes {window.window} x {len(window.channels)}"
+        )
+    if list(source.channels) != list(window.channels):
+        logger.warning(
+            "source channels %s feed model channels %s in that order", source.channels, list(window.channels)
+        )
+    if window.rate_hz is not None and abs(source.rate_hz - window.rate_hz) > 1e-6 * window.rate_hz:
+        logger.warning(
+            "source rate %s Hz, model %s trained at %s Hz", source.rate_hz, model.spec.name, window.rate_hz
+        )
+    return None

@@ -24,6 +24,7 @@ Units are g; the default sample rate is 1000 Hz.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -73,11 +74,12 @@ def random_machine(rng: np.random.Generator, fault: str | None = None) -> Machin
     return machine
 
 
-def add_fault(machine: Machine, fault: str, rng: np.random.Generator) -> None:
-    """Give ``machine`` a fault of random severity (in place)."""
+def add_fault(machine: Machine, fault: str, rng: np.random.Generator, severity: float | None = None) -> None:
+    """Give ``machine`` a fault of ``severity`` 0..1 (random when None), in place."""
     if fault not in FAULTS:
         raise ValueError(f"unknown fault {fault!r}; one of {', '.join(FAULTS)}")
-    machine.fault, machine.severity = fault, rng.uniform(0.0, 1.0)
+    machine.fault = fault
+    machine.severity = rng.uniform(0.0, 1.0) if severity is None else severity
     s = machine.severity
     if fault == "imbalance":
         machine.fault_params = {"extra": 0.15 + 0.25 * s}
@@ -174,3 +176,27 @@ def windows(machine: Machine, count: int, size: int, rng: np.random.Generator, f
 def as_csv_lines(samples: np.ndarray, decimals: int = 5) -> list[str]:
     """One ``ax,ay,az`` line per sample."""
     return [",".join(f"{v:.{decimals}f}" for v in row) for row in samples]
+
+
+def machine_stream(
+    seed: int,
+    samples: int,
+    *,
+    fault: str | None = None,
+    fault_start: int = 0,
+    fault_samples: int = 0,
+    severity: float | None = None,
+    fs: float = FS,
+) -> np.ndarray:
+    """A healthy machine's stream of ``samples`` samples [samples, 3]; with ``fault``, samples
+    ``fault_start .. fault_start + fault_samples - 1`` come from the same machine with that fault
+    (``severity`` 0..1, random when None)."""
+    rng = np.random.default_rng(seed)
+    machine = random_machine(rng)
+    out = signal(machine, 0, samples, rng, fs)
+    if fault is not None and fault_samples > 0:
+        faulty = copy.deepcopy(machine)
+        add_fault(faulty, fault, rng, severity)
+        end = min(samples, fault_start + fault_samples)
+        out[fault_start:end] = signal(faulty, fault_start, end - fault_start, rng, fs)
+    return out

@@ -25,11 +25,13 @@ from edge_runtime.capture.sensor import SensorSource
 from edge_runtime.capture.sensor.samples import LineParser, MalformedLineError, Sample
 from edge_runtime.capture.sensor.source import affine
 from edge_runtime.capture.sensor.windowing import Windower, expected_windows
+from edge_runtime.config.loader import load_config
 from edge_runtime.config.sections import MqttConfig
 from edge_runtime.config.sources import SensorSource as SensorConfig
 from edge_runtime.types import Window
 
 from .broker import Broker, wait_for
+from .conftest import ROOT, run_cli
 
 FAST = {"initial_s": 0.1, "max_s": 0.2}
 
@@ -413,3 +415,15 @@ def test_mqtt_source_reconnects_when_the_broker_restarts(broker: Broker) -> None
     client.loop_stop()
     client.disconnect()
     assert got and got[0].data.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+
+
+def test_sensor_demo_config_validates_and_stdin_path_stays_stdin(tmp_path: Path) -> None:
+    assert run_cli("validate", ROOT / "configs" / "sensor-demo.yaml").code == 0
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "models: {m: {path: " + str(ROOT / "models" / "vibration_anomaly") + "}}\n"
+        "pipelines:\n- name: p\n  model: m\n  source: {type: sensor, driver: stream, path: '-',"
+        " channels: [ax, ay, az], rate_hz: 1000, window: 256, hop: 128}\n"
+    )
+    source = load_config(config).pipelines[0].source
+    assert isinstance(source, SensorConfig) and source.path == "-"

@@ -54,7 +54,7 @@ def _substitute(value: Any, at: PathKey, problems: list[tuple[PathKey, str]]) ->
 
 
 def _resolve_paths(data: Any, pattern: tuple[str, ...], base: Path) -> None:
-    """Make relative path values under ``pattern`` absolute against ``base`` (in place)."""
+    """Make relative path values under ``pattern`` absolute against ``base`` (in place); ``-`` is stdin."""
     if not pattern or data is None:
         return
     head, rest = pattern[0], pattern[1:]
@@ -67,7 +67,7 @@ def _resolve_paths(data: Any, pattern: tuple[str, ...], base: Path) -> None:
     for key in keys:
         if rest:
             _resolve_paths(data[key], rest, base)
-        elif isinstance(data[key], str) and data[key] and not Path(data[key]).is_absolute():
+        elif isinstance(data[key], str) and data[key] not in ("", "-") and not Path(data[key]).is_absolute():
             data[key] = os.path.normpath(base / data[key])
 
 

@@ -157,8 +157,11 @@ class SensorSource(SourceThread):
                 ts = reading.ts
             self._last_ts = ts
             window = self.windower.push(reading.values, ts)
-            if window is not None and not self._hand_over(window, (time.perf_counter() - t0) * 1e3):
+            if window is None:
+                continue
+            if not self._hand_over(window, (time.perf_counter() - t0) * 1e3):
                 return False
+            t0 = time.perf_counter()  # the next window's capture time starts after this hand-over
         return True
 
     def _hand_over(self, window: Window, capture_ms: float) -> bool:
