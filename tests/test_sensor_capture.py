@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import random
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -427,3 +429,41 @@ def test_sensor_demo_config_validates_and_stdin_path_stays_stdin(tmp_path: Path)
     )
     source = load_config(config).pipelines[0].source
     assert isinstance(source, SensorConfig) and source.path == "-"
+
+
+def test_an_overlong_line_is_one_malformed_line(tmp_path: Path) -> None:
+    path = tmp_path / "s.csv"
+    path.write_text(lines(range(2)) + "9" * 200_000 + "\n" + lines(range(2, 4)))
+    source = start(sensor(path=str(path), window=2, hop=2))
+    got = collect(source, 10, timeout=5)
+    assert first_column(got) == [[0.0, 1.0], [2.0, 3.0]]
+    assert source.stats() == {"samples": 4, "malformed": 1, "reconnects": 0}
+
+
+STDIN_READER = """
+import sys, time
+from edge_runtime.capture import make_source
+from edge_runtime.config.sources import SensorSource
+cfg = SensorSource.model_validate(dict(type="sensor", driver="stream", path="-", format="json",
+    channels=["a", "b"], rate_hz=100, window=3, hop=2))
+source = make_source("stdin", cfg)
+source.start()
+starts = []
+while (item := source.handoff.get(5)) is not None:
+    if item is not False:
+        starts.append(item.first_sample)
+print(starts, source.state, source.stats()["samples"], source.stats()["malformed"])
+"""
+
+
+def test_stdin_gives_every_window_and_ends_at_end_of_file() -> None:
+    text = "".join(f'{{"a": {i}, "b": {-i}}}\n' for i in range(9)) + "[1]\n" + '{"a": 9, "b": -9}'
+    proc = subprocess.run(
+        [sys.executable, "-c", STDIN_READER],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert proc.stdout.split("\n")[0] == "[0, 2, 4, 6] ended 10 1"

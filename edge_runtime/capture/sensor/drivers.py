@@ -63,10 +63,13 @@ class Driver(Protocol):
         ...
 
 
-def parse_lines(parser: LineParser, lines: list[bytes]) -> list[Reading]:
-    """Parse each line; blank lines and headers vanish, malformed ones become None."""
+def parse_lines(parser: LineParser, lines: list[bytes | None]) -> list[Reading]:
+    """Parse each line; blank lines and headers vanish, malformed (or overlong: None) become None."""
     out: list[Reading] = []
     for line in lines:
+        if line is None:
+            out.append(None)
+            continue
         try:
             sample = parser.parse(line)
         except MalformedLineError:
@@ -205,17 +208,16 @@ class StreamDriver:
                 return []
             budget = min(budget, 1 + int((now - self._due) * self.rate_hz))
             self._due = max(self._due + budget / self.rate_hz, now - 1.0 / self.rate_hz)
-        lines: list[bytes] = []
-        while len(lines) < budget:
-            line = file.readline()
-            if line.endswith(b"\n"):
-                lines.extend(self._splitter.feed(line))
-                continue
-            if line:
-                self._splitter.feed(line)  # a partial last line: complete it later or flush at the end
-            if not lines:
-                return self._end_of_file(file, timeout)
-            break
+        lines: list[bytes | None] = []
+        limit = self._splitter.max_line + 1  # a huge line without newline is read in pieces
+        at_end = False
+        while len(lines) < budget and not at_end:
+            line = file.readline(limit)
+            # a partial last line stays pending: completed by appended bytes or flushed at the end
+            lines.extend(self._splitter.feed(line))
+            at_end = not line.endswith(b"\n") and len(line) < limit
+        if at_end and not lines:
+            return self._end_of_file(file, timeout)
         return parse_lines(self.parser, lines)
 
     def _end_of_file(self, file: BinaryIO, timeout: float) -> list[Reading]:

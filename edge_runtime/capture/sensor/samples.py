@@ -91,22 +91,33 @@ class LineParser:
 
 
 class LineSplitter:
-    """Bytes as they arrive -> complete lines; a line longer than ``max_line`` is cut and dropped."""
+    """Bytes as they arrive -> complete lines.
+
+    A line longer than ``max_line`` (a stream without newlines, a wrong baud rate) is dropped up to
+    its newline and reported once, as None, so the caller counts it as malformed.
+    """
 
     def __init__(self, max_line: int = 64 * 1024) -> None:
         self.max_line = max_line
         self._partial = b""
-        self.overlong = 0
+        self._skipping = False  # inside an overlong line: discard up to the next newline
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> list[bytes | None]:
         """The complete lines in ``data`` (plus what was pending); keeps the incomplete tail."""
-        *lines, self._partial = (self._partial + data).split(b"\n")
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        lines: list[bytes | None] = list(complete)
+        if self._skipping and lines:
+            lines.pop(0)  # the rest of the overlong line
+            self._skipping = False
         if len(self._partial) > self.max_line:
             self._partial = b""
-            self.overlong += 1
+            if not self._skipping:
+                lines.append(None)
+            self._skipping = True
         return lines
 
-    def flush(self) -> list[bytes]:
+    def flush(self) -> list[bytes | None]:
         """The pending incomplete line, as a last line (the writer ended without a newline)."""
         rest, self._partial = self._partial, b""
-        return [rest] if rest.strip() else []
+        skipping, self._skipping = self._skipping, False
+        return [rest] if rest.strip() and not skipping else []
