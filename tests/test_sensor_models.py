@@ -6,6 +6,7 @@ injected fault must be flagged, healthy vibration must not.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -97,8 +98,6 @@ def test_onnx_and_tflite_agree_on_flags() -> None:
 
 
 def test_report_records_detection_and_false_positive_rates() -> None:
-    import json
-
     report = json.loads((VIBRATION / "report.json").read_text())
     for backend in ("onnx_int8", "tflite_int8"):
         result = report["results"][backend]
@@ -242,3 +241,13 @@ def test_a_source_must_fit_its_model() -> None:
         assert "takes images" in (source_mismatch(sensor_source(), classifier) or "")
     finally:
         classifier.close()
+
+
+def test_bench_and_models_commands_know_window_models() -> None:
+    result = run_cli("bench", VIBRATION, "--backend", "onnx", "--seconds", "0.3", "--threads", "1", "--json")
+    assert result.code == 0, result.err
+    assert result.json_lines()[0]["latency_ms"]["p50"] > 0
+    listed = run_cli("models", "--json")
+    names = {m["name"]: m for m in json.loads(listed.out)["models"]}
+    assert names["vibration_anomaly"]["task"] == "anomaly"
+    assert names["vibration_anomaly"]["runnable_with"] == ["onnx", "tflite"]
