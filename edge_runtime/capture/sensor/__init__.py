@@ -23,7 +23,7 @@ def _driver(
         from edge_runtime.capture.sensor.mqtt_topic import MqttTopicDriver
 
         assert cfg.topic is not None  # the config's validator guarantees it
-        return MqttTopicDriver(cfg.topic, parser, mqtt or MqttConfig(), f"{device}-sensor-{name}")
+        return MqttTopicDriver(cfg.topic, parser, mqtt or MqttConfig(), f"{device}-sensor-{name}", stop)
     assert cfg.path is not None
     if cfg.driver == "iio":
         return IioDriver(cfg.path, cfg.channels, cfg.rate_hz, stop)

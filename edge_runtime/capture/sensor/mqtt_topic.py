@@ -12,6 +12,7 @@ from __future__ import annotations
 import queue
 import ssl
 import threading
+import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -35,11 +36,13 @@ class MqttTopicDriver:
         parser: LineParser,
         cfg: MqttConfig,
         client_id: str,
+        stop: threading.Event,
         *,
         subscribe_timeout_s: float = 10.0,
         max_queued: int = 100_000,
     ) -> None:
         self.topic, self.parser, self.cfg, self.client_id = topic, parser, cfg, client_id
+        self.stop = stop
         self.subscribe_timeout_s = subscribe_timeout_s
         self.describe = f"mqtt {cfg.host}:{cfg.port} {topic}"
         self.dropped = 0  # messages refused because the queue was full
@@ -99,8 +102,11 @@ class MqttTopicDriver:
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise DeviceLostError(f"{self.cfg.host}:{self.cfg.port}: {exc}") from exc
         self._client.loop_start()
-        if not self._subscribed.wait(self.subscribe_timeout_s):
-            raise DeviceLostError(f"{self.cfg.host}:{self.cfg.port}: no subscription to {self.topic}")
+        deadline = time.monotonic() + self.subscribe_timeout_s
+        # short slices that look at the stop flag: a stop is quick, the watchdog sees progress
+        while not self._subscribed.wait(0.2):
+            if self.stop.is_set() or self._lost.is_set() or time.monotonic() > deadline:
+                raise DeviceLostError(f"{self.cfg.host}:{self.cfg.port}: no subscription to {self.topic}")
 
     def read(self, timeout: float) -> list[Reading]:
         """The lines of every message received within ``timeout``."""
