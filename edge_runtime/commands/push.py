@@ -59,7 +59,9 @@ def _load(args: argparse.Namespace) -> tuple[Path, dict[str, Any], Manifest]:
     # update is still sent (a device's refusal, with its reason, is the authoritative answer).
     data = bundle.read_bytes()
     if len(data) != manifest.size or hashlib.sha256(data).hexdigest() != manifest.sha256:
-        print(f"warning: {bundle} does not match its signed manifest; devices will reject it", file=sys.stderr)
+        print(
+            f"warning: {bundle} does not match its signed manifest; devices will reject it", file=sys.stderr
+        )
     wanted = f"device:{args.device}" if args.device else f"group:{args.group}"
     if manifest.target is not None and manifest.target != wanted:
         print(f"warning: {bundle} is signed for {manifest.target}, not {wanted}", file=sys.stderr)
