@@ -243,4 +243,5 @@ class _Pusher:
             extra = f" {d.progress:.0%}" if d.state == "downloading" and d.progress is not None else ""
             step = f" ({body['step']})" if body.get("step") else ""
             reason = f": {d.reason}" if d.reason else ""
-            print(f"{device}: {d.state}{step}{extra} version {d.version}{reason}", flush=True)
+            version = d.version or self.manifest.version  # a refused signature names no version
+            print(f"{device}: {d.state}{step}{extra} version {version}{reason}", flush=True)

@@ -407,7 +407,7 @@ class UpdateManager:
                     raise UpdateError(f"model does not load: {first_line(exc)}") from exc
                 loaded[slot.key] = candidate
                 report = golden.check_golden(candidate.model, folder)
-                self._check_latency(slot, report.latency_p50_ms)
+                self._check_latency(slot, report)
                 logger.info(
                     "update %s: %s passed %d golden vector(s) (worst %.2f of tolerance), p50 %.1f ms",
                     self.job["update"],
@@ -422,17 +422,21 @@ class UpdateManager:
             raise
         return loaded
 
-    def _check_latency(self, slot: Slot, p50_ms: float) -> None:
+    def _check_latency(self, slot: Slot, report: golden.GoldenReport) -> None:
+        """The absolute budget on the median; the relative one on the fastest run, which other
+        load on the machine (the pipelines, other daemons) inflates least."""
         pol = self.policy
-        if pol.max_latency_ms is not None and p50_ms > pol.max_latency_ms:
-            raise UpdateError(f"latency {p50_ms:.1f} ms is over the budget of {pol.max_latency_ms:.1f} ms")
+        if pol.max_latency_ms is not None and report.latency_p50_ms > pol.max_latency_ms:
+            raise UpdateError(
+                f"latency {report.latency_p50_ms:.1f} ms is over the budget of {pol.max_latency_ms:.1f} ms"
+            )
         inferred, _errors, total_ms = slot.counters()
         if inferred >= 10:
             baseline = total_ms / inferred
-            if p50_ms > pol.latency_factor * baseline:
+            if report.latency_min_ms > pol.latency_factor * baseline:
                 raise UpdateError(
-                    f"latency {p50_ms:.1f} ms is over {pol.latency_factor:g}x the current "
-                    f"model's {baseline:.1f} ms"
+                    f"latency {report.latency_min_ms:.1f} ms (fastest golden run) is over "
+                    f"{pol.latency_factor:g}x the current model's mean of {baseline:.1f} ms"
                 )
 
     def _slot(self, key: str) -> Slot:
