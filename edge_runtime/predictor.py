@@ -18,7 +18,7 @@ from edge_runtime.errors import ModelError
 from edge_runtime.model import LoadedModel, make_decoder
 from edge_runtime.postprocess.detection import to_detections
 from edge_runtime.preprocess import geometry
-from edge_runtime.preprocess.tensor import dequantize, to_input
+from edge_runtime.preprocess.tensor import InputEncoder, dequantize
 from edge_runtime.types import Classification, Detection
 
 
@@ -67,6 +67,7 @@ class Predictor:
         self._output_specs = list(model.backend.output_specs)
         self.lock = threading.Lock()
         self.closed = False
+        self._encoder: InputEncoder | None = None
 
     def preprocess(
         self, image_bgr: npt.NDArray[np.uint8]
@@ -78,19 +79,20 @@ class Predictor:
                 "windows from a sensor source in a pipeline, not images"
             )
         p = self._prep
-        image = (
-            np.asarray(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2RGB), np.uint8)
-            if p.color == "rgb"
-            else image_bgr
-        )
         size = self.model.input_size
+        # Geometry first, colour order after: resizing treats channels alike, so swapping them on
+        # the small image gives the same pixels for a fraction of the work.
         if p.resize == "letterbox":
-            resized, transform = geometry.letterbox(image, size, p.pad_value, p.interpolation)
+            resized, transform = geometry.letterbox(image_bgr, size, p.pad_value, p.interpolation)
         elif p.resize == "center_crop":
-            resized, transform = geometry.center_crop(image, size, p.crop_fraction, p.interpolation)
+            resized, transform = geometry.center_crop(image_bgr, size, p.crop_fraction, p.interpolation)
         else:
-            resized, transform = geometry.stretch(image, size, p.interpolation)
-        return [to_input(resized, self.model.image_input, p.mean, p.std)], transform
+            resized, transform = geometry.stretch(image_bgr, size, p.interpolation)
+        if p.color == "rgb":
+            resized = np.asarray(cv2.cvtColor(resized, cv2.COLOR_BGR2RGB), np.uint8)
+        if self._encoder is None:
+            self._encoder = InputEncoder(self.model.image_input, p.mean, p.std)
+        return [self._encoder(resized)], transform
 
     def postprocess(self, outputs: list[npt.NDArray[Any]], transform: geometry.Transform) -> InferenceResult:
         """Output tensors -> result in original-image coordinates."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge_runtime.preprocess import geometry
-from edge_runtime.preprocess.tensor import dequantize, normalise, quantize, to_input
+from edge_runtime.preprocess.tensor import InputEncoder, dequantize, normalise, quantize, to_input
 from edge_runtime.types import Quantization, TensorSpec
 
 
@@ -79,3 +79,28 @@ def test_to_input_builds_nchw_float_and_nhwc_int8_batches() -> None:
 def test_normalise_uses_per_channel_mean_and_std() -> None:
     img = np.full((1, 1, 3), 100, np.uint8)
     np.testing.assert_allclose(normalise(img, (0, 50, 100), (1, 2, 4))[0, 0], [100, 25, 0])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "layout", "quant"),
+    [
+        (np.float32, "NCHW", None),
+        (np.float32, "NHWC", None),
+        (np.int8, "NHWC", Quantization(0.0078125, 0)),
+        (np.uint8, "NHWC", Quantization(0.0078125, 128)),
+        (np.uint8, "NCHW", None),
+        (np.float16, "NCHW", None),
+    ],
+)
+def test_input_encoder_is_bit_identical_to_the_arithmetic(
+    dtype: type, layout: str, quant: Quantization | None
+) -> None:
+    """The table lookup gives exactly the tensor that normalising (and quantising) gives."""
+    image = np.random.default_rng(3).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    shape = (1, 3, 37, 53) if layout == "NCHW" else (1, 37, 53, 3)
+    spec = TensorSpec("in", shape, np.dtype(dtype), layout, quant)  # type: ignore[arg-type]
+    mean, std = (123.7, 116.3, 103.5), (58.4, 57.1, 57.4)
+    expected = to_input(image, spec, mean, std)
+    got = InputEncoder(spec, mean, std)(image)
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    assert np.array_equal(got, expected)
