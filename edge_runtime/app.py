@@ -76,6 +76,10 @@ class ModelSlot:
         """A candidate from ``folder`` with this model's backend options (a fresh backend)."""
         return _load(self.key, self.mc.model_copy(update={"path": folder}), self.cache)
 
+    def serving(self) -> Predictor:
+        """What serves now."""
+        return self.shared.predictor
+
     def swap(self, candidate: Predictor) -> Predictor:
         """Serve ``candidate`` from the next frame on."""
         return self.shared.swap(candidate)
@@ -179,8 +183,9 @@ class Daemon:
             try:
                 return _load(name, mc.model_copy(update={"path": path}), self._cache)
             except EdgeRuntimeError as exc:
-                logger.error("model %s: installed update at %s does not load (%s); using %s",
-                             name, path, exc, mc.path)
+                logger.error(
+                    "model %s: installed update at %s does not load (%s); using %s", name, path, exc, mc.path
+                )
         return _load(name, mc, self._cache)
 
     def _start_updates(self) -> None:

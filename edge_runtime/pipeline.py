@@ -1,14 +1,17 @@
 """One pipeline, top to bottom: capture -> preprocess -> infer -> postprocess -> publish.
 
-The source runs in its own thread; this module's thread takes its frames, runs the model and
-commits each result to the outbox (which publishes it when the broker is there).
+The source runs in its own thread; this module's three stage threads take its frames, run the
+model and commit each result to the outbox (which publishes it when the broker is there).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -52,8 +55,30 @@ def _identity(predictor: Predictor) -> dict[str, str]:
     return {"name": d["name"], "version": d["version"], "sha256": d["sha256"]}
 
 
+@dataclass(slots=True)
+class _Job:
+    """One frame (or window) on its way through the stages."""
+
+    item: Frame | Window
+    predictor: Predictor
+    model: dict[str, str]
+    inputs: list[Any]
+    context: Any
+    stages: dict[str, float]
+    outputs: list[Any] | None = None
+
+
+_END = object()  # passed down the stages after the last job
+
+
 class Pipeline:
-    """Frames from ``source`` through ``model`` into ``outbox``."""
+    """Frames from ``source`` through ``model`` into ``outbox``, in three overlapping stages.
+
+    ``pipeline-<name>`` preprocesses, ``infer-<name>`` runs the model, ``post-<name>`` decodes,
+    encodes JSON and commits to the outbox. Small queues between them keep each frame's latency
+    low, keep order, and let preprocessing and publishing of neighbouring frames run while the
+    runtime (which releases the GIL) computes, instead of after it.
+    """
 
     def __init__(
         self,
@@ -73,49 +98,63 @@ class Pipeline:
         self.metrics = PipelineMetrics()
         self.stop_event = threading.Event()
         self._next_allowed = 0.0
-        self.busy_since: float | None = None  # a frame in processing since (health/watchdog.py)
-        self._thread = threading.Thread(target=self._run, name=f"pipeline-{name}", daemon=True)
+        self._busy: dict[str, float | None] = {"prepare": None, "infer": None, "post": None}
+        self._to_infer: queue.Queue[Any] = queue.Queue(maxsize=1)
+        self._to_post: queue.Queue[Any] = queue.Queue(maxsize=2)
+        self._threads = [
+            threading.Thread(target=self._run, name=f"pipeline-{name}", daemon=True),
+            threading.Thread(target=self._infer_loop, name=f"infer-{name}", daemon=True),
+            threading.Thread(target=self._post_loop, name=f"post-{name}", daemon=True),
+        ]
+
+    @property
+    def busy_since(self) -> float | None:
+        """Since when the longest-running stage has been on its current frame (health/watchdog.py)."""
+        stamps = [t for t in self._busy.values() if t is not None]
+        return min(stamps) if stamps else None
 
     def start(self) -> None:
-        """Start the source, then this pipeline's thread."""
+        """Start the source, then the stages."""
         self.source.start()
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop capture; let the frame in flight finish and reach the outbox."""
+        """Stop capture; let the frames in flight finish and reach the outbox."""
         self.source.stop(timeout=1.0)
         self.stop_event.set()
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     @property
     def done(self) -> bool:
         """The source ended and every frame it gave was handled."""
-        return not self._thread.is_alive()
+        return not any(t.is_alive() for t in self._threads)
 
+    # -- stage 1: capture -> preprocess ---------------------------------------------------------
     def _run(self) -> None:
-        while not self.stop_event.is_set():
-            frame = self.source.handoff.get(timeout=0.2)
-            if frame is None:
-                logger.info(
-                    "pipeline %s: source %s after %d frames",
-                    self.name,
-                    self.source.state,
-                    self.metrics.frames,
-                )
-                return
-            if frame is False:
-                continue
-            self.metrics.frame_seen()
-            if self._skip(frame):
-                continue
-            self.busy_since = time.monotonic()
-            try:
-                self._process(frame)
-            except Exception:  # one bad frame must not end the pipeline
-                self.metrics.failed_one()
-                logger.exception("pipeline %s: frame %d failed", self.name, frame.index)
-            finally:
-                self.busy_since = None
+        try:
+            while not self.stop_event.is_set():
+                frame = self.source.handoff.get(timeout=0.2)
+                if frame is None:
+                    logger.info(
+                        "pipeline %s: source %s after %d frames",
+                        self.name,
+                        self.source.state,
+                        self.metrics.frames,
+                    )
+                    return
+                if frame is False:
+                    continue
+                self.metrics.frame_seen()
+                if self._skip(frame):
+                    continue
+                job = self._stage("prepare", self._prepare, frame)
+                if job is not None:
+                    self._pass(self._to_infer, job, self._threads[1])
+        finally:
+            self._pass(self._to_infer, _END, self._threads[1])
 
     def _skip(self, frame: Frame | Window) -> bool:
         if frame.index % self.every_n_frames:
@@ -127,18 +166,52 @@ class Pipeline:
             self._next_allowed = max(self._next_allowed + 1.0 / self.max_fps, now - 1.0 / self.max_fps)
         return False
 
-    def _process(self, frame: Frame | Window) -> None:
+    def _prepare(self, item: Frame | Window) -> _Job:
         predictor, model = self.model.current
+        t0 = time.perf_counter()
+        inputs, context = predictor.prepare(_input(item))
+        stages = {"capture": item.capture_ms, "preprocess": (time.perf_counter() - t0) * 1e3}
+        return _Job(item, predictor, model, inputs, context, stages)
+
+    # -- stage 2: inference ------------------------------------------------------------------------
+    def _infer_loop(self) -> None:
+        while (job := self._to_infer.get()) is not _END:
+            done = self._stage("infer", self._infer, job)  # a new job if the model was swapped
+            if done is not None:
+                self._pass(self._to_post, done, self._threads[2])
+        self._pass(self._to_post, _END, self._threads[2])
+
+    def _infer(self, job: _Job) -> _Job:
+        if job.predictor is not self.model.current[0]:  # an update swapped the model since stage 1
+            job = self._prepare(job.item)
+        t0 = time.perf_counter()
         try:
-            result = predictor.predict(_input(frame))
-        except PredictorClosedError:  # swapped out by an update after we picked it up
-            predictor, model = self.model.current
-            result = predictor.predict(_input(frame))
-        stages = {"capture": frame.capture_ms, **result.latency_ms}
-        stages["total"] = sum(stages.values())
+            outputs = job.predictor.run(job.inputs)
+        except PredictorClosedError:  # swapped and closed between the check and the call
+            job = self._prepare(job.item)
+            t0 = time.perf_counter()
+            outputs = job.predictor.run(job.inputs)
+        job.stages["inference"] = (time.perf_counter() - t0) * 1e3
+        job.outputs = outputs
+        return job
+
+    # -- stage 3: decode -> JSON -> outbox -----------------------------------------------------------
+    def _post_loop(self) -> None:
+        while (job := self._to_post.get()) is not _END:
+            self._stage("post", self._publish, job)
+
+    def _publish(self, job: _Job) -> _Job:
+        assert job.outputs is not None
+        t0 = time.perf_counter()
+        result = job.predictor.finish(job.outputs, job.context)
+        stages = job.stages
+        stages["postprocess"] = (time.perf_counter() - t0) * 1e3
+        stages["total"] = (
+            stages["capture"] + stages["preprocess"] + stages["inference"] + stages["postprocess"]
+        )
         latency = {k: round(v, 3) for k, v in stages.items()}
-        frame_info, window_info = _describe(frame)  # a sensor window replaces the frame
-        body = result.payload()
+        frame_info, window_info = _describe(job.item)  # a sensor window replaces the frame
+        body, model = result.payload(), job.model
         self.outbox.put(
             self.topic,
             lambda seq: payloads.prediction(
@@ -154,6 +227,32 @@ class Pipeline:
             ),
         )
         self.metrics.inferred_one(stages)
+        return job
+
+    # -- plumbing ------------------------------------------------------------------------------------
+    def _stage(self, stage: str, work: Callable[[Any], _Job], arg: Any) -> _Job | None:
+        """Run one stage on one frame; a failure costs that frame only."""
+        self._busy[stage] = time.monotonic()
+        try:
+            return work(arg)
+        except Exception:  # one bad frame must not end the pipeline
+            self.metrics.failed_one()
+            index = arg.item.index if isinstance(arg, _Job) else arg.index
+            logger.exception("pipeline %s: frame %d failed in %s", self.name, index, stage)
+            return None
+        finally:
+            self._busy[stage] = None
+
+    @staticmethod
+    def _pass(q: queue.Queue[Any], item: Any, consumer: threading.Thread) -> None:
+        """Hand ``item`` to the next stage, waiting while it is busy (lossless back-pressure)."""
+        while True:
+            try:
+                q.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if not consumer.is_alive():
+                    return
 
 
 def _input(item: Frame | Window) -> np.ndarray:

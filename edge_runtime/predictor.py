@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import cv2
@@ -112,28 +112,34 @@ class Predictor:
             self.closed = True
             self.model.close()
 
-    def predict(self, image_bgr: npt.NDArray[np.uint8]) -> InferenceResult:
-        """All three stages, with per-stage latency in milliseconds."""
-        t0 = time.perf_counter()
-        inputs, transform = self.preprocess(image_bgr)
-        t1 = time.perf_counter()
-        with self.lock:  # several pipelines may share this model; TFLite is not thread-safe
+    # -- the three stages, as the pipeline's threads call them --------------------------------
+    def prepare(self, data: npt.NDArray[Any]) -> tuple[list[npt.NDArray[Any]], Any]:
+        """Input data -> (input tensors, what ``finish`` needs to interpret the outputs)."""
+        return self.preprocess(data)
+
+    def run(self, inputs: list[npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
+        """The backend call, serialised: several pipelines may share a model; TFLite is not thread-safe."""
+        with self.lock:
             if self.closed:
                 raise PredictorClosedError(self.model.spec.name)
-            outputs = self.model.backend.infer(inputs)
+            return self.model.backend.infer(inputs)
+
+    def finish(self, outputs: list[npt.NDArray[Any]], context: Any) -> InferenceResult:
+        """Output tensors -> the result."""
+        return self.postprocess(outputs, context)
+
+    def predict(self, data: npt.NDArray[Any]) -> InferenceResult:
+        """All three stages, with per-stage latency in milliseconds."""
+        t0 = time.perf_counter()
+        inputs, context = self.prepare(data)
+        t1 = time.perf_counter()
+        outputs = self.run(inputs)
         t2 = time.perf_counter()
-        result = self.postprocess(outputs, transform)
+        result = self.finish(outputs, context)
         t3 = time.perf_counter()
         latency = {
-            "preprocess": (t1 - t0) * 1e3,
-            "inference": (t2 - t1) * 1e3,
-            "postprocess": (t3 - t2) * 1e3,
+            "preprocess": round((t1 - t0) * 1e3, 3),
+            "inference": round((t2 - t1) * 1e3, 3),
+            "postprocess": round((t3 - t2) * 1e3, 3),
         }
-        return InferenceResult(
-            result.task,
-            result.width,
-            result.height,
-            result.classes,
-            result.detections,
-            {k: round(v, 3) for k, v in latency.items()},
-        )
+        return replace(result, latency_ms=latency)

@@ -8,7 +8,6 @@ way with the window's ``[samples, channels]`` array instead of an image.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,7 @@ from edge_runtime.config.sources import SourceConfig
 from edge_runtime.errors import ModelError
 from edge_runtime.model import LoadedModel
 from edge_runtime.postprocess.window import anomaly_score, regression_values
-from edge_runtime.predictor import InferenceResult, Predictor, PredictorClosedError
+from edge_runtime.predictor import InferenceResult, Predictor
 from edge_runtime.preprocess.tensor import dequantize, quantize
 
 logger = logging.getLogger(__name__)
@@ -111,35 +110,14 @@ class WindowPredictor(Predictor):
             )
         return WindowResult("classification", channels, samples, classes=tuple(self.decoder.classify(real)))
 
-    def predict(self, window: npt.NDArray[Any]) -> WindowResult:
-        """All three stages, with per-stage latency in milliseconds."""
-        t0 = time.perf_counter()
-        x, tensor = self.standardise(window)
-        t1 = time.perf_counter()
-        with self.lock:  # several pipelines may share this model; TFLite is not thread-safe
-            if self.closed:
-                raise PredictorClosedError(self.model.spec.name)
-            outputs = self.model.backend.infer([tensor])
-        t2 = time.perf_counter()
-        result = self.decode(outputs, x)
-        t3 = time.perf_counter()
-        latency = {
-            "preprocess": round((t1 - t0) * 1e3, 3),
-            "inference": round((t2 - t1) * 1e3, 3),
-            "postprocess": round((t3 - t2) * 1e3, 3),
-        }
-        return WindowResult(
-            result.task,
-            result.width,
-            result.height,
-            result.classes,
-            (),
-            latency,
-            result.score,
-            result.threshold,
-            result.values,
-            result.value_labels,
-        )
+    def prepare(self, data: npt.NDArray[Any]) -> tuple[list[npt.NDArray[Any]], Any]:
+        """A ``[samples, channels]`` window -> the model's tensor (and the standardised window)."""
+        x, tensor = self.standardise(data)
+        return [tensor], x
+
+    def finish(self, outputs: list[npt.NDArray[Any]], context: Any) -> WindowResult:
+        """Output tensors -> the task's result."""
+        return self.decode(outputs, context)
 
 
 def make_predictor(

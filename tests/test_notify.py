@@ -497,10 +497,16 @@ class BlockingPredictor:
         self.entered = threading.Event()
         self.model = SimpleNamespace(describe=lambda: {"name": "m", "version": "1", "sha256": "x"})
 
-    def predict(self, image: Any) -> Any:
+    def prepare(self, image: Any) -> tuple[list[Any], None]:
+        return [image], None
+
+    def run(self, inputs: list[Any]) -> list[Any]:
         self.entered.set()
         self.release.wait(30)
-        return SimpleNamespace(latency_ms={"inference": 1.0}, task="classification", payload=dict)
+        return inputs
+
+    def finish(self, outputs: list[Any], context: Any) -> Any:
+        return SimpleNamespace(task="classification", payload=dict)
 
 
 def test_a_hung_inference_call_is_named_and_its_blocked_source_is_not(tmp_path: Path) -> None:

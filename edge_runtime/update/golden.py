@@ -30,6 +30,13 @@ GOLDEN_JSON = "golden/golden.json"
 DEFAULT_TOLERANCE = {"rtol": 0.05, "atol": 1e-3, "atol_steps": 3}
 
 
+def first_inputs(folder: Path, kind: str) -> list[npt.NDArray[Any]]:
+    """The inputs of golden vector 0 for ``kind`` (for timing a candidate against the serving model)."""
+    meta = json.loads((folder / GOLDEN_JSON).read_text())
+    data = np.load(folder / "golden" / f"{kind}.npz", allow_pickle=False)
+    return [data[f"v0_in{j}"] for j in range(int(meta["kinds"][kind]["inputs"]))]
+
+
 @dataclass(frozen=True, slots=True)
 class GoldenReport:
     """How a candidate did on its golden vectors."""
