@@ -40,11 +40,12 @@ class VideoFileSource(SourceThread):
                 while not self.stop_event.is_set():
                     t0 = time.perf_counter()
                     ok, image = cap.read()
+                    decode_ms = (time.perf_counter() - t0) * 1e3  # the pacing wait is not capture work
                     if not ok:
                         break
                     read_any = True
                     due = pace(due, self.fps, self.stop_event)
-                    if not self.emit(image, (time.perf_counter() - t0) * 1e3):
+                    if not self.emit(image, decode_ms):
                         return
             finally:
                 cap.release()
@@ -83,12 +84,13 @@ class ImagesSource(SourceThread):
             for file in files:
                 t0 = time.perf_counter()
                 image = cv2.imdecode(np.fromfile(str(file), np.uint8), cv2.IMREAD_COLOR)
+                decode_ms = (time.perf_counter() - t0) * 1e3
                 if image is None:
                     self.skipped += 1
                     logger.warning("source %s: skipping unreadable image %s", self.name, file)
                     continue
                 due = pace(due, self.fps, self.stop_event)
-                if not self.emit(image, (time.perf_counter() - t0) * 1e3):
+                if not self.emit(image, decode_ms):
                     return
             if not self.loop:
                 return

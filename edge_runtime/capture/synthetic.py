@@ -39,6 +39,7 @@ class SyntheticSource(SourceThread):
         while not self.stop_event.is_set() and (self.limit is None or index < self.limit):
             t0 = time.perf_counter()
             image = pattern(index, self.width, self.height)
+            render_ms = (time.perf_counter() - t0) * 1e3  # the pacing wait is not capture work
             due = pace(due, self.fps, self.stop_event)
-            self.emit(image, (time.perf_counter() - t0) * 1e3)
+            self.emit(image, render_ms)
             index += 1
