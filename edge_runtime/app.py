@@ -49,6 +49,7 @@ def _load(name: str, mc: ModelConfig, cache_dir: Path) -> Predictor:
         device=mc.device,
         delegate_path=mc.delegate_path,
         delegate_options=mc.delegate_options,
+        spin_wait=mc.spin_wait,
     )
     model = load_model(mc.path, mc.backend, options)
     logger.info(

@@ -117,6 +117,11 @@ class ModelConfig(Section):
     provider_options: dict[str, Any] = Field(
         default_factory=dict, description="ONNX Runtime provider options"
     )
+    spin_wait: bool | None = Field(
+        None,
+        description="onnx: idle inference threads spin (lower latency, but a busy core that capture "
+        "and publishing could use); null: the runtime's default (spin)",
+    )
     top_k: int | None = Field(None, ge=1, description="classification: classes per result")
     score_threshold: float | None = Field(None, ge=0, le=1, description="override model.yaml")
 

@@ -48,6 +48,7 @@ class BackendOptions:
     delegate_path: str | None = None  # tflite: external delegate library
     delegate_options: Mapping[str, Any] = field(default_factory=dict)
     xnnpack: bool = True  # tflite: use the XNNPACK CPU delegate
+    spin_wait: bool | None = None  # onnx: idle intra-op threads spin (None: the runtime's default, on)
 
     @property
     def fallback_allowed(self) -> bool:

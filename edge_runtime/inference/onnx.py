@@ -58,6 +58,10 @@ def _session_options(ort: Any, options: BackendOptions) -> Any:
     if options.threads:
         so.intra_op_num_threads = options.threads
     so.inter_op_num_threads = 1
+    if options.spin_wait is not None:
+        # Spinning threads answer the next call a little sooner but burn a core while they wait:
+        # on a small board that core is what decoding and publishing need.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spin_wait else "0")
     so.log_severity_level = 3  # ORT's own warnings go to stderr unformatted; we log what matters
     return so
 
