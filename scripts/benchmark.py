@@ -6,14 +6,16 @@
 For every model and thread count, in rounds whose order rotates (the machine is shared: each
 contender sees the same noise, and every ratio is taken within one round), it measures:
 
-- ``bare``: the runtime's own session/interpreter in a tight loop on frames decoded and
-  preprocessed beforehand (the limit), with the daemon's session options (threads, one inter-op
-  thread); ``bare-default``: the same with only the thread count set, as most examples do;
+- ``bare``: the runtime's own session/interpreter in a tight loop on every frame of the video,
+  decoded and preprocessed beforehand (the limit), with the daemon's session options (threads, one
+  inter-op thread); ``bare-default``: the same with only the thread count set, as most examples do;
 - ``serial``: decode -> preprocess -> run -> decode results in one thread, nothing published;
 - ``naive``: ``serial`` plus ``paho`` publish at QoS 1 and ``wait_for_publish`` per result;
 - ``edge-runtime``: the real daemon (``python -m edge_runtime run CONFIG``) on the looping video
   with ``fps: 0``, publishing to a private mosquitto; counted by a subscriber in this script;
 - ``edge-runtime@15fps``: the same daemon paced at the video's rate, for latency without queueing;
+- ``edge-runtime@si0.5ms`` (diagnostic, only when asked for): the daemon with a 0.5 ms GIL switch
+  interval instead of CPython's 5 ms;
 - peers where they install: ``nudenet`` (its own detector on its YOLOv8 model), ``opencv-dnn``
   (the original SSDLite TF graph in cv2.dnn), ``ultralytics`` (``YOLO(model).predict(stream=True)``).
 
@@ -630,9 +632,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=10.0, help="measured window per run")
     ap.add_argument("--warmup", type=float, default=3.0, help="seconds skipped after the first result")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved repetitions")
-    ap.add_argument("--video", type=Path, default=ROOT / "samples" / "demo.mp4")
-    ap.add_argument("--only", nargs="+", choices=PARTS, default=list(DEFAULT_PARTS))
-    ap.add_argument("--out", type=Path, default=ROOT / "bench-results")
+    ap.add_argument(
+        "--video", type=Path, default=ROOT / "samples" / "demo.mp4", help="looped by every contender"
+    )
+    ap.add_argument(
+        "--only",
+        nargs="+",
+        choices=PARTS,
+        default=list(DEFAULT_PARTS),
+        metavar="PART",
+        help=f"parts to run, of: {', '.join(PARTS)} (default: all but the diagnostic variant and profile)",
+    )
+    ap.add_argument("--out", type=Path, default=ROOT / "bench-results", help="where the report goes")
     ap.add_argument("--peer-python", type=Path, help="interpreter with the peers' packages")
     ap.add_argument("--py-spy", type=Path, default=shutil.which("py-spy"), help="for --only profile")
     ap.add_argument("--replay", type=int, default=20_000, help="outbox: messages stored during the outage")
@@ -656,8 +667,9 @@ def main(argv: list[str] | None = None) -> int:
         "notes": [
             "latency of MQTT contenders: frame capture (payload frame.ts, ms resolution) to receipt by a "
             "subscriber on loopback, a proxy for the PUBACK, which is not observable from outside",
-            "bare: only the inference call on 16 pre-decoded, preprocessed frames; serial/peers: "
-            "capture to result; ultralytics: time between results",
+            "bare: only the inference call, on every frame of the video decoded and preprocessed "
+            "beforehand (its RSS includes them); serial/peers: capture to result; ultralytics: time "
+            "between results",
             "edge-runtime at fps 0 keeps its capture queue full (back-pressure), so its latency includes "
             "queueing; edge-runtime@15fps shows latency without it",
             "cpu_percent is of one core (2 cores = 200%); system_cpu_percent is the whole machine's, "
