@@ -24,7 +24,7 @@ SourceState = Literal["starting", "streaming", "reconnecting", "failed", "ended"
 class Handoff:
     """Frames (or sensor windows) from the source thread to the pipeline thread."""
 
-    def __init__(self, lossless: bool, depth: int = 4) -> None:
+    def __init__(self, lossless: bool, depth: int = 2) -> None:
         self.lossless = lossless
         self._queue: queue.Queue[Frame | Window | None] = queue.Queue(maxsize=depth if lossless else 1)
         self._lock = threading.Lock()
