@@ -53,6 +53,7 @@ class MqttLink:
         self.cfg, self.topics, self.groups, self._status = cfg, topics, groups, status
         self.connected = threading.Event()
         self.acks: queue.Queue[Ack] = queue.Queue()
+        self.ack_event: threading.Event | None = None  # also set on every ack (the publisher's wake-up)
         self.inbound: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=1000)
         self.reconnects = 0
         self.connects = 0
@@ -161,6 +162,8 @@ class MqttLink:
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason: Any, _p: Any) -> None:
         self.acks.put(Ack(mid, not reason.is_failure, str(reason)))
+        if self.ack_event is not None:
+            self.ack_event.set()
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         try:

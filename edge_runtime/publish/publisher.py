@@ -28,6 +28,10 @@ class Publisher:
         self._inflight: dict[int, int] = {}  # mid -> row id
         self._cursor = 0  # highest row id handed to paho in this connection
         self._rewind = False
+        # One wake-up for both kinds of work: a new row (the outbox sets it) or an ack (the link
+        # does), so neither waits behind a timeout meant for the other.
+        self._wake = outbox.added
+        link.ack_event = self._wake
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
 
     def start(self) -> None:
@@ -56,13 +60,13 @@ class Publisher:
         if not self.link.connected.wait(0.2):
             self._reset()
             return
+        self._wake.clear()  # before looking for work: a row or an ack arriving later wakes us
         sent = self._send_window()
-        acked = self._collect_acks(block=not sent)
+        acked = self._collect_acks()
         if self._rewind and not self._inflight:
             self._cursor, self._rewind = 0, False
-        if not sent and not acked and not self._inflight:
-            self.outbox.added.wait(0.2)
-            self.outbox.added.clear()
+        if not sent and not acked:
+            self._wake.wait(0.2)
 
     def _reset(self) -> None:
         """Connection lost: forget in-flight mids; start again from the oldest pending row."""
@@ -89,12 +93,9 @@ class Publisher:
             sent += 1
         return sent
 
-    def _collect_acks(self, block: bool) -> int:
+    def _collect_acks(self) -> int:
         acks: list[Ack] = []
         try:
-            acks.append(
-                self.link.acks.get(timeout=0.05 if block else 0.0) if block else self.link.acks.get_nowait()
-            )
             while len(acks) < 5000:
                 acks.append(self.link.acks.get_nowait())
         except queue.Empty:
