@@ -27,15 +27,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from typing import TYPE_CHECKING, Any, Protocol
 
 from edge_runtime.errors import EdgeRuntimeError, UpdateError, first_line
 from edge_runtime.update import bundle, golden
 from edge_runtime.update.manifest import Envelope, Manifest, is_newer, peek_update_id, verify
 from edge_runtime.update.store import BASE, Active, ModelStore
 from edge_runtime.update.transfer import ChunkFile, http_download
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 logger = logging.getLogger(__name__)
 
