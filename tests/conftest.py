@@ -1,4 +1,4 @@
-"""Shared fixtures: real images, bundled models, and a CLI runner."""
+"""Shared fixtures: real images, bundled models, a CLI runner, a private broker and a subscriber."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 
 from edge_runtime.cli import main
+from tests.broker import Broker, Recorder
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -68,3 +70,19 @@ def cli() -> Any:
 def image(name: str) -> Path:
     """Path of a test image under tests/data."""
     return DATA / f"{name}.jpg"
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A mosquitto of the test's own on a free 127.0.0.1 port, killed by PID afterwards."""
+    b = Broker(tmp_path).start()
+    yield b
+    b.kill()
+
+
+@pytest.fixture
+def recorder(broker: Broker) -> Iterator[Recorder]:
+    """A subscriber on every topic of ``broker``."""
+    r = Recorder(broker.port)
+    yield r
+    r.close()

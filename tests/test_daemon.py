@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,20 +31,6 @@ PREDICTION_KEYS = {
     "detections",
     "latency_ms",
 }
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path).start()
-    yield b
-    b.kill()
-
-
-@pytest.fixture
-def recorder(broker: Broker) -> Iterator[Recorder]:
-    r = Recorder(broker.port)
-    yield r
-    r.close()
 
 
 def unique(payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:

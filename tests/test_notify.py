@@ -108,20 +108,6 @@ class FakeSystemd:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path).start()
-    yield b
-    b.kill()
-
-
-@pytest.fixture
-def recorder(broker: Broker) -> Iterator[Recorder]:
-    r = Recorder(broker.port)
-    yield r
-    r.close()
-
-
-@pytest.fixture
 def systemd() -> Iterator[FakeSystemd]:
     """A fake systemd on an abstract socket (what systemd itself uses in containers)."""
     fake = FakeSystemd(f"@edge-runtime-test-{uuid.uuid4().hex}")

@@ -13,7 +13,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -368,13 +367,6 @@ def test_serial_lines_through_a_pty_and_a_replug(tmp_path: Path) -> None:
 
 
 # -- MQTT ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path).start()
-    yield b
-    b.kill()
 
 
 def publisher(port: int) -> mqtt.Client:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,20 +25,6 @@ pytestmark = pytest.mark.slow
 PRED = "/predictions/pump1"
 WINDOW, HOP = 256, 128
 FAULT_START, FAULT_SAMPLES = 2000, 1024
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path).start()
-    yield b
-    b.kill()
-
-
-@pytest.fixture
-def recorder(broker: Broker) -> Iterator[Recorder]:
-    r = Recorder(broker.port)
-    yield r
-    r.close()
 
 
 def sensor_config(tmp_path: Path, port: int, fifo: Path) -> Path:

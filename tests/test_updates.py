@@ -199,13 +199,6 @@ class Device:
 
 
 @pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Broker]:
-    b = Broker(tmp_path).start()
-    yield b
-    b.kill()
-
-
-@pytest.fixture
 def device(tmp_path: Path, broker: Broker, kit: dict[str, Path]) -> Iterator[Device]:
     d = Device(tmp_path / "dev", broker, kit).start()
     yield d
