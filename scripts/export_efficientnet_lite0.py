@@ -28,7 +28,6 @@ uses ReLU6 and the swap would silently produce a different network.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import importlib.resources
 import json
@@ -301,28 +300,6 @@ def sanity_check(per_image: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
 # --------------------------------------------------------------------------
 
 
-def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _flow(mapping: dict[str, Any]) -> str:
-    """A one-line YAML flow mapping; strings JSON-quoted (valid YAML)."""
-    return "{" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in mapping.items()) + "}"
-
-
-def tool_versions() -> dict[str, str]:
-    """Versions of the conversion tools, for provenance."""
-    import onnxruntime
-    import torch
-
-    return {
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "litert_torch": importlib.metadata.version("litert-torch"),
-    }
-
-
 SETTINGS = {
     "opset": OPSET,
     "onnx_quantization": "onnxruntime quant_pre_process + quantize_static, QDQ, "
@@ -374,11 +351,11 @@ def write_model_yaml(out_dir: Path, calibration_note: str) -> None:
         onnx=ONNX_FILE,
         tflite=TFLITE_FILE,
         crop=CROP_FRACTION,
-        labels_sha=sha256(out_dir / "labels.txt"),
-        onnx_sha=sha256(out_dir / ONNX_FILE),
-        tflite_sha=sha256(out_dir / TFLITE_FILE),
-        settings=_flow(settings),
-        tools=_flow(tool_versions()),
+        labels_sha=q.file_sha256(out_dir / "labels.txt"),
+        onnx_sha=q.file_sha256(out_dir / ONNX_FILE),
+        tflite_sha=q.file_sha256(out_dir / TFLITE_FILE),
+        settings=q.yaml_flow(settings),
+        tools=q.yaml_flow(q.tool_versions()),
     )
     parsed = yaml.safe_load(text)
     if parsed["preprocess"]["crop_fraction"] != CROP_FRACTION or len(parsed["sha256"]) != 3:

@@ -28,8 +28,6 @@ Two runs give the same files (fixed seeds, one thread, deterministic algorithms)
 from __future__ import annotations
 
 import argparse
-import hashlib
-import importlib.metadata
 import json
 import sys
 import tempfile
@@ -263,29 +261,6 @@ def agreement(a: Runner, b: Runner, x: np.ndarray) -> dict[str, float]:
 # --------------------------------------------------------------------------
 
 
-def sha256(path: Path) -> str:
-    """Hex SHA-256 of a file."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def tool_versions() -> dict[str, str]:
-    """Versions of the tools that made the files, for provenance."""
-    import onnxruntime
-    import torch
-
-    return {
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "litert_torch": importlib.metadata.version("litert-torch"),
-        "numpy": np.__version__,
-    }
-
-
-def _flow(mapping: dict[str, Any]) -> str:
-    """A one-line YAML flow mapping; values JSON-encoded (valid YAML)."""
-    return "{" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in mapping.items()) + "}"
-
-
 MODEL_YAML = """\
 name: {name}
 version: "1"
@@ -330,10 +305,10 @@ def write_model_yaml(out_dir: Path, mean: np.ndarray, std: np.ndarray, training:
         mean=json.dumps([float(v) for v in mean]),
         std=json.dumps([float(v) for v in std]),
         threshold=THRESHOLD,
-        onnx_sha=sha256(out_dir / ONNX_FILE),
-        tflite_sha=sha256(out_dir / TFLITE_FILE),
-        training=_flow(training),
-        tools=_flow(tool_versions()),
+        onnx_sha=q.file_sha256(out_dir / ONNX_FILE),
+        tflite_sha=q.file_sha256(out_dir / TFLITE_FILE),
+        training=q.yaml_flow(training),
+        tools=q.yaml_flow({**q.tool_versions(), "numpy": np.__version__}),
     )
     parsed = yaml.safe_load(text)
     if parsed["input"]["window"] != WINDOW or len(parsed["sha256"]) != 2:

@@ -30,6 +30,8 @@ litert-torch and opencv are imported only by the functions that need them.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import importlib.metadata
 import json
 import sys
 import tempfile
@@ -453,6 +455,28 @@ def accuracy_report(
 # --------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------
+
+
+def file_sha256(path: Path) -> str:
+    """Hex SHA-256 of a file (for model.yaml's sha256 block)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def yaml_flow(mapping: dict[str, Any]) -> str:
+    """A one-line YAML flow mapping; values JSON-encoded (valid YAML)."""
+    return "{" + ", ".join(f"{k}: {json.dumps(v)}" for k, v in mapping.items()) + "}"
+
+
+def tool_versions() -> dict[str, str]:
+    """Versions of the conversion tools, for a bundle's provenance."""
+    import onnxruntime
+    import torch
+
+    return {
+        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "litert_torch": importlib.metadata.version("litert-torch"),
+    }
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
