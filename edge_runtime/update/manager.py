@@ -212,6 +212,8 @@ class UpdateManager:
             self._reject_message(peek_update_id(payload), None, str(exc))
             return
         m = env.manifest
+        if self.job is not None and self.job["update"] == env.update_id:
+            return  # the update in progress, delivered again (QoS 1 may redeliver)
         try:
             self._admit(env)
         except UpdateError as exc:
@@ -236,8 +238,6 @@ class UpdateManager:
         if not is_newer(m.version, current):
             raise UpdateError(f"downgrade: version {m.version} is not newer than the active {current}")
         if self.job is not None:
-            if self.job["update"] == env.update_id:
-                raise _DuplicateError
             if not (self.job["state"] == "downloading" and is_newer(m.version, self.job["version"])):
                 raise UpdateError(f"busy with update {self.job['update']} (version {self.job['version']})")
             logger.info("update: %s supersedes %s", env.update_id, self.job["update"])
@@ -245,8 +245,6 @@ class UpdateManager:
         _check_transfer(env.transfer, m)
 
     def _reject_message(self, update: str | None, m: Manifest | None, reason: str) -> None:
-        if reason == _DuplicateError.REASON:
-            return
         logger.warning("update %s rejected: %s", update or "?", reason)
         self._status("rejected", update=update, manifest=m, reason=reason)
 
@@ -628,15 +626,6 @@ class UpdateManager:
             part = self._part()
             if not part.exists():
                 self._fail("downloaded bundle missing after restart")
-
-
-class _DuplicateError(UpdateError):
-    """The same update delivered twice while it is in progress (QoS 1 may redeliver)."""
-
-    REASON = "duplicate"
-
-    def __init__(self) -> None:
-        super().__init__(self.REASON)
 
 
 def _check_transfer(transfer: dict[str, Any], m: Manifest) -> None:
