@@ -50,15 +50,17 @@ def _load(name: str, mc: ModelConfig, cache_dir: Path) -> Predictor:
         delegate_path=mc.delegate_path,
         delegate_options=mc.delegate_options,
         spin_wait=mc.spin_wait,
+        streams=None if mc.streams == "auto" else mc.streams,
     )
     model = load_model(mc.path, mc.backend, options)
     logger.info(
-        "model %s: %s v%s (%s/%s)",
+        "model %s: %s v%s (%s/%s, %d stream(s))",
         name,
         model.spec.name,
         model.spec.version,
         model.backend.kind,
         model.backend.accelerator,
+        model.backend.streams,
     )
     return make_predictor(model, top_k=mc.top_k, score_threshold=mc.score_threshold)
 
@@ -266,6 +268,7 @@ class Daemon:
                 device=self.cfg.device.id,
                 every_n_frames=pc.every_n_frames,
                 max_fps=pc.max_fps,
+                streams=self.models[pc.model].predictor.streams,
             )
             pipeline.start()
             self.pipelines.append(pipeline)

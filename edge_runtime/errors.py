@@ -40,6 +40,10 @@ class AcceleratorError(EdgeRuntimeError):
     """A requested accelerator (delegate / execution provider) cannot be used here."""
 
 
+class BackendClosedError(EdgeRuntimeError):
+    """A call reached a backend after it was closed (a model update replaced it)."""
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (third-party messages can be pages long)."""
     text = str(exc).strip() or type(exc).__name__

@@ -18,7 +18,14 @@ import numpy.typing as npt
 from edge_runtime.config.model_spec import ModelSpec, WindowInput
 from edge_runtime.config.yamlsource import load_yaml, parse_model
 from edge_runtime.errors import BackendUnavailableError, ModelError
-from edge_runtime.inference import MODEL_SUFFIX, Backend, BackendOptions, backend_installed, create_backend
+from edge_runtime.inference import (
+    MODEL_SUFFIX,
+    Backend,
+    BackendOptions,
+    StreamPool,
+    backend_installed,
+    create_backend,
+)
 from edge_runtime.inference.base import ONNX_ACCELERATORS, TFLITE_ACCELERATORS
 from edge_runtime.inference.providers import file_sha256
 from edge_runtime.model_meta import spec_from_metadata
@@ -115,7 +122,7 @@ class LoadedModel:
     spec: ModelSpec
     file: Path
     sha256: str
-    backend: Backend
+    backend: StreamPool
     labels: list[str] | None
     image_input: TensorSpec  # the input tensor (of a sensor-window model too)
     input_size: tuple[int, int]  # (height, width); (window, channels) for a sensor-window model

@@ -65,6 +65,7 @@ class _Job:
     inputs: list[Any]
     context: Any
     stages: dict[str, float]
+    ticket: int  # the order of publication (copies of the model may finish out of order)
     outputs: list[Any] | None = None
 
 
@@ -74,9 +75,10 @@ _END = object()  # passed down the stages after the last job
 class Pipeline:
     """Frames from ``source`` through ``model`` into ``outbox``, in three overlapping stages.
 
-    ``pipeline-<name>`` preprocesses, ``infer-<name>`` runs the model, ``post-<name>`` decodes,
-    encodes JSON and commits to the outbox. Small queues between them keep each frame's latency
-    low, keep order, and let preprocessing and publishing of neighbouring frames run while the
+    ``pipeline-<name>`` preprocesses, ``infer-<name>`` runs the model (one thread per copy of the
+    model, ``streams``, each on its own frame), ``post-<name>`` puts results back in frame order,
+    decodes, encodes JSON and commits to the outbox. Small queues between them keep each frame's
+    latency low and let preprocessing and publishing of neighbouring frames run while the
     runtime (which releases the GIL) computes, instead of after it.
     """
 
@@ -91,6 +93,7 @@ class Pipeline:
         device: str,
         every_n_frames: int = 1,
         max_fps: float | None = None,
+        streams: int = 1,
     ) -> None:
         self.name, self.source, self.model, self.outbox = name, source, model, outbox
         self.topic, self.device = topic, device
@@ -98,14 +101,18 @@ class Pipeline:
         self.metrics = PipelineMetrics()
         self.stop_event = threading.Event()
         self._next_allowed = 0.0
-        self._busy: dict[str, float | None] = {"prepare": None, "infer": None, "post": None}
-        self._to_infer: queue.Queue[Any] = queue.Queue(maxsize=1)
-        self._to_post: queue.Queue[Any] = queue.Queue(maxsize=2)
-        self._threads = [
-            threading.Thread(target=self._run, name=f"pipeline-{name}", daemon=True),
-            threading.Thread(target=self._infer_loop, name=f"infer-{name}", daemon=True),
-            threading.Thread(target=self._post_loop, name=f"post-{name}", daemon=True),
+        self._tickets = 0
+        infer = [f"infer-{i}" if streams > 1 else "infer" for i in range(streams)]
+        self._busy: dict[str, float | None] = dict.fromkeys(["prepare", *infer, "post"])
+        self._to_infer: queue.Queue[Any] = queue.Queue(maxsize=streams)
+        self._to_post: queue.Queue[Any] = queue.Queue(maxsize=2 * streams)
+        self._prepare_thread = threading.Thread(target=self._run, name=f"pipeline-{name}", daemon=True)
+        self._infer_threads = [
+            threading.Thread(target=self._infer_loop, args=(key,), name=f"{key}-{name}", daemon=True)
+            for key in infer
         ]
+        self._post_thread = threading.Thread(target=self._post_loop, name=f"post-{name}", daemon=True)
+        self._threads = [self._prepare_thread, *self._infer_threads, self._post_thread]
 
     @property
     def busy_since(self) -> float | None:
@@ -152,9 +159,11 @@ class Pipeline:
                     continue
                 job = self._stage("prepare", self._prepare, frame)
                 if job is not None:
-                    self._pass(self._to_infer, job, self._threads[1])
+                    self._tickets += 1
+                    self._pass(self._to_infer, job, self._infer_threads)
         finally:
-            self._pass(self._to_infer, _END, self._threads[1])
+            for _ in self._infer_threads:
+                self._pass(self._to_infer, _END, self._infer_threads)
 
     def _skip(self, frame: Frame | Window) -> bool:
         if frame.index % self.every_n_frames:
@@ -166,29 +175,30 @@ class Pipeline:
             self._next_allowed = max(self._next_allowed + 1.0 / self.max_fps, now - 1.0 / self.max_fps)
         return False
 
-    def _prepare(self, item: Frame | Window) -> _Job:
+    def _prepare(self, item: Frame | Window, ticket: int | None = None) -> _Job:
         predictor, model = self.model.current
         t0 = time.perf_counter()
         inputs, context = predictor.prepare(_input(item))
         stages = {"capture": item.capture_ms, "preprocess": (time.perf_counter() - t0) * 1e3}
-        return _Job(item, predictor, model, inputs, context, stages)
+        return _Job(
+            item, predictor, model, inputs, context, stages, self._tickets if ticket is None else ticket
+        )
 
     # -- stage 2: inference ------------------------------------------------------------------------
-    def _infer_loop(self) -> None:
+    def _infer_loop(self, key: str) -> None:
         while (job := self._to_infer.get()) is not _END:
-            done = self._stage("infer", self._infer, job)  # a new job if the model was swapped
-            if done is not None:
-                self._pass(self._to_post, done, self._threads[2])
-        self._pass(self._to_post, _END, self._threads[2])
+            done = self._stage(key, self._infer, job)  # a new job if the model was swapped
+            self._pass(self._to_post, (job.ticket, done), [self._post_thread])  # None: it failed
+        self._pass(self._to_post, _END, [self._post_thread])
 
     def _infer(self, job: _Job) -> _Job:
         if job.predictor is not self.model.current[0]:  # an update swapped the model since stage 1
-            job = self._prepare(job.item)
+            job = self._prepare(job.item, job.ticket)
         t0 = time.perf_counter()
         try:
             outputs = job.predictor.run(job.inputs)
         except PredictorClosedError:  # swapped and closed between the check and the call
-            job = self._prepare(job.item)
+            job = self._prepare(job.item, job.ticket)
             t0 = time.perf_counter()
             outputs = job.predictor.run(job.inputs)
         job.stages["inference"] = (time.perf_counter() - t0) * 1e3
@@ -197,8 +207,20 @@ class Pipeline:
 
     # -- stage 3: decode -> JSON -> outbox -----------------------------------------------------------
     def _post_loop(self) -> None:
-        while (job := self._to_post.get()) is not _END:
-            self._stage("post", self._publish, job)
+        """Publish in ticket order: a later frame's result waits here for the earlier ones."""
+        waiting: dict[int, _Job | None] = {}
+        next_ticket, ends = 0, 0
+        while ends < len(self._infer_threads):
+            item = self._to_post.get()
+            if item is _END:
+                ends += 1
+                continue
+            waiting[item[0]] = item[1]
+            while next_ticket in waiting:
+                job = waiting.pop(next_ticket)
+                next_ticket += 1
+                if job is not None:
+                    self._stage("post", self._publish, job)
 
     def _publish(self, job: _Job) -> _Job:
         assert job.outputs is not None
@@ -244,14 +266,14 @@ class Pipeline:
             self._busy[stage] = None
 
     @staticmethod
-    def _pass(q: queue.Queue[Any], item: Any, consumer: threading.Thread) -> None:
+    def _pass(q: queue.Queue[Any], item: Any, consumers: list[threading.Thread]) -> None:
         """Hand ``item`` to the next stage, waiting while it is busy (lossless back-pressure)."""
         while True:
             try:
                 q.put(item, timeout=0.5)
                 return
             except queue.Full:
-                if not consumer.is_alive():
+                if not any(c.is_alive() for c in consumers):
                     return
 
 

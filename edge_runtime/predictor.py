@@ -5,7 +5,6 @@ Composition module (like ``pipeline.py``): the daemon's pipelines call the same 
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -14,7 +13,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge_runtime.errors import ModelError
+from edge_runtime.errors import BackendClosedError, ModelError
 from edge_runtime.model import LoadedModel, make_decoder
 from edge_runtime.postprocess.detection import to_detections
 from edge_runtime.preprocess import geometry
@@ -65,8 +64,6 @@ class Predictor:
         prep = model.spec.preprocess
         self._prep = prep
         self._output_specs = list(model.backend.output_specs)
-        self.lock = threading.Lock()
-        self.closed = False
         self._encoder: InputEncoder | None = None
 
     def preprocess(
@@ -106,11 +103,14 @@ class Predictor:
             "detection", w, h, detections=tuple(to_detections(boxes, raw, self.model.labels))
         )
 
+    @property
+    def streams(self) -> int:
+        """How many inference calls can run at once (copies of the model, inference/pool.py)."""
+        return self.model.backend.streams
+
     def close(self) -> None:
         """Release the backend once no call is inside it; later calls raise PredictorClosedError."""
-        with self.lock:
-            self.closed = True
-            self.model.close()
+        self.model.close()
 
     # -- the three stages, as the pipeline's threads call them --------------------------------
     def prepare(self, data: npt.NDArray[Any]) -> tuple[list[npt.NDArray[Any]], Any]:
@@ -118,11 +118,11 @@ class Predictor:
         return self.preprocess(data)
 
     def run(self, inputs: list[npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
-        """The backend call, serialised: several pipelines may share a model; TFLite is not thread-safe."""
-        with self.lock:
-            if self.closed:
-                raise PredictorClosedError(self.model.spec.name)
+        """The backend call; the pool gives each concurrent caller its own copy of the model."""
+        try:
             return self.model.backend.infer(inputs)
+        except BackendClosedError as exc:
+            raise PredictorClosedError(self.model.spec.name) from exc
 
     def finish(self, outputs: list[npt.NDArray[Any]], context: Any) -> InferenceResult:
         """Output tensors -> the result."""

@@ -49,6 +49,9 @@ class BackendOptions:
     delegate_options: Mapping[str, Any] = field(default_factory=dict)
     xnnpack: bool = True  # tflite: use the XNNPACK CPU delegate
     spin_wait: bool | None = None  # onnx: idle intra-op threads spin (None: the runtime's default, on)
+    # Copies of the model that run at once, ``threads`` split among them (inference/pool.py);
+    # None: one per thread on the CPU, one on an accelerator.
+    streams: int | None = 1
 
     @property
     def fallback_allowed(self) -> bool:
