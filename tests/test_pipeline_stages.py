@@ -1,70 +1,143 @@
-"""The pipeline's three stages: order, every frame once, and a model swap between the stages."""
+"""The pipeline's workers: order, every frame once, and model swaps while frames are in flight."""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 from edge_runtime.capture.files import ImagesSource
 from edge_runtime.pipeline import Pipeline, SharedModel
+from edge_runtime.predictor import PredictorClosedError
 from edge_runtime.publish.outbox import Outbox
 
 from .broker import wait_for
 from .daemon import ROOT
 
+IMAGES = str(ROOT / "tests" / "data" / "*.jpg")
+FRAMES = len(list((ROOT / "tests" / "data").glob("*.jpg")))
+
 
 class Model:
-    """A fake predictor that names itself in every result; ``gate`` can hold its first call."""
+    """A fake predictor that names itself in every result and, like the real one, runs one call
+    per copy of the model at a time. ``prepare_gate`` holds its second prepare, ``run_gate`` its
+    first run; ``delays`` slows the run of chosen frames (by call order)."""
 
-    def __init__(self, version: str, gate: threading.Event | None = None) -> None:
-        self.version, self.gate = version, gate
-        self.entered = threading.Event()
+    def __init__(
+        self,
+        version: str,
+        *,
+        prepare_gate: threading.Event | None = None,
+        run_gate: threading.Event | None = None,
+        delays: dict[int, float] | None = None,
+        copies: int = 1,
+    ) -> None:
+        self.version, self.prepare_gate, self.run_gate = version, prepare_gate, run_gate
+        self.delays = delays or {}
+        self.prepare_entered, self.run_entered = threading.Event(), threading.Event()
         self.model = SimpleNamespace(describe=lambda: {"name": "m", "version": version, "sha256": "x"})
-        self.prepared: list[int] = []
+        self.prepared = 0
+        self.runs = 0
+        self.closed = False
+        self._copies = threading.Semaphore(copies)
+        self._count = threading.Lock()
 
     def prepare(self, image: Any) -> tuple[list[Any], str]:
-        self.prepared.append(id(image))
+        with self._count:
+            self.prepared += 1
+            second = self.prepared == 2
+        if second and self.prepare_gate is not None:
+            self.prepare_entered.set()
+            self.prepare_gate.wait(10)
         return [image], self.version  # the context says which model prepared the tensors
 
     def run(self, inputs: list[Any]) -> list[Any]:
-        self.entered.set()
-        if self.gate is not None:
-            self.gate.wait(10)
-            self.gate = None
-        return [self.version]
+        with self._copies:
+            if self.closed:
+                raise PredictorClosedError(self.version)
+            with self._count:
+                call = self.runs
+                self.runs += 1
+            if call == 0 and self.run_gate is not None:
+                self.run_entered.set()
+                self.run_gate.wait(10)
+            time.sleep(self.delays.get(call, 0.0))
+            return [self.version]
 
     def finish(self, outputs: list[Any], context: Any) -> Any:
         assert outputs == [context], "outputs of one model decoded with another's context"
         return SimpleNamespace(task="classification", payload=lambda: {"classes": [], "ran": outputs[0]})
 
 
-def test_frames_arrive_once_in_order_and_a_swap_between_stages_reprepares(tmp_path: Path) -> None:
-    """While model 1 is inside its first call, the next frame is prepared by model 1 and queued;
-    then model 2 is swapped in. That frame is prepared again and run by model 2: every frame is
-    published once, in order, by the model that ran it, and no frame fails."""
-    gate = threading.Event()
-    first, second = Model("1", gate), Model("2")
-    shared = SharedModel("m", first)  # type: ignore[arg-type]
+def run_pipeline(
+    tmp_path: Path, shared: SharedModel, streams: int, during: Any = None
+) -> list[dict[str, Any]]:
+    """Run the test images through a real Pipeline into a real outbox; the committed rows."""
     outbox = Outbox(tmp_path / "outbox.db")
     pipeline = Pipeline(
-        "p", ImagesSource("p", str(ROOT / "tests" / "data" / "*.jpg")), shared, outbox, topic="t", device="d"
+        "p", ImagesSource("p", IMAGES), shared, outbox, topic="t", device="d", streams=streams
     )
     pipeline.start()
     try:
-        assert first.entered.wait(10)
-        assert wait_for(lambda: len(first.prepared) >= 2, 10)  # frame 1 prepared by model 1, queued
-        shared.swap(second)  # type: ignore[arg-type]
-        gate.set()
+        if during is not None:
+            during()
         assert wait_for(lambda: pipeline.done, 20)
     finally:
         pipeline.stop(timeout=2)
     rows = [json.loads(m.payload) for m in outbox.fetch(0, 100)]
     outbox.close()
-    frames = len(list((ROOT / "tests" / "data").glob("*.jpg")))
-    assert [r["frame"]["index"] for r in rows] == list(range(frames))
-    assert [r["model"]["version"] for r in rows] == ["1"] + ["2"] * (frames - 1)
-    assert [r["ran"] for r in rows] == [r["model"]["version"] for r in rows]
-    assert pipeline.metrics.errors == 0 and pipeline.metrics.inferred == frames
+    assert pipeline.metrics.errors == 0 and pipeline.metrics.inferred == FRAMES
+    assert [r["frame"]["index"] for r in rows] == list(range(FRAMES)), "each frame once, in order"
+    assert [r["seq"] for r in rows] == list(range(1, FRAMES + 1))
+    assert [r["ran"] for r in rows] == [r["model"]["version"] for r in rows], "labelled by the model that ran"
+    return rows
+
+
+def test_results_are_committed_in_frame_order_when_copies_finish_out_of_order(tmp_path: Path) -> None:
+    """Two copies: frame 0's call is slow, frames 1.. finish first; they wait for it."""
+    model = Model("1", delays={0: 0.5}, copies=2)
+    rows = run_pipeline(tmp_path, SharedModel("m", model), streams=2)  # type: ignore[arg-type]
+    assert model.runs == FRAMES
+    assert all(r["model"]["version"] == "1" for r in rows)
+
+
+def test_a_frame_prepared_by_a_model_swapped_out_meanwhile_is_prepared_again(tmp_path: Path) -> None:
+    """Model 1 is inside its first call and is preparing frame 1 when model 2 replaces it:
+    frame 1 is prepared again and run by model 2, never run on model 1."""
+    prepare_gate, run_gate = threading.Event(), threading.Event()
+    first = Model("1", prepare_gate=prepare_gate, run_gate=run_gate)
+    second = Model("2")
+    shared = SharedModel("m", first)  # type: ignore[arg-type]
+
+    def swap() -> None:
+        assert first.run_entered.wait(10) and first.prepare_entered.wait(10)
+        shared.swap(second)  # type: ignore[arg-type]
+        prepare_gate.set()
+        run_gate.set()
+
+    rows = run_pipeline(tmp_path, shared, streams=1, during=swap)
+    assert [r["model"]["version"] for r in rows] == ["1"] + ["2"] * (FRAMES - 1)
+    assert first.runs == 1 and second.prepared == FRAMES - 1
+
+
+def test_a_frame_waiting_for_a_closed_model_runs_on_its_replacement(tmp_path: Path) -> None:
+    """Frame 1 waits for model 1's only copy while frame 0 runs; model 1 is swapped and closed:
+    frame 1's call is refused (PredictorClosedError) and it is redone on model 2."""
+    run_gate = threading.Event()
+    first, second = Model("1", run_gate=run_gate), Model("2")
+    shared = SharedModel("m", first)  # type: ignore[arg-type]
+
+    def swap_and_close() -> None:
+        assert first.run_entered.wait(10)
+        assert wait_for(lambda: first.prepared >= 2, 10)  # frame 1 prepared, waiting for the copy
+        time.sleep(0.1)
+        shared.swap(second)  # type: ignore[arg-type]
+        first.closed = True
+        run_gate.set()
+
+    rows = run_pipeline(tmp_path, shared, streams=1, during=swap_and_close)
+    assert [r["model"]["version"] for r in rows] == ["1"] + ["2"] * (FRAMES - 1)
+    assert first.runs == 1

@@ -40,14 +40,19 @@ def classify(
     ``label_offset`` columns at the start (a background class) are dropped before ranking.
     """
     full = np.asarray(scores, dtype=np.float32).reshape(-1)
-    if apply_softmax is True or (apply_softmax == "auto" and not looks_like_probabilities(full)):
-        full = softmax(full)
     s = full[label_offset:]
     k = min(top_k, s.size)
-    idx = np.argpartition(-s, k - 1)[:k]
+    # Softmax keeps the order, so rank first and normalise only the k winners.
+    idx = np.argpartition(s, s.size - k)[s.size - k :]
     # best first; exact ties (common with int8 outputs) go to the lower class id, so every
     # runtime ranks tied classes the same way
     idx = idx[np.lexsort((idx, -s[idx]))]
+    top = s[idx]
+    if apply_softmax is True or (apply_softmax == "auto" and not looks_like_probabilities(full)):
+        peak = full.max()
+        top = np.exp(top - peak) / np.exp(full - peak).sum()
     return [
-        Classification(int(i), label_for(labels, int(i)), float(s[i])) for i in idx if s[i] >= score_threshold
+        Classification(int(i), label_for(labels, int(i)), float(p))
+        for i, p in zip(idx.tolist(), top.tolist(), strict=True)
+        if p >= score_threshold
     ]

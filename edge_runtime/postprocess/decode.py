@@ -10,7 +10,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_runtime.errors import ModelError
-from edge_runtime.postprocess.classification import classify, softmax
+from edge_runtime.postprocess.classification import classify, looks_like_probabilities, softmax
 from edge_runtime.postprocess.detection import DetectionParams, RawDetections, select
 from edge_runtime.postprocess.ssd import decode_ssd
 from edge_runtime.postprocess.tflite_detect import decode_postprocessed
@@ -45,14 +45,22 @@ class Decoder:
     label_offset: int = 0
     box_scale: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
     anchors: Arr | None = field(default=None, repr=False)
+    # "auto" softmax, decided on the first output: a model gives logits or it gives probabilities
+    _softmax: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
     def classify(self, outputs: Sequence[Arr]) -> list[Classification]:
         """Top-k classes (classification family)."""
+        apply = self.apply_softmax
+        if apply == "auto":
+            if "auto" not in self._softmax:
+                scores = np.asarray(outputs[0], np.float32).reshape(-1)
+                self._softmax["auto"] = not looks_like_probabilities(scores)
+            apply = self._softmax["auto"]
         return classify(
             outputs[0],
             self.labels,
             top_k=self.top_k,
-            apply_softmax=self.apply_softmax,
+            apply_softmax=apply,
             score_threshold=self.class_score_threshold,
             label_offset=self.label_offset,
         )
