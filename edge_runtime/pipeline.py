@@ -1,12 +1,13 @@
 """One pipeline, top to bottom: capture -> preprocess -> infer -> postprocess -> publish.
 
-The source runs in its own thread; this module's worker threads take its frames, run the model
-and commit each result to the outbox (which publishes it when the broker is there).
+The source runs in its own thread; this module's three stage threads take its frames, run the
+model and commit each result to the outbox (which publishes it when the broker is there).
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -55,26 +56,30 @@ def _identity(predictor: Predictor) -> dict[str, str]:
 
 
 @dataclass(slots=True)
-class _Done:
-    """One frame (or window) through the model, waiting for its turn to be committed."""
+class _Job:
+    """One frame (or window) on its way through the stages."""
 
     item: Frame | Window
+    predictor: Predictor
     model: dict[str, str]
-    task: str
-    body: dict[str, Any]
+    inputs: list[Any]
+    context: Any
     stages: dict[str, float]
+    ticket: int  # the order of publication (copies of the model may finish out of order)
+    outputs: list[Any] | None = None
+
+
+_END = object()  # passed down the stages after the last job
 
 
 class Pipeline:
-    """Frames from ``source`` through ``model`` into ``outbox``, in order, with overlapping frames.
+    """Frames from ``source`` through ``model`` into ``outbox``, in three overlapping stages.
 
-    ``streams + 1`` worker threads (``infer-<name>[-i]``) each take the next frame, preprocess it,
-    run it on a free copy of the model (``streams`` copies, inference/pool.py), decode it and hand
-    the result to the commit step, which writes results to the outbox in frame order, several in
-    one transaction when they are ready together. With one worker more than copies, a frame is
-    always prepared and waiting when a copy of the model becomes free, and decoding, JSON and
-    the outbox run while the runtime (which releases the GIL) computes the next frame. A frame
-    goes from one thread to another only twice: source -> worker -> publisher.
+    ``pipeline-<name>`` preprocesses, ``infer-<name>`` runs the model (one thread per copy of the
+    model, ``streams``, each on its own frame), ``post-<name>`` puts results back in frame order,
+    decodes, encodes JSON and commits to the outbox. Small queues between them keep each frame's
+    latency low and let preprocessing and publishing of neighbouring frames run while the
+    runtime (which releases the GIL) computes, instead of after it.
     """
 
     def __init__(
@@ -96,24 +101,27 @@ class Pipeline:
         self.metrics = PipelineMetrics()
         self.stop_event = threading.Event()
         self._next_allowed = 0.0
-        self._take_lock = threading.Lock()  # frames are taken and numbered in source order
-        self._ended = False
         self._tickets = 0
-        self._commit_lock = threading.Lock()  # results are committed in ticket order
-        self._waiting: dict[int, _Done | None] = {}
-        self._next_commit = 0
-        keys = [f"infer-{name}-{i}" for i in range(streams + 1)]
-        self._busy: dict[str, float | None] = dict.fromkeys(keys)
-        self._threads = [threading.Thread(target=self._work, args=(k,), name=k, daemon=True) for k in keys]
+        infer = [f"infer-{i}" if streams > 1 else "infer" for i in range(streams)]
+        self._busy: dict[str, float | None] = dict.fromkeys(["prepare", *infer, "post"])
+        self._to_infer: queue.Queue[Any] = queue.Queue(maxsize=streams)
+        self._to_post: queue.Queue[Any] = queue.Queue(maxsize=2 * streams)
+        self._prepare_thread = threading.Thread(target=self._run, name=f"pipeline-{name}", daemon=True)
+        self._infer_threads = [
+            threading.Thread(target=self._infer_loop, args=(key,), name=f"{key}-{name}", daemon=True)
+            for key in infer
+        ]
+        self._post_thread = threading.Thread(target=self._post_loop, name=f"post-{name}", daemon=True)
+        self._threads = [self._prepare_thread, *self._infer_threads, self._post_thread]
 
     @property
     def busy_since(self) -> float | None:
-        """Since when the longest-running worker has been on its current frame (health/watchdog.py)."""
+        """Since when the longest-running stage has been on its current frame (health/watchdog.py)."""
         stamps = [t for t in self._busy.values() if t is not None]
         return min(stamps) if stamps else None
 
     def start(self) -> None:
-        """Start the source, then the workers."""
+        """Start the source, then the stages."""
         self.source.start()
         for thread in self._threads:
             thread.start()
@@ -131,41 +139,31 @@ class Pipeline:
         """The source ended and every frame it gave was handled."""
         return not any(t.is_alive() for t in self._threads)
 
-    # -- one worker: take -> preprocess -> infer -> postprocess -> commit --------------------------
-    def _work(self, key: str) -> None:
-        while (taken := self._take()) is not None:
-            ticket, item = taken
-            self._busy[key] = time.monotonic()
-            try:
-                done = self._process(item)
-            except Exception:  # one bad frame must not end the pipeline
-                self.metrics.failed_one()
-                logger.exception("pipeline %s: frame %d failed", self.name, item.index)
-                done = None
-            try:
-                self._commit(ticket, done)
-            finally:
-                self._busy[key] = None
-
-    def _take(self) -> tuple[int, Frame | Window] | None:
-        """The next frame to process and its place in the order; None when there are no more."""
-        with self._take_lock:
-            while not self._ended and not self.stop_event.is_set():
+    # -- stage 1: capture -> preprocess ---------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while not self.stop_event.is_set():
                 frame = self.source.handoff.get(timeout=0.2)
                 if frame is None:
-                    self._ended = True
                     logger.info(
                         "pipeline %s: source %s after %d frames",
                         self.name,
                         self.source.state,
                         self.metrics.frames,
                     )
-                elif frame is not False:
-                    self.metrics.frame_seen()
-                    if not self._skip(frame):
-                        self._tickets += 1
-                        return self._tickets - 1, frame
-            return None
+                    return
+                if frame is False:
+                    continue
+                self.metrics.frame_seen()
+                if self._skip(frame):
+                    continue
+                job = self._stage("prepare", self._prepare, frame)
+                if job is not None:
+                    self._tickets += 1
+                    self._pass(self._to_infer, job, self._infer_threads)
+        finally:
+            for _ in self._infer_threads:
+                self._pass(self._to_infer, _END, self._infer_threads)
 
     def _skip(self, frame: Frame | Window) -> bool:
         if frame.index % self.every_n_frames:
@@ -177,62 +175,135 @@ class Pipeline:
             self._next_allowed = max(self._next_allowed + 1.0 / self.max_fps, now - 1.0 / self.max_fps)
         return False
 
-    def _process(self, item: Frame | Window) -> _Done:
-        data = _input(item)
-        while True:
-            predictor, model = self.model.current  # one model prepares, runs and labels the frame
+    def _prepare(self, item: Frame | Window, ticket: int | None = None) -> _Job:
+        predictor, model = self.model.current
+        t0 = time.perf_counter()
+        inputs, context = predictor.prepare(_input(item))
+        stages = {"capture": item.capture_ms, "preprocess": (time.perf_counter() - t0) * 1e3}
+        return _Job(
+            item, predictor, model, inputs, context, stages, self._tickets if ticket is None else ticket
+        )
+
+    # -- stage 2: inference ------------------------------------------------------------------------
+    def _infer_loop(self, key: str) -> None:
+        while (job := self._to_infer.get()) is not _END:
+            done = self._stage(key, self._infer, job)  # a new job if the model was swapped
+            self._pass(self._to_post, (job.ticket, done), [self._post_thread])  # None: it failed
+        self._pass(self._to_post, _END, [self._post_thread])
+
+    def _infer(self, job: _Job) -> _Job:
+        if job.predictor is not self.model.current[0]:  # an update swapped the model since stage 1
+            job = self._prepare(job.item, job.ticket)
+        t0 = time.perf_counter()
+        try:
+            outputs = job.predictor.run(job.inputs)
+        except PredictorClosedError:  # swapped and closed between the check and the call
+            job = self._prepare(job.item, job.ticket)
             t0 = time.perf_counter()
-            inputs, context = predictor.prepare(data)
-            t1 = time.perf_counter()
-            if predictor is not self.model.current[0]:  # an update swapped the model meanwhile
-                continue
-            try:
-                outputs = predictor.run(inputs)
-            except PredictorClosedError:
-                if predictor is self.model.current[0]:  # closed, not replaced: nothing to run on
-                    raise
-                continue  # swapped and closed before the call got a copy of the model
-            t2 = time.perf_counter()
-            result = predictor.finish(outputs, context)
-            t3 = time.perf_counter()
-            stages = {
-                "capture": item.capture_ms,
-                "preprocess": (t1 - t0) * 1e3,
-                "inference": (t2 - t1) * 1e3,
-                "postprocess": (t3 - t2) * 1e3,
-            }
-            stages["total"] = sum(stages.values())
-            return _Done(item, model, result.task, result.payload(), stages)
+            outputs = job.predictor.run(job.inputs)
+        job.stages["inference"] = (time.perf_counter() - t0) * 1e3
+        job.outputs = outputs
+        return job
 
-    def _commit(self, ticket: int, done: _Done | None) -> None:
-        """Queue a result; commit every result whose turn has come, in one transaction."""
-        with self._commit_lock:
-            self._waiting[ticket] = done
-            ready: list[_Done] = []
-            while self._next_commit in self._waiting:
-                found = self._waiting.pop(self._next_commit)
-                self._next_commit += 1
-                if found is not None:
-                    ready.append(found)
+    # -- stage 3: decode -> JSON -> outbox -----------------------------------------------------------
+    def _post_loop(self) -> None:
+        """Publish in ticket order: a later frame's result waits here for the earlier ones.
+
+        Results that are ready together are committed in one outbox transaction.
+        """
+        waiting: dict[int, _Job | None] = {}
+        next_ticket, ends = 0, 0
+        while ends < len(self._infer_threads):
+            item = self._to_post.get()
+            while True:
+                if item is _END:
+                    ends += 1
+                else:
+                    waiting[item[0]] = item[1]
+                try:
+                    item = self._to_post.get_nowait()
+                except queue.Empty:
+                    break
+            ready: list[_Job] = []
+            while next_ticket in waiting:
+                job = waiting.pop(next_ticket)
+                next_ticket += 1
+                if job is not None:
+                    ready.append(job)
             if ready:
-                self.outbox.put_many([Outgoing(self.topic, self._payload(d)) for d in ready])
-        for d in ready:
-            self.metrics.inferred_one(d.stages)
+                self._busy["post"] = time.monotonic()
+                try:
+                    self._publish(ready)
+                except Exception:  # e.g. the outbox cannot write: these results are lost, say so
+                    for _ in ready:
+                        self.metrics.failed_one()
+                    logger.exception("pipeline %s: %d result(s) failed in post", self.name, len(ready))
+                finally:
+                    self._busy["post"] = None
 
-    def _payload(self, done: _Done) -> Callable[[int], bytes]:
-        frame_info, window_info = _describe(done.item)  # a sensor window replaces the frame
-        latency = {k: round(v, 3) for k, v in done.stages.items()}
+    def _publish(self, jobs: list[_Job]) -> None:
+        """Decode, then commit the results in one transaction."""
+        messages, done = [], []
+        for job in jobs:
+            try:
+                messages.append(Outgoing(self.topic, self._decode(job)))
+                done.append(job)
+            except Exception:  # one bad frame must not cost the others
+                self.metrics.failed_one()
+                logger.exception("pipeline %s: frame %d failed in post", self.name, job.item.index)
+        self.outbox.put_many(messages)
+        for job in done:
+            self.metrics.inferred_one(job.stages)
+
+    def _decode(self, job: _Job) -> Callable[[int], bytes]:
+        """The result of one frame, as a payload factory for the outbox."""
+        assert job.outputs is not None
+        t0 = time.perf_counter()
+        result = job.predictor.finish(job.outputs, job.context)
+        stages = job.stages
+        stages["postprocess"] = (time.perf_counter() - t0) * 1e3
+        stages["total"] = (
+            stages["capture"] + stages["preprocess"] + stages["inference"] + stages["postprocess"]
+        )
+        latency = {k: round(v, 3) for k, v in stages.items()}
+        frame_info, window_info = _describe(job.item)  # a sensor window replaces the frame
+        body, model, task = result.payload(), job.model, result.task
         return lambda seq: payloads.prediction(
             seq,
             device=self.device,
             pipeline=self.name,
             frame=frame_info,
             window=window_info,
-            model=done.model,
-            task=done.task,
-            result=done.body,
+            model=model,
+            task=task,
+            result=body,
             latency_ms=latency,
         )
+
+    # -- plumbing ------------------------------------------------------------------------------------
+    def _stage(self, stage: str, work: Callable[[Any], _Job], arg: Any) -> _Job | None:
+        """Run one stage on one frame; a failure costs that frame only."""
+        self._busy[stage] = time.monotonic()
+        try:
+            return work(arg)
+        except Exception:  # one bad frame must not end the pipeline
+            self.metrics.failed_one()
+            index = arg.item.index if isinstance(arg, _Job) else arg.index
+            logger.exception("pipeline %s: frame %d failed in %s", self.name, index, stage)
+            return None
+        finally:
+            self._busy[stage] = None
+
+    @staticmethod
+    def _pass(q: queue.Queue[Any], item: Any, consumers: list[threading.Thread]) -> None:
+        """Hand ``item`` to the next stage, waiting while it is busy (lossless back-pressure)."""
+        while True:
+            try:
+                q.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if not any(c.is_alive() for c in consumers):
+                    return
 
 
 def _input(item: Frame | Window) -> np.ndarray:
