@@ -50,6 +50,18 @@ def _limit_malloc_arenas() -> None:
         logger.debug("mallopt not available")
 
 
+def _single_thread_opencv() -> None:
+    """OpenCV's own thread pool off: the pipelines already run frames in parallel.
+
+    Resizing a 640x480 frame to 300x300 took 0.25 ms of wall time either way, but 0.47 ms of CPU
+    with OpenCV's two pool threads against 0.26 ms with one; on a small board that CPU is what
+    inference needs.
+    """
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon in the foreground until SIGTERM/SIGINT; SIGHUP reloads the config.
 
@@ -57,6 +69,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     limit of the watchdog is its interval (``WatchdogSec=``).
     """
     _limit_malloc_arenas()
+    _single_thread_opencv()
     path = Path(args.config)
     cfg = load_config(path)
     interval = watchdog_interval()

@@ -91,6 +91,7 @@ class Outbox:
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages"
         ).fetchone()
         self._count, self._bytes = int(count), int(size)
+        self._last_id = int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0])
         self.added = threading.Event()  # set whenever new rows arrive (wakes the publisher)
         logger.info("outbox %s: %d pending message(s), %d dropped so far", path, self._count, self.dropped)
 
@@ -139,6 +140,7 @@ class Outbox:
                 self._db.executemany(
                     "INSERT INTO messages (topic, payload, qos, retain, created) VALUES (?, ?, ?, ?, ?)", rows
                 )
+                last = self._db.execute("SELECT last_insert_rowid()").fetchone()[0]  # before meta's
                 self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta.items())
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -146,6 +148,7 @@ class Outbox:
                 raise EdgeRuntimeError(f"{self.path}: outbox write failed: {exc}") from exc
             self._meta = meta
             self._count += len(rows)
+            self._last_id = max(self._last_id, int(last)) if rows else self._last_id
             self._bytes += sum(len(r[1]) for r in rows)
         if rows:
             self.added.set()
@@ -185,8 +188,15 @@ class Outbox:
         self._bytes -= freed
         meta["dropped"] = int(meta.get("dropped", 0)) + len(victims)
 
+    @property
+    def last_id(self) -> int:
+        """The id of the newest message stored (ids only grow)."""
+        return self._last_id
+
     def fetch(self, after_id: int, limit: int) -> list[Message]:
         """Up to ``limit`` messages with id > ``after_id``, oldest first."""
+        if after_id >= self._last_id:  # nothing newer: no query (the publisher asks after every ack)
+            return []
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, topic, payload, qos, retain FROM messages WHERE id > ? ORDER BY id LIMIT ?",
