@@ -91,6 +91,13 @@ class MqttLink:
         c.on_disconnect = self._on_disconnect
         c.on_publish = self._on_publish
         c.on_message = self._on_message
+        # paho's publish() writes to the socket from the calling thread unless it runs its own
+        # thread or an event loop is registered; the publisher and this link's thread then both
+        # write, and a packet popped by one can overtake a packet popped by the other (seen: seq 2
+        # delivered before seq 1). Registering the socket callbacks leaves every write to the
+        # mqtt thread: publish() only queues the packet and wakes that thread's select().
+        c.on_socket_register_write = _leave_writes_to_the_loop
+        c.on_socket_unregister_write = _leave_writes_to_the_loop
 
     def _identity(self) -> dict[str, Any]:
         status = self._status()
@@ -211,3 +218,7 @@ class MqttLink:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+
+
+def _leave_writes_to_the_loop(_client: mqtt.Client, _userdata: Any, _sock: Any) -> None:
+    """The mqtt thread's loop writes whatever is queued; nothing to register elsewhere."""
