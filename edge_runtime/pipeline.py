@@ -65,7 +65,7 @@ class _Job:
     inputs: list[Any]
     context: Any
     stages: dict[str, float]
-    ticket: int  # the order of publication (copies of the model may finish out of order)
+    ticket: int = -1  # the order of publication (copies of the model may finish out of order)
     outputs: list[Any] | None = None
 
 
@@ -159,7 +159,7 @@ class Pipeline:
                     continue
                 job = self._stage("prepare", self._prepare, frame)
                 if job is not None:
-                    self._tickets += 1
+                    job.ticket, self._tickets = self._tickets, self._tickets + 1
                     self._pass(self._to_infer, job, self._infer_threads)
         finally:
             for _ in self._infer_threads:
@@ -175,14 +175,12 @@ class Pipeline:
             self._next_allowed = max(self._next_allowed + 1.0 / self.max_fps, now - 1.0 / self.max_fps)
         return False
 
-    def _prepare(self, item: Frame | Window, ticket: int | None = None) -> _Job:
+    def _prepare(self, item: Frame | Window, ticket: int = -1) -> _Job:
         predictor, model = self.model.current
         t0 = time.perf_counter()
         inputs, context = predictor.prepare(_input(item))
         stages = {"capture": item.capture_ms, "preprocess": (time.perf_counter() - t0) * 1e3}
-        return _Job(
-            item, predictor, model, inputs, context, stages, self._tickets if ticket is None else ticket
-        )
+        return _Job(item, predictor, model, inputs, context, stages, ticket)
 
     # -- stage 2: inference ------------------------------------------------------------------------
     def _infer_loop(self, key: str) -> None:

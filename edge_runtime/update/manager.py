@@ -15,7 +15,6 @@ are published on the retained ``P/D/model/status``; during the health window the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from edge_runtime.errors import EdgeRuntimeError, UpdateError, first_line
+from edge_runtime.inference.providers import file_sha256
 from edge_runtime.update import bundle, golden
 from edge_runtime.update.manifest import Envelope, Manifest, is_newer, peek_update_id, verify
 from edge_runtime.update.store import BASE, Active, ModelStore
@@ -386,7 +386,7 @@ class UpdateManager:
         size = part.stat().st_size if part.exists() else -1
         if size != self.job["size"]:
             raise UpdateError(f"bundle is {size} bytes, the manifest says {self.job['size']}")
-        digest = _sha256(part)
+        digest = file_sha256(part)
         if digest != self.job["sha256"]:
             raise UpdateError(
                 f"sha256 mismatch: bundle {digest[:12]}..., manifest {self.job['sha256'][:12]}..."
@@ -676,11 +676,3 @@ def startup_model_path(store: ModelStore, name: str, config_path: Path) -> tuple
     if not (folder / "model.yaml").is_file():
         return config_path, f"installed version {record.version} is missing; using the configured model"
     return folder, note
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
