@@ -23,7 +23,8 @@ def make_source(
     if isinstance(source, cfg.SensorSource):
         return make_sensor_source(name, source, mqtt, device)
     if isinstance(source, cfg.VideoSource):
-        return VideoFileSource(name, source.path, source.fps, source.loop)
+        threads = None if source.decode_threads == "auto" else int(source.decode_threads)
+        return VideoFileSource(name, source.path, source.fps, source.loop, decode_threads=threads)
     if isinstance(source, cfg.ImagesSource):
         return ImagesSource(name, source.path, source.fps, source.loop)
     if isinstance(source, cfg.SyntheticSource):

@@ -14,6 +14,7 @@ from edge_runtime.capture.base import SourceThread, pace
 
 logger = logging.getLogger(__name__)
 
+SMALL_FRAME_PIXELS = 1280 * 720  # decode_threads auto: one decoder thread up to this size
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
@@ -22,15 +23,41 @@ class VideoFileSource(SourceThread):
 
     lossless = True
 
-    def __init__(self, name: str, path: Path, fps: float = 0.0, loop: bool = False) -> None:
+    def __init__(
+        self, name: str, path: Path, fps: float = 0.0, loop: bool = False, *, decode_threads: int | None = None
+    ) -> None:
         super().__init__(name)
         self.path, self.fps, self.loop = path, fps, loop
+        self.decode_threads = decode_threads  # None: decided on the first open (_open)
+
+    def _open(self) -> cv2.VideoCapture:
+        """Open the file with the decoder threads chosen for it.
+
+        FFmpeg decodes with a thread per core by default. For frames up to 1280x720 one thread
+        costs less CPU per frame (measured on the demo video, 640x480 MPEG-4: about 0.67 against
+        0.82 ms) and still decodes far faster than a model infers; the saved CPU goes to
+        inference on a small board. Larger frames keep FFmpeg's choice.
+        """
+        path = str(self.path)
+        if self.decode_threads is None:
+            cap = cv2.VideoCapture(path)
+            if not cap.isOpened():
+                return cap
+            w, h = cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)
+            small = 0 < w * h <= SMALL_FRAME_PIXELS and cap.getBackendName() == "FFMPEG"
+            self.decode_threads = 1 if small else 0
+            if not small:
+                return cap
+            cap.release()
+        if self.decode_threads == 0:  # FFmpeg's own choice
+            return cv2.VideoCapture(path)
+        return cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, self.decode_threads])
 
     def produce(self) -> None:
         """Read every frame; rewind when looping."""
         due = time.monotonic()
         while not self.stop_event.is_set():
-            cap = cv2.VideoCapture(str(self.path))
+            cap = self._open()
             if not cap.isOpened():
                 self.set_state("failed", f"{self.path}: cannot open video")
                 return

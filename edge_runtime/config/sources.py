@@ -59,6 +59,10 @@ class VideoSource(_Source):
     path: Path
     fps: float = Field(0, ge=0, description="pacing; 0 = as fast as possible")
     loop: bool = False
+    decode_threads: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto",
+        description="FFmpeg decoder threads; auto: 1 up to 1280x720 (the least CPU per frame), FFmpeg's choice above",
+    )
 
 
 class ImagesSource(_Source):
