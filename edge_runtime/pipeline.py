@@ -59,7 +59,8 @@ def _identity(predictor: Predictor) -> dict[str, str]:
 class _Job:
     """One frame (or window) on its way through the stages."""
 
-    item: Frame | Window
+    item: Frame | Window | None  # None once inferred: the image is not kept for the post stage
+    index: int
     predictor: Predictor
     model: dict[str, str]
     inputs: list[Any]
@@ -67,6 +68,7 @@ class _Job:
     stages: dict[str, float]
     ticket: int = -1  # the order of publication (copies of the model may finish out of order)
     outputs: list[Any] | None = None
+    described: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None)  # see _describe
 
 
 _END = object()  # passed down the stages after the last job
@@ -180,7 +182,7 @@ class Pipeline:
         t0 = time.perf_counter()
         inputs, context = predictor.prepare(_input(item))
         stages = {"capture": item.capture_ms, "preprocess": (time.perf_counter() - t0) * 1e3}
-        return _Job(item, predictor, model, inputs, context, stages, ticket)
+        return _Job(item, item.index, predictor, model, inputs, context, stages, ticket)
 
     # -- stage 2: inference ------------------------------------------------------------------------
     def _infer_loop(self, key: str) -> None:
@@ -190,17 +192,22 @@ class Pipeline:
         self._pass(self._to_post, _END, [self._post_thread])
 
     def _infer(self, job: _Job) -> _Job:
+        item = job.item
+        assert item is not None
         if job.predictor is not self.model.current[0]:  # an update swapped the model since stage 1
-            job = self._prepare(job.item, job.ticket)
+            job = self._prepare(item, job.ticket)
         t0 = time.perf_counter()
         try:
             outputs = job.predictor.run(job.inputs)
         except PredictorClosedError:  # swapped and closed between the check and the call
-            job = self._prepare(job.item, job.ticket)
+            job = self._prepare(item, job.ticket)
             t0 = time.perf_counter()
             outputs = job.predictor.run(job.inputs)
         job.stages["inference"] = (time.perf_counter() - t0) * 1e3
         job.outputs = outputs
+        # What the payload says of the frame; the frame itself (a full decoded image) and the
+        # input tensors are released here rather than after the post stage: less memory held.
+        job.described, job.item, job.inputs = _describe(item), None, []
         return job
 
     # -- stage 3: decode -> JSON -> outbox -----------------------------------------------------------
@@ -248,7 +255,7 @@ class Pipeline:
                 done.append(job)
             except Exception:  # one bad frame must not cost the others
                 self.metrics.failed_one()
-                logger.exception("pipeline %s: frame %d failed in post", self.name, job.item.index)
+                logger.exception("pipeline %s: frame %d failed in post", self.name, job.index)
         self.outbox.put_many(messages)
         for job in done:
             self.metrics.inferred_one(job.stages)
@@ -264,7 +271,7 @@ class Pipeline:
             stages["capture"] + stages["preprocess"] + stages["inference"] + stages["postprocess"]
         )
         latency = {k: round(v, 3) for k, v in stages.items()}
-        frame_info, window_info = _describe(job.item)  # a sensor window replaces the frame
+        frame_info, window_info = job.described  # a sensor window replaces the frame
         body, model, task = result.payload(), job.model, result.task
         return lambda seq: payloads.prediction(
             seq,
@@ -286,7 +293,7 @@ class Pipeline:
             return work(arg)
         except Exception:  # one bad frame must not end the pipeline
             self.metrics.failed_one()
-            index = arg.item.index if isinstance(arg, _Job) else arg.index
+            index = arg.index
             logger.exception("pipeline %s: frame %d failed in %s", self.name, index, stage)
             return None
         finally:

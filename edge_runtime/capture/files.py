@@ -24,7 +24,13 @@ class VideoFileSource(SourceThread):
     lossless = True
 
     def __init__(
-        self, name: str, path: Path, fps: float = 0.0, loop: bool = False, *, decode_threads: int | None = None
+        self,
+        name: str,
+        path: Path,
+        fps: float = 0.0,
+        loop: bool = False,
+        *,
+        decode_threads: int | None = None,
     ) -> None:
         super().__init__(name)
         self.path, self.fps, self.loop = path, fps, loop

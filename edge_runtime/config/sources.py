@@ -61,7 +61,7 @@ class VideoSource(_Source):
     loop: bool = False
     decode_threads: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto",
-        description="FFmpeg decoder threads; auto: 1 up to 1280x720 (the least CPU per frame), FFmpeg's choice above",
+        description="FFmpeg decoder threads; auto: 1 up to 1280x720, FFmpeg's own choice above",
     )
 
 
