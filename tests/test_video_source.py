@@ -59,8 +59,12 @@ def test_every_frame_once_and_bit_identical_to_opencv_defaults(threads: int | No
 def test_decode_threads_auto_by_default_and_positive_when_given() -> None:
     adapter = TypeAdapter(VideoSource)
     assert adapter.validate_python({"type": "video", "path": str(DEMO)}).decode_threads == "auto"
-    assert adapter.validate_python({"type": "video", "path": str(DEMO), "decode_threads": 3}).decode_threads == 3
+    assert (
+        adapter.validate_python({"type": "video", "path": str(DEMO), "decode_threads": 3}).decode_threads == 3
+    )
     with pytest.raises(ValidationError, match="decode_threads"):
         adapter.validate_python({"type": "video", "path": str(DEMO), "decode_threads": 0})
-    source = make_source("t", adapter.validate_python({"type": "video", "path": str(DEMO), "decode_threads": 2}))
+    source = make_source(
+        "t", adapter.validate_python({"type": "video", "path": str(DEMO), "decode_threads": 2})
+    )
     assert isinstance(source, VideoFileSource) and source.decode_threads == 2
