@@ -21,6 +21,7 @@ from edge_runtime.health.metrics import PipelineMetrics
 from edge_runtime.predictor import Predictor, PredictorClosedError
 from edge_runtime.publish import payloads
 from edge_runtime.publish.outbox import Outbox, Outgoing
+from edge_runtime.scheduling import yield_to_inference
 from edge_runtime.types import Frame, Window
 
 logger = logging.getLogger(__name__)
@@ -143,6 +144,7 @@ class Pipeline:
 
     # -- stage 1: capture -> preprocess ---------------------------------------------------------
     def _run(self) -> None:
+        yield_to_inference()
         try:
             while not self.stop_event.is_set():
                 frame = self.source.handoff.get(timeout=0.2)
@@ -216,6 +218,7 @@ class Pipeline:
 
         Results that are ready together are committed in one outbox transaction.
         """
+        yield_to_inference()
         waiting: dict[int, _Job | None] = {}
         next_ticket, ends = 0, 0
         while ends < len(self._infer_threads):

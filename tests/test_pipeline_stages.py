@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from edge_runtime.capture.files import ImagesSource
 from edge_runtime.pipeline import Pipeline, SharedModel
 from edge_runtime.predictor import PredictorClosedError
 from edge_runtime.publish.outbox import Outbox
+from edge_runtime.scheduling import yield_to_inference
 
 from .broker import wait_for
 from .daemon import ROOT
@@ -44,8 +48,10 @@ class Model:
         self.closed = False
         self._copies = threading.Semaphore(copies)
         self._count = threading.Lock()
+        self.policies: dict[str, set[int]] = {"prepare": set(), "run": set(), "finish": set()}
 
     def prepare(self, image: Any) -> tuple[list[Any], str]:
+        self.policies["prepare"].add(_policy())
         with self._count:
             self.prepared += 1
             second = self.prepared == 2
@@ -55,6 +61,7 @@ class Model:
         return [image], self.version  # the context says which model prepared the tensors
 
     def run(self, inputs: list[Any]) -> list[Any]:
+        self.policies["run"].add(_policy())
         with self._copies:
             if self.closed:
                 raise PredictorClosedError(self.version)
@@ -68,8 +75,14 @@ class Model:
             return [self.version]
 
     def finish(self, outputs: list[Any], context: Any) -> Any:
+        self.policies["finish"].add(_policy())
         assert outputs == [context], "outputs of one model decoded with another's context"
         return SimpleNamespace(task="classification", payload=lambda: {"classes": [], "ran": outputs[0]})
+
+
+def _policy() -> int:
+    """The calling thread's CPU scheduling policy (-1 where the OS does not say)."""
+    return os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else -1
 
 
 def run_pipeline(
@@ -141,3 +154,19 @@ def test_a_frame_waiting_for_a_closed_model_runs_on_its_replacement(tmp_path: Pa
     rows = run_pipeline(tmp_path, shared, streams=1, during=swap_and_close)
     assert [r["model"]["version"] for r in rows] == ["1"] + ["2"] * (FRAMES - 1)
     assert first.runs == 1
+
+
+def test_only_the_inference_threads_keep_the_default_cpu_policy(tmp_path: Path) -> None:
+    """Preprocessing and the post stage run under SCHED_BATCH (they never preempt inference on
+    wake-up); the inference threads stay SCHED_OTHER."""
+    probe: list[bool] = []
+    thread = threading.Thread(target=lambda: probe.append(yield_to_inference()))
+    thread.start()
+    thread.join()
+    if not probe[0]:
+        pytest.skip("this OS (or its seccomp filter) does not let a thread choose SCHED_BATCH")
+    model = Model("1", copies=2)
+    run_pipeline(tmp_path, SharedModel("m", model), streams=2)  # type: ignore[arg-type]
+    batch, other = {os.SCHED_BATCH}, {os.SCHED_OTHER}
+    assert model.policies == {"prepare": batch, "run": other, "finish": batch}
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER, "the caller's own thread is left alone"

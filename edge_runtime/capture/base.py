@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
+from edge_runtime.scheduling import yield_to_inference
 from edge_runtime.types import Frame, Window
 
 logger = logging.getLogger(__name__)
@@ -135,6 +136,7 @@ class SourceThread:
         return self.handoff.put(frame, self.stop_event)
 
     def _main(self) -> None:
+        yield_to_inference()
         try:
             self.produce()
         except Exception as exc:  # a source must never take the daemon down

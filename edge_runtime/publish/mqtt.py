@@ -25,6 +25,7 @@ from edge_runtime.backoff import backoff_delays
 from edge_runtime.config.sections import MqttConfig
 from edge_runtime.errors import ConfigError
 from edge_runtime.publish.topics import Topics
+from edge_runtime.scheduling import yield_to_inference
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ class MqttLink:
         Our own loop rather than paho's ``loop_start``: paho swallows the reason a connection
         attempt failed (refused, DNS, a certificate from the wrong CA), and users need to see it.
         """
+        yield_to_inference()
         delays = backoff_delays(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
         first = True
         while not self._stop.is_set() and not self._stopping:

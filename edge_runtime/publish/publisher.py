@@ -14,6 +14,7 @@ import threading
 
 from edge_runtime.publish.mqtt import Ack, MqttLink
 from edge_runtime.publish.outbox import Outbox
+from edge_runtime.scheduling import yield_to_inference
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class Publisher:
         return self.outbox.pending == 0 and not self._inflight
 
     def _run(self) -> None:
+        yield_to_inference()
         while not self.stop_event.is_set():
             try:
                 self._step()
