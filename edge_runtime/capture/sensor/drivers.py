@@ -180,9 +180,13 @@ class StreamDriver:
             return self._finish(last, StreamEndedError("stdin closed"))
         if not stat.S_ISFIFO(os.fstat(fd).st_mode):
             return self._finish(last, DeviceLostError(f"{self.describe}: end of device stream"))
-        # the last writer left: reopen now and wait for the next one (see the module docstring)
+        # The last writer left: reopen now and wait for the next one (see the module docstring).
+        # The new descriptor is opened before the old one is closed: a writer that opened, wrote
+        # and closed in between (it did not block, a reader was there) left its line in the pipe,
+        # which lives on only while some reader holds the FIFO open.
+        fresh = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
         self.close()
-        self._fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK)
+        self._fd = fresh
         self._no_writer_since = time.monotonic()
         return last
 
