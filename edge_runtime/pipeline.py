@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from edge_runtime.capture import SourceThread
+from edge_runtime.channel import Channel
 from edge_runtime.health.metrics import PipelineMetrics
 from edge_runtime.predictor import Predictor, PredictorClosedError
 from edge_runtime.publish import payloads
@@ -107,8 +108,11 @@ class Pipeline:
         self._tickets = 0
         infer = [f"infer-{i}" if streams > 1 else "infer" for i in range(streams)]
         self._busy: dict[str, float | None] = dict.fromkeys(["prepare", *infer, "post"])
-        self._to_infer: queue.Queue[Any] = queue.Queue(maxsize=streams)
-        self._to_post: queue.Queue[Any] = queue.Queue(maxsize=2 * streams)
+        # Up to two frames more than there are copies of the model wait, ready to infer; the
+        # preprocessing thread wakes again only when just one frame per copy is left, and then
+        # prepares two in a row (channel.py).
+        self._to_infer: Channel[Any] = Channel(maxsize=streams + 2, resume_at=streams)
+        self._to_post: Channel[Any] = Channel(maxsize=2 * streams)
         self._prepare_thread = threading.Thread(target=self._run, name=f"pipeline-{name}", daemon=True)
         self._infer_threads = [
             threading.Thread(target=self._infer_loop, args=(key,), name=f"{key}-{name}", daemon=True)
@@ -303,15 +307,11 @@ class Pipeline:
             self._busy[stage] = None
 
     @staticmethod
-    def _pass(q: queue.Queue[Any], item: Any, consumers: list[threading.Thread]) -> None:
+    def _pass(q: Channel[Any], item: Any, consumers: list[threading.Thread]) -> None:
         """Hand ``item`` to the next stage, waiting while it is busy (lossless back-pressure)."""
-        while True:
-            try:
-                q.put(item, timeout=0.5)
+        while not q.put(item, timeout=0.5):
+            if not any(c.is_alive() for c in consumers):
                 return
-            except queue.Full:
-                if not any(c.is_alive() for c in consumers):
-                    return
 
 
 def _input(item: Frame | Window) -> np.ndarray:

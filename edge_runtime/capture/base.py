@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Literal
 
+from edge_runtime.channel import Channel
 from edge_runtime.scheduling import yield_to_inference
 from edge_runtime.types import Frame, Window
 
@@ -25,9 +26,13 @@ SourceState = Literal["starting", "streaming", "reconnecting", "failed", "ended"
 class Handoff:
     """Frames (or sensor windows) from the source thread to the pipeline thread."""
 
-    def __init__(self, lossless: bool, depth: int = 2) -> None:
+    def __init__(self, lossless: bool, depth: int = 3) -> None:
         self.lossless = lossless
-        self._queue: queue.Queue[Frame | Window | None] = queue.Queue(maxsize=depth if lossless else 1)
+        # Lossless: a source ahead of the pipeline sleeps until one frame is left, then reads the
+        # rest in a row (channel.py); live: one slot, always the freshest frame.
+        self._queue: Channel[Frame | Window | None] = (
+            Channel(maxsize=depth, resume_at=1) if lossless else Channel(maxsize=1)
+        )
         self._lock = threading.Lock()
         self.dropped = 0
 
@@ -35,11 +40,8 @@ class Handoff:
         """Hand over a frame (None = end of stream). False when ``stop`` was set first."""
         if self.lossless or frame is None:
             while not stop.is_set():
-                try:
-                    self._queue.put(frame, timeout=0.1)
+                if self._queue.put(frame, timeout=0.1):
                     return True
-                except queue.Full:
-                    continue
             return False
         with self._lock:  # keep only the freshest frame
             try:
