@@ -62,6 +62,10 @@ class Outgoing:
     retain: bool = False
 
 
+def _nothing() -> None:
+    pass
+
+
 class Outbox:
     """The on-disk queue. Thread-safe: pipelines put, the publisher fetches and acknowledges."""
 
@@ -92,7 +96,7 @@ class Outbox:
         ).fetchone()
         self._count, self._bytes = int(count), int(size)
         self._last_id = int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0])
-        self.added = threading.Event()  # set whenever new rows arrive (wakes the publisher)
+        self.on_added: Callable[[], None] = _nothing  # called after new rows are committed (publisher)
         logger.info("outbox %s: %d pending message(s), %d dropped so far", path, self._count, self.dropped)
 
     @property
@@ -151,7 +155,7 @@ class Outbox:
             self._last_id = max(self._last_id, int(last)) if rows else self._last_id
             self._bytes += sum(len(r[1]) for r in rows)
         if rows:
-            self.added.set()
+            self.on_added()
         return seqs
 
     def _make_room(

@@ -29,9 +29,10 @@ class Publisher:
         self._inflight: dict[int, int] = {}  # mid -> row id
         self._cursor = 0  # highest row id handed to paho in this connection
         self._rewind = False
-        # One wake-up for both kinds of work: a new row (the outbox sets it) or an ack (the link
-        # does), so neither waits behind a timeout meant for the other.
-        self._wake = outbox.added
+        # One wake-up for both kinds of work: a new row (the outbox calls _rows_added) or an ack
+        # (the link sets it), so neither waits behind a timeout meant for the other.
+        self._wake = threading.Event()
+        outbox.on_added = self._rows_added
         link.ack_event = self._wake
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
 
@@ -42,12 +43,23 @@ class Publisher:
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the thread (what is not acknowledged stays in the outbox)."""
         self.stop_event.set()
-        self.outbox.added.set()
+        self._wake.set()
         self._thread.join(timeout)
 
     def idle(self) -> bool:
         """True when nothing is pending or in flight."""
         return self.outbox.pending == 0 and not self._inflight
+
+    def _rows_added(self) -> None:
+        """New rows are committed (called on the committing thread).
+
+        While messages are in flight, their PUBACKs wake this thread within a round trip, and it
+        sends every new row then, in one go: at a high rate, one wake-up per batch of rows rather
+        than one per row and another per ack. With nothing in flight (a low rate, or offline), it
+        wakes at once. If an ack never comes, the wait's own timeout sends the rows.
+        """
+        if not self._inflight or not self.link.connected.is_set():
+            self._wake.set()
 
     def _run(self) -> None:
         yield_to_inference()
