@@ -19,7 +19,7 @@ from .conftest import CLASSIFIER
 class Copy:
     """A fake backend that records how many calls are inside it at once."""
 
-    kind, accelerator, metadata = "fake", "cpu", {}
+    kind, accelerator, metadata, concurrent = "fake", "cpu", {}, False
     input_specs: Sequence[Any] = ()
     output_specs: Sequence[Any] = ()
 
@@ -81,3 +81,32 @@ def test_auto_streams_split_the_threads_into_single_thread_copies_on_the_cpu() -
     finally:
         auto.close()
         one.close()
+
+
+def test_one_onnx_session_serves_every_stream_and_concurrent_calls_keep_their_own_answers() -> None:
+    model = CLASSIFIER / "efficientnet_lite0_int8.onnx"
+    rng = np.random.default_rng(7)
+    inputs = [rng.uniform(-1, 1, (1, 3, 224, 224)).astype(np.float32) for _ in range(4)]
+    pool = create_backend("onnx", model, BackendOptions(accelerator="cpu", threads=2, streams=None))
+    try:
+        assert pool.streams == 2 and pool.members[0] is pool.members[1]  # one copy of the weights
+        expected = [pool.infer([x])[0] for x in inputs]
+        assert len({int(e.argmax()) for e in expected}) > 1 or not np.allclose(expected[0], expected[1])
+        wrong: list[int] = []
+
+        def caller(offset: int) -> None:
+            for i in range(40):
+                k = (i + offset) % len(inputs)
+                if not np.array_equal(pool.infer([inputs[k]])[0], expected[k]):
+                    wrong.append(k)
+
+        threads = [threading.Thread(target=caller, args=(o,)) for o in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert wrong == []
+    finally:
+        pool.close()
+    with pytest.raises(BackendClosedError):
+        pool.infer(inputs[:1])

@@ -31,9 +31,13 @@ def backend_installed(kind: str) -> bool:
 def create_backend(kind: str, path: Path, options: BackendOptions, sha256: str | None = None) -> StreamPool:
     """The backend registered as ``kind`` for the model file ``path``, in a pool of ``streams`` copies.
 
-    The threads are split among the copies. ``streams=None`` gives one single-thread copy per
-    thread when the model runs on the CPU, and one copy with all the threads on an accelerator
-    (a GPU or TPU runs one call at a time better than it shares).
+    The threads are split among the copies. A backend that takes concurrent calls (ONNX Runtime)
+    is loaded once and called by ``streams`` threads at once: the same throughput as separate
+    copies, with one copy of the weights in memory and in the cache.
+
+    ``streams=None`` gives one single-thread copy per thread when the model runs on the CPU, and
+    one copy with all the threads on an accelerator (a GPU or TPU runs one call at a time better
+    than it shares).
     """
     if kind not in BACKENDS:
         raise InputError(f"unknown backend {kind!r}; use one of {', '.join(BACKENDS)}")
@@ -48,6 +52,8 @@ def create_backend(kind: str, path: Path, options: BackendOptions, sha256: str |
     members = [first]
     if auto and first.accelerator not in CPU_ACCELERATORS:  # "auto" found an accelerator
         streams = 1
+    if first.concurrent:  # one session, run by ``streams`` callers at once: one copy of the weights
+        return StreamPool([first] * streams)
     try:
         each = replace(each, accelerator=first.accelerator)
         members += [cls(path, each, sha256) for _ in range(streams - 1)]

@@ -70,6 +70,7 @@ class Backend(Protocol):
     input_specs: Sequence[TensorSpec]
     output_specs: Sequence[TensorSpec]
     metadata: Mapping[str, str]  # model-embedded metadata (ONNX custom metadata map)
+    concurrent: bool  # infer() may run on several threads at once (one instance serves every stream)
 
     def infer(self, inputs: Sequence[npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
         """Run once; inputs in ``input_specs`` order, outputs in ``output_specs`` order."""

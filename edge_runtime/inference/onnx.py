@@ -70,6 +70,7 @@ class OnnxBackend:
     """A model in an ``onnxruntime.InferenceSession`` with the chosen execution providers."""
 
     kind = "onnx"
+    concurrent = True  # InferenceSession.run is thread-safe; each call runs on its caller's thread
 
     def __init__(self, path: Path, options: BackendOptions | None = None, sha256: str | None = None) -> None:
         ort = _import_ort()

@@ -61,6 +61,7 @@ class TfliteBackend:
     """A ``.tflite`` model in a LiteRT interpreter, optionally with a delegate."""
 
     kind = "tflite"
+    concurrent = False  # an Interpreter holds its tensors: one call at a time
 
     def __init__(self, path: Path, options: BackendOptions | None = None, sha256: str | None = None) -> None:
         del sha256  # engine caches are an ONNX/TensorRT matter
