@@ -112,9 +112,10 @@ class ModelConfig(Section):
     threads: int | None = Field(2, ge=1, le=64, description="inference threads")
     streams: Annotated[int, Field(ge=1, le=64)] | Literal["auto"] = Field(
         "auto",
-        description="copies of the model that infer different frames at once, the threads split "
-        "among them; auto: one single-thread copy per thread on the CPU (measured 1.2-1.3x the "
-        "throughput of one copy with all threads on 2 cores), one copy on an accelerator",
+        description="inference calls that run at once, each on its own frame, the threads split "
+        "among them (ONNX: one shared session; LiteRT: one interpreter each); auto: one "
+        "single-thread stream per thread on the CPU (measured 1.2-1.3x the throughput of one "
+        "call with all threads on 2 cores), one on an accelerator",
     )
     allow_cpu_fallback: bool | None = Field(None, description="default: true for auto, false otherwise")
     device: str | None = Field(None, description="Edge TPU device: usb, usb:N, pci:N")
