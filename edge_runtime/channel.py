@@ -32,9 +32,6 @@ class Channel(Generic[T]):
         self._not_full = threading.Condition(self._lock)
         self._producer_waiting = 0
 
-    def __len__(self) -> int:
-        return len(self._items)
-
     def put(self, item: T, timeout: float | None = None) -> bool:
         """Append ``item``; False when the channel stayed full for ``timeout`` seconds."""
         with self._lock:
@@ -51,12 +48,7 @@ class Channel(Generic[T]):
 
     def put_nowait(self, item: T) -> bool:
         """Append ``item`` unless the channel is full (then False)."""
-        with self._lock:
-            if len(self._items) >= self.maxsize:
-                return False
-            self._items.append(item)
-            self._not_empty.notify()
-            return True
+        return self.put(item, timeout=0)
 
     def get(self, timeout: float | None = None) -> T:
         """The oldest item; raises ``queue.Empty`` when none came within ``timeout`` seconds."""
