@@ -53,7 +53,7 @@ class MqttLink:
     ) -> None:
         self.cfg, self.topics, self.groups, self._status = cfg, topics, groups, status
         self.connected = threading.Event()
-        self.acks: queue.Queue[Ack] = queue.Queue()
+        self.acks: queue.SimpleQueue[Ack] = queue.SimpleQueue()
         self.ack_event: threading.Event | None = None  # also set on every ack (the publisher's wake-up)
         self.inbound: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=1000)
         self.reconnects = 0
@@ -170,9 +170,11 @@ class MqttLink:
             logger.warning("mqtt: disconnected from %s:%d (%s)", self.cfg.host, self.cfg.port, reason)
 
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason: Any, _p: Any) -> None:
-        self.acks.put(Ack(mid, not reason.is_failure, str(reason)))
-        if self.ack_event is not None:
-            self.ack_event.set()
+        failed = reason.is_failure
+        self.acks.put(Ack(mid, not failed, str(reason) if failed else ""))
+        event = self.ack_event
+        if event is not None and not event.is_set():  # set() runs Python-level locking: only when needed
+            event.set()
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         try:
