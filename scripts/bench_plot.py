@@ -88,6 +88,8 @@ def pipeline_section(p: dict[str, Any]) -> list[str]:
                 f"\n{kind}: stage p50 inside the daemon (ms): {stages}; seq gaps {s.get('seq_gaps')}; "
                 f"RSS slope {_num(s.get('rss_slope_mb_per_min_median'), '{:.2f}')} MB/min"
             )
+        for minutes in s.get("rss_mb_by_minute") or []:
+            lines.append(f"\n{kind}: RSS by minute (MB, each minute's median): {minutes}")
         if s.get("note"):
             lines.append(f"\n{kind}: {s['note']}")
     return [*lines, ""]

@@ -233,6 +233,16 @@ class Sampler:
         r = np.array([p[1] for p in pts]) / 2**20
         return float(np.polyfit(t, r, 1)[0] * 60)
 
+    def rss_by_minute(self, start: float, end: float) -> list[float]:
+        """Median RSS (MB) of each whole minute in [start, end]: growth or warm-up, not just a slope."""
+        out = []
+        for m in range(int((end - start) // 60)):
+            a = start + 60 * m
+            inside = [r for t, r in self.rss if a <= t < a + 60]
+            if inside:
+                out.append(round(float(np.median(inside)) / 2**20, 1))
+        return out
+
     def close(self) -> None:
         """Stop sampling."""
         self._stop.set()
@@ -424,6 +434,7 @@ class Bench:
             "system_cpu_percent": self.sampler.system_busy_percent(w0, w1),
             "peak_rss_bytes": peak,
             "rss_slope_mb_per_min": self.sampler.rss_slope_mb_per_min(w0, w1),
+            "rss_mb_by_minute": self.sampler.rss_by_minute(w0, w1),
             "first_result_s": round(first - started, 3),
             "rss_by_mapping": mappings,
         }
@@ -506,6 +517,7 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         }
         out["seq_gaps"] = sum(r.get("seq_gaps", 0) for r in ok)
         out["rss_slope_mb_per_min_median"] = med("rss_slope_mb_per_min")
+        out["rss_mb_by_minute"] = [r["rss_mb_by_minute"] for r in ok if r.get("rss_mb_by_minute")]
         out["subscriber_cpu_percent_median"] = med("subscriber_cpu_percent")
         out["broker_cpu_percent_median"] = med("broker_cpu_percent")
     notes = {r["note"] for r in ok if r.get("note")}

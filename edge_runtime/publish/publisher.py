@@ -32,6 +32,9 @@ class Publisher:
         # One wake-up for both kinds of work: a new row (the outbox calls _rows_added) or an ack
         # (the link sets it), so neither waits behind a timeout meant for the other.
         self._wake = threading.Event()
+        # The window (_inflight, _cursor, _rewind) belongs to whoever holds this lock: the
+        # publisher thread, or a committing thread that sends its own rows (_rows_added).
+        self._lock = threading.Lock()
         outbox.on_added = self._rows_added
         link.ack_event = self._wake
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
@@ -55,11 +58,23 @@ class Publisher:
 
         While messages are in flight, their PUBACKs wake this thread within a round trip, and it
         sends every new row then, in one go: at a high rate, one wake-up per batch of rows rather
-        than one per row and another per ack. With nothing in flight (a low rate, or offline), it
-        wakes at once. If an ack never comes, the wait's own timeout sends the rows.
+        than one per row and another per ack. With nothing in flight (a low rate) the committing
+        thread sends its rows itself, unless this thread is busy with the window: a frame's result
+        then leaves without waiting for a thread to wake. Offline, this thread wakes at once. If an
+        ack never comes, the wait's own timeout sends the rows.
         """
-        if not self._inflight or not self.link.connected.is_set():
-            self._wake.set()
+        connected = self.link.connected.is_set()
+        if connected and self._inflight:
+            return
+        if connected and not self._rewind and not self.stop_event.is_set() and self._lock.acquire(False):
+            try:
+                if self._send_window():
+                    return
+            except Exception:  # the publisher thread tries again (and logs what stays wrong)
+                logger.debug("publisher: sending from the committing thread failed", exc_info=True)
+            finally:
+                self._lock.release()
+        self._wake.set()
 
     def _run(self) -> None:
         yield_to_inference()
@@ -72,13 +87,15 @@ class Publisher:
 
     def _step(self) -> None:
         if not self.link.connected.wait(0.2):
-            self._reset()
+            with self._lock:
+                self._reset()
             return
         self._wake.clear()  # before looking for work: a row or an ack arriving later wakes us
-        sent = self._send_window()
-        acked = self._collect_acks()
-        if self._rewind and not self._inflight:
-            self._cursor, self._rewind = 0, False
+        with self._lock:
+            sent = self._send_window()
+            acked = self._collect_acks()
+            if self._rewind and not self._inflight:
+                self._cursor, self._rewind = 0, False
         if not sent and not acked:
             self._wake.wait(0.2)
 
