@@ -46,6 +46,11 @@ class Channel(Generic[T]):
             self._not_empty.notify()
             return True
 
+    @property
+    def waiting(self) -> int:
+        """Items in the channel now (a hint: other threads may change it at once)."""
+        return len(self._items)
+
     def put_nowait(self, item: T) -> bool:
         """Append ``item`` unless the channel is full (then False)."""
         return self.put(item, timeout=0)

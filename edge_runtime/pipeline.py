@@ -81,9 +81,10 @@ class Pipeline:
 
     ``pipeline-<name>`` preprocesses, ``infer-<name>`` runs the model (one thread per copy of the
     model, ``streams``, each on its own frame), ``post-<name>`` puts results back in frame order,
-    decodes, encodes JSON and commits to the outbox. Small queues between them keep each frame's
-    latency low and let preprocessing and publishing of neighbouring frames run while the
-    runtime (which releases the GIL) computes, instead of after it.
+    decodes, encodes JSON and commits to the outbox (at a low rate an inference thread that
+    waited for its frame does that itself: one wake-up less). Small queues between them keep
+    each frame's latency low and let preprocessing and publishing of neighbouring frames run
+    while the runtime (which releases the GIL) computes, instead of after it.
     """
 
     def __init__(
@@ -118,6 +119,9 @@ class Pipeline:
             threading.Thread(target=self._infer_loop, args=(key,), name=f"{key}-{name}", daemon=True)
             for key in infer
         ]
+        self._order = threading.Lock()  # results are committed in ticket order (_deliver)
+        self._waiting: dict[int, _Job | None] = {}  # results that finished before an earlier ticket
+        self._next_ticket = 0
         self._post_thread = threading.Thread(target=self._post_loop, name=f"post-{name}", daemon=True)
         self._threads = [self._prepare_thread, *self._infer_threads, self._post_thread]
 
@@ -192,9 +196,21 @@ class Pipeline:
 
     # -- stage 2: inference ------------------------------------------------------------------------
     def _infer_loop(self, key: str) -> None:
-        while (job := self._to_infer.get()) is not _END:
-            done = self._stage(key, self._infer, job)  # a new job if the model was swapped
-            self._pass(self._to_post, (job.ticket, done), [self._post_thread])  # None: it failed
+        while True:
+            try:
+                job, waited = self._to_infer.get_nowait(), False
+            except queue.Empty:
+                job, waited = self._to_infer.get(), True
+            if job is _END:
+                break
+            done = self._stage(key, self._infer, job)  # a new job if the model was swapped; None: failed
+            # A thread that had to wait for its frame, with nothing queued now, is on a low rate:
+            # it posts its own result rather than wake the post thread (the result leaves sooner).
+            # Under load it hands over: post work here would hold the GIL other streams return to.
+            if waited and not self._to_infer.waiting and not self._to_post.waiting:
+                self._deliver([(job.ticket, done)], key)
+            else:
+                self._pass(self._to_post, (job.ticket, done), [self._post_thread])
         self._pass(self._to_post, _END, [self._post_thread])
 
     def _infer(self, job: _Job) -> _Job:
@@ -218,40 +234,51 @@ class Pipeline:
 
     # -- stage 3: decode -> JSON -> outbox -----------------------------------------------------------
     def _post_loop(self) -> None:
-        """Publish in ticket order: a later frame's result waits here for the earlier ones.
-
-        Results that are ready together are committed in one outbox transaction.
-        """
+        """Results from the inference threads, committed in ticket order (:meth:`_deliver`)."""
         yield_to_inference()
-        waiting: dict[int, _Job | None] = {}
-        next_ticket, ends = 0, 0
+        ends = 0
         while ends < len(self._infer_threads):
             item = self._to_post.get()
+            arrived = []
             while True:
                 if item is _END:
                     ends += 1
                 else:
-                    waiting[item[0]] = item[1]
+                    arrived.append(item)
                 try:
                     item = self._to_post.get_nowait()
                 except queue.Empty:
                     break
+            if arrived:
+                self._deliver(arrived, "post")
+
+    def _deliver(self, arrived: list[tuple[int, _Job | None]], stage: str) -> None:
+        """Publish in ticket order: a later frame's result waits for the earlier ones.
+
+        Results that are ready together are committed in one outbox transaction. Called by the
+        post thread, and by an inference thread that has no next frame waiting (it then spares
+        the post thread a wake-up: a result at a low frame rate leaves sooner).
+        """
+        with self._order:
+            for ticket, job in arrived:
+                self._waiting[ticket] = job
             ready: list[_Job] = []
-            while next_ticket in waiting:
-                job = waiting.pop(next_ticket)
-                next_ticket += 1
+            while self._next_ticket in self._waiting:
+                job = self._waiting.pop(self._next_ticket)
+                self._next_ticket += 1
                 if job is not None:
                     ready.append(job)
-            if ready:
-                self._busy["post"] = time.monotonic()
-                try:
-                    self._publish(ready)
-                except Exception:  # e.g. the outbox cannot write: these results are lost, say so
-                    for _ in ready:
-                        self.metrics.failed_one()
-                    logger.exception("pipeline %s: %d result(s) failed in post", self.name, len(ready))
-                finally:
-                    self._busy["post"] = None
+            if not ready:
+                return
+            self._busy[stage] = time.monotonic()
+            try:
+                self._publish(ready)
+            except Exception:  # e.g. the outbox cannot write: these results are lost, say so
+                for _ in ready:
+                    self.metrics.failed_one()
+                logger.exception("pipeline %s: %d result(s) failed in post", self.name, len(ready))
+            finally:
+                self._busy[stage] = None
 
     def _publish(self, jobs: list[_Job]) -> None:
         """Decode, then commit the results in one transaction."""

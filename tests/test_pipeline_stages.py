@@ -48,7 +48,8 @@ class Model:
         self.closed = False
         self._copies = threading.Semaphore(copies)
         self._count = threading.Lock()
-        self.policies: dict[str, set[int]] = {"prepare": set(), "run": set(), "finish": set()}
+        self.policies: dict[str, set[int]] = {"prepare": set(), "run": set()}
+        self.finished_on: list[tuple[str, int]] = []  # (thread kind, policy) of each finish
 
     def prepare(self, image: Any) -> tuple[list[Any], str]:
         self.policies["prepare"].add(_policy())
@@ -75,7 +76,7 @@ class Model:
             return [self.version]
 
     def finish(self, outputs: list[Any], context: Any) -> Any:
-        self.policies["finish"].add(_policy())
+        self.finished_on.append((threading.current_thread().name.split("-")[0], _policy()))
         assert outputs == [context], "outputs of one model decoded with another's context"
         return SimpleNamespace(task="classification", payload=lambda: {"classes": [], "ran": outputs[0]})
 
@@ -86,12 +87,12 @@ def _policy() -> int:
 
 
 def run_pipeline(
-    tmp_path: Path, shared: SharedModel, streams: int, during: Any = None
+    tmp_path: Path, shared: SharedModel, streams: int, during: Any = None, fps: float = 0.0
 ) -> list[dict[str, Any]]:
     """Run the test images through a real Pipeline into a real outbox; the committed rows."""
     outbox = Outbox(tmp_path / "outbox.db")
     pipeline = Pipeline(
-        "p", ImagesSource("p", IMAGES), shared, outbox, topic="t", device="d", streams=streams
+        "p", ImagesSource("p", IMAGES, fps=fps), shared, outbox, topic="t", device="d", streams=streams
     )
     pipeline.start()
     try:
@@ -115,6 +116,16 @@ def test_results_are_committed_in_frame_order_when_copies_finish_out_of_order(tm
     rows = run_pipeline(tmp_path, SharedModel("m", model), streams=2)  # type: ignore[arg-type]
     assert model.runs == FRAMES
     assert all(r["model"]["version"] == "1" for r in rows)
+
+
+def test_at_a_low_rate_each_inference_thread_posts_its_own_results(tmp_path: Path) -> None:
+    """Frames 50 ms apart: an inference thread has no next frame waiting, so it decodes and
+    commits its result itself (no wake-up of the post thread), still in frame order. The last
+    frame may go to the post thread: the end-of-stream markers are waiting by then."""
+    model = Model("1", copies=2)
+    run_pipeline(tmp_path, SharedModel("m", model), streams=2, fps=20)  # type: ignore[arg-type]
+    kinds = [kind for kind, _ in model.finished_on]
+    assert kinds[:-1] == ["infer"] * (FRAMES - 1), kinds
 
 
 def test_a_frame_prepared_by_a_model_swapped_out_meanwhile_is_prepared_again(tmp_path: Path) -> None:
@@ -158,7 +169,8 @@ def test_a_frame_waiting_for_a_closed_model_runs_on_its_replacement(tmp_path: Pa
 
 def test_only_the_inference_threads_keep_the_default_cpu_policy(tmp_path: Path) -> None:
     """Preprocessing and the post stage run under SCHED_BATCH (they never preempt inference on
-    wake-up); the inference threads stay SCHED_OTHER."""
+    wake-up); the inference threads stay SCHED_OTHER, also when one with no next frame waiting
+    decodes and commits its own result."""
     probe: list[bool] = []
     thread = threading.Thread(target=lambda: probe.append(yield_to_inference()))
     thread.start()
@@ -168,5 +180,7 @@ def test_only_the_inference_threads_keep_the_default_cpu_policy(tmp_path: Path) 
     model = Model("1", copies=2)
     run_pipeline(tmp_path, SharedModel("m", model), streams=2)  # type: ignore[arg-type]
     batch, other = {os.SCHED_BATCH}, {os.SCHED_OTHER}
-    assert model.policies == {"prepare": batch, "run": other, "finish": batch}
+    assert model.policies == {"prepare": batch, "run": other}
+    assert model.finished_on, "no result decoded"
+    assert set(model.finished_on) <= {("post", os.SCHED_BATCH), ("infer", os.SCHED_OTHER)}
     assert os.sched_getscheduler(0) == os.SCHED_OTHER, "the caller's own thread is left alone"
