@@ -120,12 +120,13 @@ def test_results_are_committed_in_frame_order_when_copies_finish_out_of_order(tm
 
 def test_at_a_low_rate_each_inference_thread_posts_its_own_results(tmp_path: Path) -> None:
     """Frames 50 ms apart: an inference thread has no next frame waiting, so it decodes and
-    commits its result itself (no wake-up of the post thread), still in frame order. The last
-    frame may go to the post thread: the end-of-stream markers are waiting by then."""
+    commits its result itself (no wake-up of the post thread), still in frame order. The first
+    frame may go to the post thread (it can be queued before an inference thread asks for it, so
+    no thread waited for it), and so may the last (the end-of-stream markers are waiting by then)."""
     model = Model("1", copies=2)
     run_pipeline(tmp_path, SharedModel("m", model), streams=2, fps=20)  # type: ignore[arg-type]
     kinds = [kind for kind, _ in model.finished_on]
-    assert kinds[:-1] == ["infer"] * (FRAMES - 1), kinds
+    assert FRAMES >= 4 and kinds[1:-1] == ["infer"] * (FRAMES - 2), kinds
 
 
 def test_a_frame_prepared_by_a_model_swapped_out_meanwhile_is_prepared_again(tmp_path: Path) -> None:
