@@ -830,6 +830,11 @@ class Cv2Reference:
     def __init__(self, pb: Path, pbtxt: Path) -> None:
         import cv2
 
+        if not hasattr(cv2.dnn, "readNetFromTensorflow"):
+            raise RuntimeError(
+                f"OpenCV {cv2.__version__} has no TensorFlow importer (dropped in 5.1), which the "
+                "reference needs: pip install 'opencv-python-headless<5.1'"
+            )
         engine = getattr(cv2.dnn, "ENGINE_CLASSIC", None)
         args = (str(pb), str(pbtxt)) if engine is None else (str(pb), str(pbtxt), engine)
         self.net = cv2.dnn.readNetFromTensorflow(*args)
@@ -1430,8 +1435,8 @@ def _settings(facts: GraphFacts, samples: int) -> dict[str, Any]:
             "samples": samples,
             "seed": SEED,
         },
-        "onnx_int8": "onnxruntime quantize_static QDQ, per-channel symmetric int8 weights, "
-        "asymmetric uint8 activations, MinMax (scripts/quantize.py)",
+        "onnx_int8": "onnxruntime quantize_static QDQ, per-channel symmetric int8 weights in 7 bits "
+        "(reduce_range), asymmetric uint8 activations, MinMax (scripts/quantize.py)",
         "tflite_int8": "litert-torch PT2E static, per-channel int8 weights, int8 activations, "
         "NHWC int8 input (scripts/quantize.py)",
     }
