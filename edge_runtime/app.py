@@ -50,6 +50,7 @@ def _load(name: str, mc: ModelConfig, cache_dir: Path) -> Predictor:
         delegate_path=mc.delegate_path,
         delegate_options=mc.delegate_options,
         spin_wait=mc.spin_wait,
+        exact_int8=mc.exact_int8,
         streams=None if mc.streams == "auto" else mc.streams,
     )
     model = load_model(mc.path, mc.backend, options)

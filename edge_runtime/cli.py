@@ -34,6 +34,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
         "--delegate", default=None, help="external TFLite delegate library (with --accelerator external)"
     )
     p.add_argument("--no-fallback", action="store_true", help="fail instead of falling back to CPU")
+    p.add_argument(
+        "--exact-int8",
+        action="store_true",
+        help="onnx: exact int8 products on x86 CPUs without VNNI (slower; see models/README.md)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -396,6 +396,11 @@ def nudenet_loop(spec: Spec) -> dict[str, Any]:
 
 def opencv_dnn(spec: Spec) -> dict[str, Any]:
     """The original SSDLite TF graph (float) in cv2.dnn, with OpenCV's own SSD decoding and NMS."""
+    if not hasattr(cv2.dnn, "readNetFromTensorflow"):
+        raise RuntimeError(
+            f"OpenCV {cv2.__version__} has no TensorFlow importer (dropped in 5.1): "
+            "install 'opencv-python-headless<5.1' in --peer-python"
+        )
     engine = getattr(cv2.dnn, "ENGINE_CLASSIC", None)
     args = [spec["graph_pb"], spec["graph_pbtxt"]] + ([engine] if engine is not None else [])
     cv2.setNumThreads(spec["threads"])

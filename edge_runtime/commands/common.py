@@ -21,6 +21,7 @@ def backend_options(args: argparse.Namespace) -> BackendOptions:
         allow_cpu_fallback=False if args.no_fallback else None,
         device=args.device,
         delegate_path=args.delegate,
+        exact_int8=args.exact_int8,
     )
 
 

@@ -62,6 +62,10 @@ def _session_options(ort: Any, options: BackendOptions) -> Any:
         # Spinning threads answer the next call a little sooner but burn a core while they wait:
         # on a small board that core is what decoding and publishing need.
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spin_wait else "0")
+    if options.exact_int8:
+        # x86 without VNNI: ORT's uint8 x int8 kernels add pairs of products in 16 bits, which
+        # saturates with 8-bit weights; this converts the weights to uint8 for exact kernels.
+        so.add_session_config_entry("session.x64quantprecision", "1")
     so.log_severity_level = 3  # ORT's own warnings go to stderr unformatted; we log what matters
     return so
 
