@@ -79,7 +79,9 @@ _END = object()  # passed down the stages after the last job
 class Pipeline:
     """Frames from ``source`` through ``model`` into ``outbox``, in three overlapping stages.
 
-    ``pipeline-<name>`` preprocesses, ``infer-<name>`` runs the model (one thread per copy of the
+    Stage 1 preprocesses: in the source's own thread for a file read at full speed (the frame is
+    still in the cache decoding filled, and one queue hop is saved), otherwise in
+    ``pipeline-<name>``. ``infer-<name>`` runs the model (one thread per copy of the
     model, ``streams``, each on its own frame), ``post-<name>`` puts results back in frame order,
     decodes, encodes JSON and commits to the outbox (at a low rate an inference thread that
     waited for its frame does that itself: one wake-up less). Small queues between them keep
@@ -133,6 +135,8 @@ class Pipeline:
 
     def start(self) -> None:
         """Start the source, then the stages."""
+        if self.source.unpaced:  # stage 1 runs in the source's thread (SourceThread.attach)
+            self.source.attach(self._accept)
         self.source.start()
         for thread in self._threads:
             thread.start()
@@ -151,7 +155,22 @@ class Pipeline:
         return not any(t.is_alive() for t in self._threads)
 
     # -- stage 1: capture -> preprocess ---------------------------------------------------------
+    def _accept(self, item: Frame | Window, stop: threading.Event) -> bool:
+        """Stage 1 in a lossless source's own thread, right after capture; False once stopped."""
+        self.metrics.frame_seen()
+        if self._skip(item):
+            return True
+        job = self._stage("prepare", self._prepare, item)
+        if job is None:
+            return True
+        job.ticket, self._tickets = self._tickets, self._tickets + 1
+        while not self._to_infer.put(job, timeout=0.1):  # lossless back-pressure
+            if stop.is_set() or not any(t.is_alive() for t in self._infer_threads):
+                return False
+        return True
+
     def _run(self) -> None:
+        """Stage 1 for a live source (an attached source only sends its end of stream here)."""
         yield_to_inference()
         try:
             while not self.stop_event.is_set():

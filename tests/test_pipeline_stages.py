@@ -50,9 +50,11 @@ class Model:
         self._count = threading.Lock()
         self.policies: dict[str, set[int]] = {"prepare": set(), "run": set()}
         self.finished_on: list[tuple[str, int]] = []  # (thread kind, policy) of each finish
+        self.prepared_on: list[str] = []  # thread kind of each prepare
 
     def prepare(self, image: Any) -> tuple[list[Any], str]:
         self.policies["prepare"].add(_policy())
+        self.prepared_on.append(threading.current_thread().name.split("-")[0])
         with self._count:
             self.prepared += 1
             second = self.prepared == 2
@@ -127,6 +129,18 @@ def test_at_a_low_rate_each_inference_thread_posts_its_own_results(tmp_path: Pat
     run_pipeline(tmp_path, SharedModel("m", model), streams=2, fps=20)  # type: ignore[arg-type]
     kinds = [kind for kind, _ in model.finished_on]
     assert FRAMES >= 4 and kinds[1:-1] == ["infer"] * (FRAMES - 2), kinds
+
+
+@pytest.mark.parametrize(("fps", "thread"), [(0.0, "source"), (20.0, "pipeline")])
+def test_files_read_at_full_speed_are_preprocessed_in_the_source_thread(
+    tmp_path: Path, fps: float, thread: str
+) -> None:
+    """At ``fps: 0`` stage 1 runs right after decoding, in the source's own thread (one queue hop
+    less); a paced source hands its frames to the pipeline thread. Order and completeness are
+    checked by run_pipeline either way."""
+    model = Model("1", copies=2)
+    run_pipeline(tmp_path, SharedModel("m", model), streams=2, fps=fps)  # type: ignore[arg-type]
+    assert model.prepared_on == [thread] * FRAMES
 
 
 def test_a_frame_prepared_by_a_model_swapped_out_meanwhile_is_prepared_again(tmp_path: Path) -> None:

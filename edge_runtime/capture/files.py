@@ -59,6 +59,10 @@ class VideoFileSource(SourceThread):
             return cv2.VideoCapture(path)
         return cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, self.decode_threads])
 
+    @property
+    def unpaced(self) -> bool:
+        return self.fps <= 0
+
     def produce(self) -> None:
         """Read every frame; rewind when looping."""
         due = time.monotonic()
@@ -104,6 +108,10 @@ class ImagesSource(SourceThread):
         super().__init__(name)
         self.pattern, self.fps, self.loop = pattern, fps, loop
         self.skipped = 0
+
+    @property
+    def unpaced(self) -> bool:
+        return self.fps <= 0
 
     def produce(self) -> None:
         """Decode and hand over each image."""

@@ -170,4 +170,4 @@ class SensorSource(SourceThread):
         timed = Window(
             window.index, window.start_ts, window.end_ts, window.data, window.first_sample, capture_ms
         )
-        return self.handoff.put(timed, self.stop_event)
+        return self.deliver(timed)
