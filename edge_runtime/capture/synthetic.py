@@ -37,9 +37,9 @@ class SyntheticSource(SourceThread):
         due = time.monotonic()
         index = 0
         while not self.stop_event.is_set() and (self.limit is None or index < self.limit):
+            due = pace(due, self.fps, self.stop_event)  # wait first: see VideoSource
             t0 = time.perf_counter()
             image = pattern(index, self.width, self.height)
             render_ms = (time.perf_counter() - t0) * 1e3  # the pacing wait is not capture work
-            due = pace(due, self.fps, self.stop_event)
             self.emit(image, render_ms)
             index += 1
