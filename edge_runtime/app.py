@@ -39,8 +39,9 @@ from edge_runtime.window_predictor import make_predictor, source_mismatch
 logger = logging.getLogger(__name__)
 
 
-def _load(name: str, mc: ModelConfig, cache_dir: Path) -> Predictor:
-    options = BackendOptions(
+def model_options(mc: ModelConfig, cache_dir: Path) -> BackendOptions:
+    """How the runtime runs a configured model."""
+    return BackendOptions(
         accelerator=mc.accelerator,
         threads=mc.threads,
         allow_cpu_fallback=mc.allow_cpu_fallback,
@@ -53,7 +54,10 @@ def _load(name: str, mc: ModelConfig, cache_dir: Path) -> Predictor:
         exact_int8=mc.exact_int8,
         streams=None if mc.streams == "auto" else mc.streams,
     )
-    model = load_model(mc.path, mc.backend, options)
+
+
+def _load(name: str, mc: ModelConfig, cache_dir: Path) -> Predictor:
+    model = load_model(mc.path, mc.backend, model_options(mc, cache_dir))
     logger.info(
         "model %s: %s v%s (%s/%s, %d stream(s))",
         name,

@@ -134,12 +134,12 @@ class Pipeline:
         return min(stamps) if stamps else None
 
     def start(self) -> None:
-        """Start the source, then the stages."""
+        """Start the stages, then the source (an attached source needs the inference threads)."""
         if self.source.unpaced:  # stage 1 runs in the source's thread (SourceThread.attach)
             self.source.attach(self._accept)
-        self.source.start()
         for thread in self._threads:
             thread.start()
+        self.source.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop capture; let the frames in flight finish and reach the outbox."""
@@ -156,18 +156,24 @@ class Pipeline:
 
     # -- stage 1: capture -> preprocess ---------------------------------------------------------
     def _accept(self, item: Frame | Window, stop: threading.Event) -> bool:
-        """Stage 1 in a lossless source's own thread, right after capture; False once stopped."""
+        """Stage 1 in an unpaced source's own thread, right after capture; False once stopped.
+
+        A prepared frame is handed over even when the stop comes meanwhile (the inference threads
+        run until every frame before the end marker is done, as :meth:`stop` promises); it is
+        dropped only if no inference thread is left to take it.
+        """
         self.metrics.frame_seen()
         if self._skip(item):
             return True
         job = self._stage("prepare", self._prepare, item)
         if job is None:
-            return True
+            return not stop.is_set()
         job.ticket, self._tickets = self._tickets, self._tickets + 1
         while not self._to_infer.put(job, timeout=0.1):  # lossless back-pressure
-            if stop.is_set() or not any(t.is_alive() for t in self._infer_threads):
+            stop.is_set()  # a turn on the stop flag: the watchdog sees this thread alive
+            if not any(t.is_alive() for t in self._infer_threads):
                 return False
-        return True
+        return not stop.is_set()
 
     def _run(self) -> None:
         """Stage 1 for a live source (an attached source only sends its end of stream here)."""

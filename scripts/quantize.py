@@ -218,7 +218,8 @@ def quantize_onnx(
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "preprocessed.onnx"
         quant_pre_process(str(float_model), str(prepared))
-        overrides = {name: [{"axis": 0, "reduce_range": False}] for name in _depthwise_weights(prepared)}
+        full = {"axis": 0, "reduce_range": False} if per_channel else {"reduce_range": False}
+        overrides = {name: [dict(full)] for name in _depthwise_weights(prepared)}  # ORT may edit them
         quantize_static(
             str(prepared),
             str(out_model),

@@ -160,6 +160,7 @@ def test_exact_int8_gives_exact_products_where_the_default_kernels_may_saturate(
     exactly 64, but each pair of uint8 x int8 products is 64,770, which ORT's default kernels on x86
     CPUs without VNNI saturate at 32,767 (they return about 32 there). The model key
     ``exact_int8: true`` must reach the session and give 64 on every CPU."""
+    from edge_runtime.app import model_options
     from edge_runtime.config.loader import load_config
     from edge_runtime.inference.onnx import OnnxBackend
 
@@ -169,9 +170,11 @@ def test_exact_int8_gives_exact_products_where_the_default_kernels_may_saturate(
         f"models:\n  m:\n    path: {model}\n    exact_int8: true\n"
         "pipelines:\n  - {name: p, model: m, source: {type: synthetic}}\n"
     )
-    assert load_config(config).models["m"].exact_int8 is True
-    for exact in (True, False):
-        backend = OnnxBackend(model, BackendOptions(threads=1, exact_int8=exact))
+    configured = model_options(load_config(config).models["m"], tmp_path)
+    assert configured.exact_int8 is True
+    for options in (configured, BackendOptions(threads=1)):
+        exact = options.exact_int8
+        backend = OnnxBackend(model, options)
         try:
             (out,) = backend.infer([np.ones((1, 64), np.float32)])
         finally:

@@ -143,6 +143,25 @@ def test_files_read_at_full_speed_are_preprocessed_in_the_source_thread(
     assert model.prepared_on == [thread] * FRAMES
 
 
+def test_a_stop_while_the_source_waits_to_hand_over_loses_no_prepared_frame(tmp_path: Path) -> None:
+    """Looping images at ``fps: 0`` into a slow model: the source thread is blocked handing over a
+    prepared frame when the stop comes. Every frame it prepared is still inferred and committed,
+    in order, and the pipeline ends."""
+    model = Model("1", delays=dict.fromkeys(range(1000), 0.08))  # 2 runs: longer than a put's 0.1 s
+    outbox = Outbox(tmp_path / "outbox.db")
+    source = ImagesSource("p", IMAGES, fps=0.0, loop=True)
+    pipeline = Pipeline("p", source, SharedModel("m", model), outbox, topic="t", device="d")  # type: ignore[arg-type]
+    pipeline.start()
+    assert wait_for(lambda: model.runs >= 3, 10)
+    pipeline.stop(timeout=5)
+    assert wait_for(lambda: pipeline.done, 5)
+    rows = [json.loads(m.payload) for m in outbox.fetch(0, 1000)]
+    outbox.close()
+    assert pipeline.metrics.errors == 0
+    assert model.prepared == model.runs == pipeline.metrics.inferred == len(rows) > 3
+    assert [r["frame"]["index"] for r in rows] == list(range(len(rows)))
+
+
 def test_a_frame_prepared_by_a_model_swapped_out_meanwhile_is_prepared_again(tmp_path: Path) -> None:
     """Model 1 is inside its first call and is preparing frame 1 when model 2 replaces it:
     frame 1 is prepared again and run by model 2, never run on model 1."""
