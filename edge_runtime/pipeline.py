@@ -79,14 +79,14 @@ _END = object()  # passed down the stages after the last job
 class Pipeline:
     """Frames from ``source`` through ``model`` into ``outbox``, in three overlapping stages.
 
-    Stage 1 preprocesses: in the source's own thread for a file read at full speed (the frame is
-    still in the cache decoding filled, and one queue hop is saved), otherwise in
-    ``pipeline-<name>``. ``infer-<name>`` runs the model (one thread per copy of the
-    model, ``streams``, each on its own frame), ``post-<name>`` puts results back in frame order,
-    decodes, encodes JSON and commits to the outbox (at a low rate an inference thread that
-    waited for its frame does that itself: one wake-up less). Small queues between them keep
-    each frame's latency low and let preprocessing and publishing of neighbouring frames run
-    while the runtime (which releases the GIL) computes, instead of after it.
+    Stage 1 preprocesses: in the source's own thread for a file source (the frame is still in the
+    cache decoding filled, and one queue hop is saved), otherwise in ``pipeline-<name>``.
+    ``infer-<name>`` runs the model (one thread per copy of the model, ``streams``, each on its
+    own frame), ``post-<name>`` puts results back in frame order, decodes, encodes JSON and
+    commits to the outbox (at a low rate an inference thread that waited for its frame does that
+    itself: one wake-up less). Small queues between them keep each frame's latency low and let
+    preprocessing and publishing of neighbouring frames run while the runtime (which releases the
+    GIL) computes, instead of after it.
     """
 
     def __init__(
@@ -135,7 +135,7 @@ class Pipeline:
 
     def start(self) -> None:
         """Start the stages, then the source (an attached source needs the inference threads)."""
-        if self.source.unpaced:  # stage 1 runs in the source's thread (SourceThread.attach)
+        if self.source.hosts_first_stage:  # stage 1 runs in the source's thread (SourceThread.attach)
             self.source.attach(self._accept)
         for thread in self._threads:
             thread.start()
@@ -156,7 +156,7 @@ class Pipeline:
 
     # -- stage 1: capture -> preprocess ---------------------------------------------------------
     def _accept(self, item: Frame | Window, stop: threading.Event) -> bool:
-        """Stage 1 in an unpaced source's own thread, right after capture; False once stopped.
+        """Stage 1 in a file source's own thread, right after decoding; False once stopped.
 
         A prepared frame is handed over even when the stop comes meanwhile (the inference threads
         run until every frame before the end marker is done, as :meth:`stop` promises); it is

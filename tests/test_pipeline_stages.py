@@ -131,16 +131,13 @@ def test_at_a_low_rate_each_inference_thread_posts_its_own_results(tmp_path: Pat
     assert FRAMES >= 4 and kinds[1:-1] == ["infer"] * (FRAMES - 2), kinds
 
 
-@pytest.mark.parametrize(("fps", "thread"), [(0.0, "source"), (20.0, "pipeline")])
-def test_files_read_at_full_speed_are_preprocessed_in_the_source_thread(
-    tmp_path: Path, fps: float, thread: str
-) -> None:
-    """At ``fps: 0`` stage 1 runs right after decoding, in the source's own thread (one queue hop
-    less); a paced source hands its frames to the pipeline thread. Order and completeness are
-    checked by run_pipeline either way."""
+@pytest.mark.parametrize("fps", [0.0, 20.0])
+def test_a_file_source_preprocesses_in_its_own_thread(tmp_path: Path, fps: float) -> None:
+    """Stage 1 runs right after decoding, in the source's own thread (one queue hop less), at full
+    speed and paced. Order and completeness are checked by run_pipeline."""
     model = Model("1", copies=2)
     run_pipeline(tmp_path, SharedModel("m", model), streams=2, fps=fps)  # type: ignore[arg-type]
-    assert model.prepared_on == [thread] * FRAMES
+    assert model.prepared_on == ["source"] * FRAMES
 
 
 def test_a_stop_while_the_source_waits_to_hand_over_loses_no_prepared_frame(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ class VideoFileSource(SourceThread):
     """Decode a video file, paced by ``fps`` (0 = as fast as the pipeline takes them)."""
 
     lossless = True
+    hosts_first_stage = True
 
     def __init__(
         self,
@@ -58,10 +59,6 @@ class VideoFileSource(SourceThread):
         if self.decode_threads == 0:  # FFmpeg's own choice
             return cv2.VideoCapture(path)
         return cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, self.decode_threads])
-
-    @property
-    def unpaced(self) -> bool:
-        return self.fps <= 0
 
     def produce(self) -> None:
         """Read every frame; rewind when looping."""
@@ -107,15 +104,12 @@ class ImagesSource(SourceThread):
     """Every image of a folder or glob, in name order; unreadable files are skipped and logged."""
 
     lossless = True
+    hosts_first_stage = True
 
     def __init__(self, name: str, pattern: str, fps: float = 0.0, loop: bool = False) -> None:
         super().__init__(name)
         self.pattern, self.fps, self.loop = pattern, fps, loop
         self.skipped = 0
-
-    @property
-    def unpaced(self) -> bool:
-        return self.fps <= 0
 
     def produce(self) -> None:
         """Decode and hand over each image."""

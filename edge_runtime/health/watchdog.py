@@ -13,9 +13,9 @@ Each pipeline has two threads, and each leaves stamps (monotonic seconds) that c
   frame, state change and the end of every *wait*. A wait is time spent on its stop flag by
   design: pacing to ``fps``, backing off before a reconnect. While in one it is ``waiting``.
 * each stage of a pipeline stamps ``busy_since`` when it takes a frame into processing (preprocess,
-  inference, postprocess, outbox) and clears it when the frame is done. For a file read at
-  ``fps: 0`` the source thread runs the preprocessing itself, so a preprocessing call longer than
-  the limit is reported as a stall of both the source and the pipeline.
+  inference, postprocess, outbox) and clears it when the frame is done. For a file source the
+  source thread runs the preprocessing itself, so a preprocessing call longer than the limit is
+  reported as a stall of both the source and the pipeline.
 
 With ``limit`` the stall limit (by default the watchdog interval, ``WatchdogSec=``):
 
