@@ -68,3 +68,36 @@ def test_decode_threads_auto_by_default_and_positive_when_given() -> None:
         "t", adapter.validate_python({"type": "video", "path": str(DEMO), "decode_threads": 2})
     )
     assert isinstance(source, VideoFileSource) and source.decode_threads == 2
+
+
+def test_a_paced_looping_video_spends_its_frame_slots_on_frames_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A paced source waits for a frame's slot before it decodes (so that nothing runs right after a
+    hand-over); the read that finds the end of the file must not use up a slot, or every loop would
+    add a frame's pause. With the pacing clock replaced by a counter, slot k goes to frame k."""
+    video = tmp_path / "three.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 32))
+    for value in (0, 100, 200):
+        writer.write(np.full((32, 32, 3), value, np.uint8))
+    writer.release()
+    slots: list[float] = []
+
+    def counting_pace(due: float, fps: float, stop: object) -> float:
+        slots.append(due)
+        return due + 1
+
+    monkeypatch.setattr("edge_runtime.capture.files.pace", counting_pace)
+    source = VideoFileSource("t", video, fps=10, loop=True)
+    start = None
+    source.start()
+    try:
+        for index in range(8):  # almost three loops of three frames
+            frame = source.handoff.get(timeout=10.0)
+            assert frame and frame.index == index
+            start = slots[0] if start is None else start
+    finally:
+        source.stop()
+    used = [s - start for s in slots]
+    # each end of file asks for a slot once more, and the next loop's first frame gets the same one
+    assert used[:11] == [0, 1, 2, 3, 3, 4, 5, 6, 6, 7, 8][: len(used[:11])] and len(used) >= 10
