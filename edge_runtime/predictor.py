@@ -9,7 +9,6 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import cv2
 import numpy as np
 import numpy.typing as npt
 
@@ -85,11 +84,9 @@ class Predictor:
             resized, transform = geometry.center_crop(image_bgr, size, p.crop_fraction, p.interpolation)
         else:
             resized, transform = geometry.stretch(image_bgr, size, p.interpolation)
-        if p.color == "rgb":
-            resized = np.asarray(cv2.cvtColor(resized, cv2.COLOR_BGR2RGB), np.uint8)
         if self._encoder is None:
             self._encoder = InputEncoder(self.model.image_input, p.mean, p.std)
-        return [self._encoder(resized)], transform
+        return [self._encoder(resized, swap_rb=p.color == "rgb")], transform
 
     def postprocess(self, outputs: list[npt.NDArray[Any]], transform: geometry.Transform) -> InferenceResult:
         """Output tensors -> result in original-image coordinates."""

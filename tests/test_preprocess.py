@@ -104,3 +104,6 @@ def test_input_encoder_is_bit_identical_to_the_arithmetic(
     got = InputEncoder(spec, mean, std)(image)
     assert got.dtype == expected.dtype and got.shape == expected.shape
     assert np.array_equal(got, expected)
+    # a BGR image in, an RGB tensor out: the same as converting first
+    rgb = to_input(np.ascontiguousarray(image[:, :, ::-1]), spec, mean, std)
+    assert np.array_equal(InputEncoder(spec, mean, std)(image, swap_rb=True), rgb)
