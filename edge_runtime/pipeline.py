@@ -162,21 +162,27 @@ class Pipeline:
         run until every frame before the end marker is done, as :meth:`stop` promises); it is
         dropped only if no inference thread is left to take it.
         """
-        self.metrics.frame_seen()
-        if self._skip(item):
-            return True
-        job = self._stage("prepare", self._prepare, item)
+        job = self._admit(item)
         if job is None:
             return not stop.is_set()
-        job.ticket, self._tickets = self._tickets, self._tickets + 1
         while not self._to_infer.put(job, timeout=0.1):  # lossless back-pressure
             stop.is_set()  # a turn on the stop flag: the watchdog sees this thread alive
             if not any(t.is_alive() for t in self._infer_threads):
                 return False
         return not stop.is_set()
 
+    def _admit(self, item: Frame | Window) -> _Job | None:
+        """Count, skip or preprocess a frame; a prepared one gets the next ticket."""
+        self.metrics.frame_seen()
+        if self._skip(item):
+            return None
+        job = self._stage("prepare", self._prepare, item)
+        if job is not None:
+            job.ticket, self._tickets = self._tickets, self._tickets + 1
+        return job
+
     def _run(self) -> None:
-        """Stage 1 for a live source (an attached source only sends its end of stream here)."""
+        """Stage 1 for the other sources (an attached one only sends its end of stream here)."""
         yield_to_inference()
         try:
             while not self.stop_event.is_set():
@@ -191,12 +197,8 @@ class Pipeline:
                     return
                 if frame is False:
                     continue
-                self.metrics.frame_seen()
-                if self._skip(frame):
-                    continue
-                job = self._stage("prepare", self._prepare, frame)
+                job = self._admit(frame)
                 if job is not None:
-                    job.ticket, self._tickets = self._tickets, self._tickets + 1
                     self._pass(self._to_infer, job, self._infer_threads)
         finally:
             for _ in self._infer_threads:

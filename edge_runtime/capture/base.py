@@ -2,7 +2,7 @@
 
 File sources hand frames over through a bounded queue (back-pressure: nothing is dropped); live
 sources through a one-frame slot that keeps only the freshest frame and counts what it replaced.
-A lossless source can instead be given a sink (:meth:`SourceThread.attach`): the pipeline's first
+A file source can instead be given a sink (:meth:`SourceThread.attach`): the pipeline's first
 stage, run on each frame in the source's own thread.
 """
 
@@ -67,6 +67,7 @@ class SourceThread:
     """Base of all sources: runs :meth:`produce` in a named daemon thread."""
 
     lossless = False
+    hosts_first_stage = False  # file sources may run the pipeline's first stage (attach)
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -84,8 +85,6 @@ class SourceThread:
     def start(self) -> None:
         """Start capturing."""
         self._thread.start()
-
-    hosts_first_stage = False  # lossless sources that may run the pipeline's first stage (attach)
 
     def attach(self, sink: Sink) -> None:
         """Before :meth:`start`, file sources only: give each frame to ``sink`` in this thread.
