@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 from pathlib import Path
 
 from edge_runtime.config.sections import MqttConfig
@@ -36,28 +38,46 @@ def test_messages_published_from_another_thread_arrive_in_order(broker: Broker, 
     assert seqs == list(range(COUNT))
 
 
-def test_a_row_committed_while_nothing_is_in_flight_is_sent_by_the_committing_thread(
+def test_the_committing_thread_sends_its_rows_and_takes_the_acks_that_came_meanwhile(
     broker: Broker, recorder: Recorder, tmp_path: Path
 ) -> None:
     """At a low rate a result leaves on the thread that committed it, without waiting for the
-    publisher thread to wake; while a message is in flight, new rows wait for its PUBACK, which
-    the publisher thread handles (here it is started only later)."""
+    publisher thread to wake; that thread also takes the PUBACKs that came since (no wake-up per
+    ack). Delivered rows are deleted in batches by the publisher thread (here started only later).
+    While the broker is paused a row waits behind the one in flight, and goes after its PUBACK."""
     cfg = MqttConfig(host="127.0.0.1", port=broker.port, topic_prefix="t")
     link = MqttLink(cfg, Topics("t", "dev"), client_id="dev", groups=[], status=dict)
     outbox = Outbox(tmp_path / "outbox.db")
     publisher = Publisher(outbox, link)  # its thread is not started yet
     link.start()
+
+    def put() -> None:
+        outbox.put("t/fast", lambda seq: json.dumps({"seq": seq}).encode())
+
     try:
         assert link.connected.wait(10)
-        outbox.put("t/fast", lambda seq: json.dumps({"seq": seq}).encode())
+        assert wait_for(lambda: link.acks.qsize() == 1, 10), "no PUBACK for the link's own status"
+        put()  # takes that ack from the queue, then sends
         assert wait_for(lambda: len(recorder.on("/fast")) == 1, 10), "not sent by the committing thread"
-        outbox.put("t/fast", lambda seq: json.dumps({"seq": seq}).encode())
-        assert not wait_for(lambda: len(recorder.on("/fast")) > 1, 0.5), "sent while one was in flight"
+        assert wait_for(lambda: link.acks.qsize() == 1, 10), "no PUBACK"
+        put()
+        assert wait_for(lambda: len(recorder.on("/fast")) == 2, 10), "not sent after the PUBACK came"
+        assert publisher.published >= 1 and outbox.pending == 2  # delivered, not deleted yet
         publisher.start()
-        assert wait_for(lambda: len(recorder.on("/fast")) == 2 and publisher.idle(), 10)
+        assert wait_for(lambda: outbox.pending == 0 and publisher.idle(), 10), "delivered rows not deleted"
+        assert broker.proc is not None
+        os.kill(broker.proc.pid, signal.SIGSTOP)
+        try:
+            put()  # in flight: no PUBACK while the broker is paused
+            put()
+            assert not wait_for(publisher.idle, 0.5)
+            assert outbox.pending == 2
+        finally:
+            os.kill(broker.proc.pid, signal.SIGCONT)
+        assert wait_for(lambda: len(recorder.on("/fast")) == 4 and publisher.idle(), 10)
     finally:
         publisher.stop()
         link.stop()
         outbox.close()
-    assert [m["seq"] for m in recorder.on("/fast")] == [1, 2]
-    assert publisher.published == 2
+    assert [m["seq"] for m in recorder.on("/fast")] == [1, 2, 3, 4]
+    assert publisher.published == 4 and outbox.pending == 0

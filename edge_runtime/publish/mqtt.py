@@ -54,7 +54,8 @@ class MqttLink:
         self.cfg, self.topics, self.groups, self._status = cfg, topics, groups, status
         self.connected = threading.Event()
         self.acks: queue.SimpleQueue[Ack] = queue.SimpleQueue()
-        self.ack_event: threading.Event | None = None  # also set on every ack (the publisher's wake-up)
+        # called on paho's thread after each ack is queued (the publisher decides whether to wake)
+        self.on_ack: Callable[[bool], None] | None = None
         self.inbound: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=1000)
         self.reconnects = 0
         self.connects = 0
@@ -172,9 +173,8 @@ class MqttLink:
     def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason: Any, _p: Any) -> None:
         failed = reason.is_failure
         self.acks.put(Ack(mid, not failed, str(reason) if failed else ""))
-        event = self.ack_event
-        if event is not None and not event.is_set():  # set() runs Python-level locking: only when needed
-            event.set()
+        if self.on_ack is not None:
+            self.on_ack(not failed)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         try:

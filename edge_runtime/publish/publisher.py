@@ -1,7 +1,10 @@
 """Moves messages from the outbox to the broker, in order, deleting each only on its PUBACK.
 
 A window of ``max_inflight`` messages is in flight at once, so a backlog drains at full speed.
-After a disconnect everything unacknowledged is sent again from the oldest row (subscribers
+Delivered rows are deleted in batches, a few tenths of a second after their PUBACK or every
+:data:`DELETE_AT` rows: one transaction and no thread wake-up per message. A crash in between
+sends those few again on the next start, as after a lost PUBACK. After a disconnect everything
+unacknowledged is sent again from the oldest row (subscribers
 de-duplicate by ``id``); a refused message (PUBACK reason code >= 0x80) is retried a few times and
 then given up and counted, so one poisoned message cannot block the queue forever.
 """
@@ -11,12 +14,16 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 
 from edge_runtime.publish.mqtt import Ack, MqttLink
 from edge_runtime.publish.outbox import Outbox
 from edge_runtime.scheduling import yield_to_inference
 
 logger = logging.getLogger(__name__)
+
+DELETE_AT = 256  # delivered rows deleted at once, without waiting for DELETE_AFTER_S
+DELETE_AFTER_S = 0.1  # delivered rows this old are deleted at the publisher thread's next turn
 
 
 class Publisher:
@@ -29,14 +36,16 @@ class Publisher:
         self._inflight: dict[int, int] = {}  # mid -> row id
         self._cursor = 0  # highest row id handed to paho in this connection
         self._rewind = False
+        self._delivered: list[int] = []  # acknowledged rows not deleted yet (_delete)
+        self._delivered_since = 0.0
         # One wake-up for both kinds of work: a new row (the outbox calls _rows_added) or an ack
-        # (the link sets it), so neither waits behind a timeout meant for the other.
+        # that frees room for waiting rows (_ack_arrived), so neither waits behind a timeout.
         self._wake = threading.Event()
         # The window (_inflight, _cursor, _rewind) belongs to whoever holds this lock: the
         # publisher thread, or a committing thread that sends its own rows (_rows_added).
         self._lock = threading.Lock()
         outbox.on_added = self._rows_added
-        link.ack_event = self._wake
+        link.on_ack = self._ack_arrived
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
 
     def start(self) -> None:
@@ -47,27 +56,43 @@ class Publisher:
         """Stop the thread (what is not acknowledged stays in the outbox)."""
         self.stop_event.set()
         self._wake.set()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout)
 
     def idle(self) -> bool:
-        """True when nothing is pending or in flight."""
-        return self.outbox.pending == 0 and not self._inflight
+        """True when nothing is pending or in flight (delivered rows may wait for deletion)."""
+        return self.outbox.pending <= len(self._delivered) and not self._inflight
+
+    def _ack_arrived(self, ok: bool) -> None:
+        """An ack is queued (paho's thread): wake this thread only if it has work now.
+
+        Work is rows waiting for room in the window, a refusal, or a full batch of deletions; a
+        plain ack at a steady rate waits for the next wake-up (or the wait's timeout), so acks
+        cost no thread switch each. The checks run after the ack is queued and the committing
+        thread updates the outbox before it collects acks (_rows_added): one of the two sees the
+        other, and a row never waits for a timeout.
+        """
+        many = len(self._delivered) + self.link.acks.qsize() >= DELETE_AT
+        if (not ok or many or self.outbox.last_id > self._cursor) and not self._wake.is_set():
+            self._wake.set()
 
     def _rows_added(self) -> None:
         """New rows are committed (called on the committing thread).
 
-        While messages are in flight, their PUBACKs wake this thread within a round trip, and it
-        sends every new row then, in one go: at a high rate, one wake-up per batch of rows rather
-        than one per row and another per ack. With nothing in flight (a low rate) the committing
-        thread sends its rows itself, unless this thread is busy with the window: a frame's result
-        then leaves without waiting for a thread to wake. Offline, this thread wakes at once. If an
+        While messages are in flight, the PUBACK that frees the window wakes this thread within a
+        round trip (_ack_arrived), and it sends every new row then, in one go: at a high rate, one
+        wake-up per batch of rows rather than one per row and another per ack. With nothing in
+        flight (a low rate, or their acks have come) the committing thread sends its rows itself,
+        unless this thread is busy with the window: a frame's result then leaves without waiting
+        for a thread to wake. Offline, this thread wakes at once. If an
         ack never comes, the wait's own timeout sends the rows.
         """
         connected = self.link.connected.is_set()
-        if connected and self._inflight:
-            return
         if connected and not self._rewind and not self.stop_event.is_set() and self._lock.acquire(False):
             try:
+                self._collect_acks()
+                if self._inflight:  # their acks wake the publisher thread (_ack_arrived)
+                    return
                 if self._send_window():
                     return
             except Exception:  # the publisher thread tries again (and logs what stays wrong)
@@ -84,6 +109,9 @@ class Publisher:
             except Exception:  # keep publishing whatever one bad step did
                 logger.exception("publisher step failed")
                 self.stop_event.wait(1.0)
+        with self._lock:
+            self._collect_acks()
+            self._delete(force=True)
 
     def _step(self) -> None:
         if not self.link.connected.wait(0.2):
@@ -92,23 +120,21 @@ class Publisher:
             return
         self._wake.clear()  # before looking for work: a row or an ack arriving later wakes us
         with self._lock:
-            sent = self._send_window()
             acked = self._collect_acks()
             if self._rewind and not self._inflight:
                 self._cursor, self._rewind = 0, False
+            sent = self._send_window()
+            self._delete()
         if not sent and not acked:
-            self._wake.wait(0.2)
+            self._wake.wait(DELETE_AFTER_S if self._delivered else 0.2)
 
     def _reset(self) -> None:
         """Connection lost: forget in-flight mids; start again from the oldest pending row."""
+        self._collect_acks()  # what the broker acknowledged before the loss is delivered
+        self._delete(force=True)
         if self._inflight or self._cursor:
             self._inflight.clear()
             self._cursor = 0
-        while True:  # acks from the old connection are meaningless now
-            try:
-                self.link.acks.get_nowait()
-            except queue.Empty:
-                break
 
     def _send_window(self) -> int:
         room = self.max_inflight - len(self._inflight)
@@ -148,6 +174,20 @@ class Publisher:
             else:
                 logger.warning("publisher: broker refused message %d (%s); will retry", row_id, ack.reason)
                 self._rewind = True
-        self.outbox.ack(delivered)
+        if delivered and not self._delivered:
+            self._delivered_since = time.monotonic()
+        self._delivered += delivered
         self.published += len(delivered)
         return len(acks)
+
+    def _delete(self, force: bool = False) -> None:
+        """Delete the delivered rows when there are enough of them, or the oldest has waited."""
+        if not self._delivered:
+            return
+        if (
+            force
+            or len(self._delivered) >= DELETE_AT
+            or (time.monotonic() - self._delivered_since >= DELETE_AFTER_S)
+        ):
+            delivered, self._delivered = self._delivered, []
+            self.outbox.ack(delivered)
