@@ -2,7 +2,10 @@
 
 Rows are published in insertion order and deleted only when the broker's PUBACK arrives, so a
 broker outage, a network loss or a daemon crash loses nothing that was committed. ``seq`` is kept
-per topic in the same transaction as the message, so it survives restarts and never repeats.
+per topic: in the message's own row, and in ``meta`` by the transaction that deletes the newest
+row of a topic, so it survives restarts and never repeats. A message costs one page write: row
+ids are given here, not by ``AUTOINCREMENT`` (whose counter table is another page each commit),
+and ``meta`` is not touched by a plain insert.
 
 Durability: WAL journal with ``synchronous=NORMAL`` by default — a committed message survives a
 crash or SIGKILL of the daemon (the WAL is in the OS page cache), and commits need no fsync, which
@@ -27,18 +30,20 @@ logger = logging.getLogger(__name__)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
     qos INTEGER NOT NULL,
     retain INTEGER NOT NULL,
     created REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0
+    attempts INTEGER NOT NULL DEFAULT 0,
+    seq INTEGER
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
 PayloadFactory = Callable[[int], bytes]  # seq -> payload bytes
+_Row = tuple[int, str, bytes, int, int, float, int]  # id, topic, payload, qos, retain, created, seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +92,18 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._db.executescript(SCHEMA)
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+            if "seq" not in columns:  # an outbox from before seq was kept in the rows
+                self._db.execute("ALTER TABLE messages ADD COLUMN seq INTEGER")
         except (OSError, sqlite3.Error) as exc:
             raise EdgeRuntimeError(f"{path}: cannot open the outbox: {exc}") from exc
         self._lock = threading.Lock()
         self._meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        for topic, seq in self._db.execute(
+            "SELECT topic, MAX(seq) FROM messages WHERE seq IS NOT NULL GROUP BY topic"
+        ):
+            key = f"seq:{topic}"
+            self._meta[key] = max(int(self._meta.get(key, 0)), int(seq))
         count, size = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages"
         ).fetchone()
@@ -132,52 +145,60 @@ class Outbox:
         seqs: list[int] = []
         with self._lock:
             meta = dict(self._meta)
-            rows: list[tuple[str, bytes, int, int, float]] = []
+            rows: list[_Row] = []
             for item in items:
                 seq = int(meta.get(f"seq:{item.topic}", 0)) + 1
                 meta[f"seq:{item.topic}"] = seq
                 seqs.append(seq)
-                rows.append((item.topic, item.make_payload(seq), item.qos, int(item.retain), time.time()))
-            rows = self._make_room(rows, meta)
+                payload = item.make_payload(seq)
+                rows.append((0, item.topic, payload, item.qos, int(item.retain), time.time(), seq))
             try:
                 self._db.execute("BEGIN IMMEDIATE")
+                freed = self._make_room(rows, meta)
+                rows = [(self._last_id + 1 + i, *row[1:]) for i, row in enumerate(rows)]
                 self._db.executemany(
-                    "INSERT INTO messages (topic, payload, qos, retain, created) VALUES (?, ?, ?, ?, ?)", rows
+                    "INSERT INTO messages (id, topic, payload, qos, retain, created, seq)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
                 )
-                last = self._db.execute("SELECT last_insert_rowid()").fetchone()[0]  # before meta's
-                self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta.items())
+                if freed:  # the drop count changed, and maybe a topic's newest row went
+                    self._db.executemany(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta.items()
+                    )
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._db.execute("ROLLBACK") if self._db.in_transaction else None
                 raise EdgeRuntimeError(f"{self.path}: outbox write failed: {exc}") from exc
             self._meta = meta
             self._count += len(rows)
-            self._last_id = max(self._last_id, int(last)) if rows else self._last_id
-            self._bytes += sum(len(r[1]) for r in rows)
+            self._last_id += len(rows)
+            self._bytes += sum(len(r[2]) for r in rows)
         if rows:
             self.on_added()
         return seqs
 
-    def _make_room(
-        self, rows: list[tuple[str, bytes, int, int, float]], meta: dict[str, int]
-    ) -> list[tuple[str, bytes, int, int, float]]:
-        """Apply the drop policy so that the store stays within its bounds (lock held)."""
-        new_bytes = sum(len(r[1]) for r in rows)
+    def _make_room(self, rows: list[_Row], meta: dict[str, int]) -> bool:
+        """Apply the drop policy so that the store stays within its bounds (in the transaction).
+
+        Drops from ``rows`` in place (newest) or deletes stored rows (oldest); True if any went.
+        """
+        new_bytes = sum(len(r[2]) for r in rows)
         over_count = self._count + len(rows) - self.max_messages
         over_bytes = self._bytes + new_bytes - self.max_bytes
         if over_count <= 0 and over_bytes <= 0:
-            return rows
+            return False
         if self.drop_policy == "newest":
-            keep: list[tuple[str, bytes, int, int, float]] = []
+            keep: list[_Row] = []
             count, size = self._count, self._bytes
             for r in rows:
-                if count + 1 <= self.max_messages and size + len(r[1]) <= self.max_bytes:
+                if count + 1 <= self.max_messages and size + len(r[2]) <= self.max_bytes:
                     keep.append(r)
-                    count, size = count + 1, size + len(r[1])
+                    count, size = count + 1, size + len(r[2])
             meta["dropped"] = int(meta.get("dropped", 0)) + len(rows) - len(keep)
-            return keep
+            rows[:] = keep
+            return True
         self._drop_oldest(max(over_count, 0), max(over_bytes, 0), meta)
-        return rows
+        return True
 
     def _drop_oldest(self, count: int, size: int, meta: dict[str, int]) -> None:
         victims: list[int] = []
@@ -215,15 +236,20 @@ class Outbox:
             return
         with self._lock:
             count = size = 0
+            topics: set[str] = set()
             self._db.execute("BEGIN IMMEDIATE")
             for at in range(0, len(id_list), 500):
                 chunk = id_list[at : at + 500]
                 marks = ",".join("?" * len(chunk))
-                lengths = self._db.execute(
-                    f"DELETE FROM messages WHERE id IN ({marks}) RETURNING LENGTH(payload)", chunk
+                gone = self._db.execute(
+                    f"DELETE FROM messages WHERE id IN ({marks}) RETURNING topic, LENGTH(payload)", chunk
                 ).fetchall()
-                count += len(lengths)  # an id may be gone already (dropped by the size policy)
-                size += sum(int(r[0]) for r in lengths)
+                count += len(gone)  # an id may be gone already (dropped by the size policy)
+                size += sum(int(r[1]) for r in gone)
+                topics.update(r[0] for r in gone)
+            # the seq of a topic lives on in meta once its rows are gone (one page per batch)
+            seqs = [(k, self._meta[k]) for k in (f"seq:{t}" for t in topics) if k in self._meta]
+            self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", seqs)
             self._db.execute("COMMIT")
             self._count -= count
             self._bytes -= size
