@@ -6,6 +6,9 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
+from edge_runtime.errors import EdgeRuntimeError
 from edge_runtime.publish.outbox import Outbox, Outgoing
 
 
@@ -148,4 +151,45 @@ def test_a_message_costs_one_page_write(tmp_path: Path) -> None:
         box.put("a", _payload)
     frames = (wal.stat().st_size - before) / frame
     assert 50 <= frames <= 55, frames
+    box.close()
+
+
+def test_delivered_rows_leave_with_the_next_commit_and_are_never_counted_as_dropped(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", max_messages=5, drop_policy="oldest")
+    for _ in range(5):
+        box.put("a", _payload)
+    box.delivered(m.id for m in box.fetch(0, 3))
+    assert box.pending == 2 and box.delivered_waiting[0] == 3
+    for _ in range(3):  # room is made by the delivered rows, not by dropping pending ones
+        box.put("a", _payload)
+    assert box.dropped == 0 and box.pending == 5 and box.delivered_waiting[0] == 0
+    assert _seqs(box) == [4, 5, 6, 7, 8]
+    box.delivered([box.fetch(0, 1)[0].id])
+    box.flush_delivered()  # the publisher's turn when nothing new commits
+    assert _seqs(box) == [5, 6, 7, 8] and box.pending == 4
+    box.close()
+    again = Outbox(tmp_path / "o.db")
+    assert again.pending == 4 and again.put("a", _payload) == 9
+    again.close()
+
+
+def test_a_failed_commit_leaves_the_store_and_its_counts_as_they_were(tmp_path: Path) -> None:
+    """A full disk (a trigger stands in for it) fails the insert: the drop policy's deletions and
+    the delivered rows' deletion in that transaction are rolled back, and so are the counts."""
+    box = Outbox(tmp_path / "o.db", max_messages=10, drop_policy="oldest")
+    for _ in range(10):
+        box.put("a", lambda seq: b"x" * 100)
+    box.delivered([box.fetch(0, 1)[0].id])
+    box._db.execute(
+        "CREATE TRIGGER full BEFORE INSERT ON messages WHEN NEW.topic = 'boom'"
+        " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    )
+    for _ in range(3):
+        with pytest.raises(EdgeRuntimeError, match="disk is full"):
+            box.put_many([Outgoing("boom", _payload), Outgoing("boom", _payload)])
+    rows, size = box._db.execute("SELECT COUNT(*), SUM(LENGTH(payload)) FROM messages").fetchone()
+    assert (rows, size) == (10, 1000) and box.pending_bytes == 1000
+    assert box.pending == 9 and box.delivered_waiting[0] == 1 and box.dropped == 0
+    box.put("a", lambda seq: b"x" * 100)  # the disk is back: the delivered row makes the room
+    assert box.pending == 10 and box.dropped == 0
     box.close()

@@ -92,9 +92,7 @@ class Outbox:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             self._db.executescript(SCHEMA)
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
-            if "seq" not in columns:  # an outbox from before seq was kept in the rows
-                self._db.execute("ALTER TABLE messages ADD COLUMN seq INTEGER")
+            self._upgrade()
         except (OSError, sqlite3.Error) as exc:
             raise EdgeRuntimeError(f"{path}: cannot open the outbox: {exc}") from exc
         self._lock = threading.Lock()
@@ -109,18 +107,36 @@ class Outbox:
         ).fetchone()
         self._count, self._bytes = int(count), int(size)
         self._last_id = int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0])
+        self._done: set[int] = set()  # delivered rows, deleted with the next commit (delivered())
+        self._done_since = 0.0
         self.on_added: Callable[[], None] = _nothing  # called after new rows are committed (publisher)
         logger.info("outbox %s: %d pending message(s), %d dropped so far", path, self._count, self.dropped)
 
+    def _upgrade(self) -> None:
+        """Bring an outbox written by an earlier version to this schema (it keeps its rows)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+        if "seq" not in columns:  # from before seq was kept in the rows (meta holds every seq)
+            self._db.execute("ALTER TABLE messages ADD COLUMN seq INTEGER")
+        sql = self._db.execute("SELECT sql FROM sqlite_master WHERE name = 'messages'").fetchone()[0]
+        empty = self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0
+        if "AUTOINCREMENT" in sql.upper() and empty:  # its counter is a page write per message
+            self._db.execute("DROP TABLE messages")
+            self._db.executescript(SCHEMA)
+
     @property
     def pending(self) -> int:
-        """Messages stored and not yet acknowledged."""
-        return self._count
+        """Messages stored and not yet delivered."""
+        return max(0, self._count - len(self._done))
 
     @property
     def pending_bytes(self) -> int:
-        """Payload bytes stored."""
+        """Payload bytes stored (rows delivered in the last moments included)."""
         return self._bytes
+
+    @property
+    def delivered_waiting(self) -> tuple[int, float]:
+        """Delivered rows not deleted yet, and for how long the oldest has waited (s)."""
+        return len(self._done), (time.monotonic() - self._done_since) if self._done else 0.0
 
     @property
     def dropped(self) -> int:
@@ -141,7 +157,11 @@ class Outbox:
         return self.put_many([Outgoing(topic, make_payload, qos, retain)])[0]
 
     def put_many(self, items: Sequence[Outgoing]) -> list[int]:
-        """Store messages in one transaction (one commit); returns their seqs."""
+        """Store messages in one transaction (one commit); returns their seqs.
+
+        Rows delivered since the last commit are deleted in the same transaction, before the drop
+        policy looks at the store's size: a delivered row is never counted as dropped.
+        """
         seqs: list[int] = []
         with self._lock:
             meta = dict(self._meta)
@@ -154,64 +174,97 @@ class Outbox:
                 rows.append((0, item.topic, payload, item.qos, int(item.retain), time.time(), seq))
             try:
                 self._db.execute("BEGIN IMMEDIATE")
-                freed = self._make_room(rows, meta)
+                count, size = self._count, self._bytes
+                if self._done:
+                    gone, freed_bytes = self._delete_rows(self._done, meta)
+                    count, size = count - gone, size - freed_bytes
+                dropped, gone, gone_bytes = self._make_room(rows, meta, count, size)
                 rows = [(self._last_id + 1 + i, *row[1:]) for i, row in enumerate(rows)]
                 self._db.executemany(
                     "INSERT INTO messages (id, topic, payload, qos, retain, created, seq)"
                     " VALUES (?, ?, ?, ?, ?, ?, ?)",
                     rows,
                 )
-                if freed:  # the drop count changed, and maybe a topic's newest row went
+                if dropped:  # the drop count changed, and maybe a topic's newest row went
                     self._db.executemany(
                         "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta.items()
                     )
                 self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                self._db.execute("ROLLBACK") if self._db.in_transaction else None
-                raise EdgeRuntimeError(f"{self.path}: outbox write failed: {exc}") from exc
+            except BaseException as exc:
+                self._rollback()
+                if isinstance(exc, sqlite3.Error):
+                    raise EdgeRuntimeError(f"{self.path}: outbox write failed: {exc}") from exc
+                raise
+            self._done.clear()
             self._meta = meta
-            self._count += len(rows)
+            self._count = count - gone + len(rows)
+            self._bytes = size - gone_bytes + sum(len(r[2]) for r in rows)
             self._last_id += len(rows)
-            self._bytes += sum(len(r[2]) for r in rows)
         if rows:
             self.on_added()
         return seqs
 
-    def _make_room(self, rows: list[_Row], meta: dict[str, int]) -> bool:
-        """Apply the drop policy so that the store stays within its bounds (in the transaction).
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            try:
+                self._db.execute("ROLLBACK")
+            except sqlite3.Error:
+                logger.exception("outbox %s: rollback failed", self.path)
 
-        Drops from ``rows`` in place (newest) or deletes stored rows (oldest); True if any went.
+    def _make_room(
+        self, rows: list[_Row], meta: dict[str, int], count: int, size: int
+    ) -> tuple[int, int, int]:
+        """Apply the drop policy to a store of ``count`` rows and ``size`` bytes (in the transaction).
+
+        Drops from ``rows`` in place (newest) or deletes stored rows (oldest); returns how many
+        messages were dropped, and the stored rows and bytes that left with them.
         """
         new_bytes = sum(len(r[2]) for r in rows)
-        over_count = self._count + len(rows) - self.max_messages
-        over_bytes = self._bytes + new_bytes - self.max_bytes
+        over_count = count + len(rows) - self.max_messages
+        over_bytes = size + new_bytes - self.max_bytes
         if over_count <= 0 and over_bytes <= 0:
-            return False
+            return 0, 0, 0
         if self.drop_policy == "newest":
             keep: list[_Row] = []
-            count, size = self._count, self._bytes
             for r in rows:
                 if count + 1 <= self.max_messages and size + len(r[2]) <= self.max_bytes:
                     keep.append(r)
                     count, size = count + 1, size + len(r[2])
-            meta["dropped"] = int(meta.get("dropped", 0)) + len(rows) - len(keep)
+            dropped = len(rows) - len(keep)
+            meta["dropped"] = int(meta.get("dropped", 0)) + dropped
             rows[:] = keep
-            return True
-        self._drop_oldest(max(over_count, 0), max(over_bytes, 0), meta)
-        return True
-
-    def _drop_oldest(self, count: int, size: int, meta: dict[str, int]) -> None:
+            return dropped, 0, 0
         victims: list[int] = []
         freed = 0
         for row_id, length in self._db.execute("SELECT id, LENGTH(payload) FROM messages ORDER BY id"):
-            if len(victims) >= count and freed >= size:
+            if len(victims) >= over_count and freed >= over_bytes:
                 break
             victims.append(row_id)
             freed += length
         self._db.executemany("DELETE FROM messages WHERE id = ?", ((v,) for v in victims))
-        self._count -= len(victims)
-        self._bytes -= freed
         meta["dropped"] = int(meta.get("dropped", 0)) + len(victims)
+        return len(victims), len(victims), freed
+
+    def _delete_rows(self, ids: Iterable[int], meta: dict[str, int]) -> tuple[int, int]:
+        """Delete rows (in the transaction); the rows and bytes that went.
+
+        The seq of each topic that lost rows is written to ``meta``: it must outlive its rows.
+        """
+        id_list = list(ids)
+        count = size = 0
+        topics: set[str] = set()
+        for at in range(0, len(id_list), 500):
+            chunk = id_list[at : at + 500]
+            marks = ",".join("?" * len(chunk))
+            gone = self._db.execute(
+                f"DELETE FROM messages WHERE id IN ({marks}) RETURNING topic, LENGTH(payload)", chunk
+            ).fetchall()
+            count += len(gone)  # an id may be gone already (dropped by the size policy)
+            size += sum(int(r[1]) for r in gone)
+            topics.update(r[0] for r in gone)
+        seqs = [(k, meta[k]) for k in (f"seq:{t}" for t in topics) if k in meta]
+        self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", seqs)
+        return count, size
 
     @property
     def last_id(self) -> int:
@@ -230,29 +283,42 @@ class Outbox:
         return [Message(r[0], r[1], bytes(r[2]), r[3], bool(r[4])) for r in rows]
 
     def ack(self, ids: Iterable[int]) -> None:
-        """Delete delivered messages (one transaction, one statement per 500 ids)."""
+        """Delete messages now (one transaction, one statement per 500 ids)."""
         id_list = list(ids)
         if not id_list:
             return
         with self._lock:
-            count = size = 0
-            topics: set[str] = set()
+            self._delete_now(id_list)
+
+    def delivered(self, ids: Iterable[int]) -> None:
+        """Mark messages delivered: they no longer count as pending, and are deleted by the next
+        commit or :meth:`flush_delivered` (a crash before that sends them again on the next start).
+        """
+        with self._lock:
+            if not self._done:
+                self._done_since = time.monotonic()
+            self._done.update(ids)
+
+    def flush_delivered(self) -> None:
+        """Delete the delivered rows now (the publisher's turn when no new rows commit)."""
+        with self._lock:
+            if self._done:
+                self._delete_now(list(self._done))
+
+    def _delete_now(self, ids: list[int]) -> None:
+        """Delete rows in a transaction of their own (lock held)."""
+        try:
             self._db.execute("BEGIN IMMEDIATE")
-            for at in range(0, len(id_list), 500):
-                chunk = id_list[at : at + 500]
-                marks = ",".join("?" * len(chunk))
-                gone = self._db.execute(
-                    f"DELETE FROM messages WHERE id IN ({marks}) RETURNING topic, LENGTH(payload)", chunk
-                ).fetchall()
-                count += len(gone)  # an id may be gone already (dropped by the size policy)
-                size += sum(int(r[1]) for r in gone)
-                topics.update(r[0] for r in gone)
-            # the seq of a topic lives on in meta once its rows are gone (one page per batch)
-            seqs = [(k, self._meta[k]) for k in (f"seq:{t}" for t in topics) if k in self._meta]
-            self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", seqs)
+            count, size = self._delete_rows(ids, self._meta)
             self._db.execute("COMMIT")
-            self._count -= count
-            self._bytes -= size
+        except BaseException as exc:
+            self._rollback()
+            if isinstance(exc, sqlite3.Error):
+                raise EdgeRuntimeError(f"{self.path}: outbox delete failed: {exc}") from exc
+            raise
+        self._done.difference_update(ids)
+        self._count -= count
+        self._bytes -= size
 
     def refused(self, row_id: int) -> bool:
         """The broker refused a message; True when it was given up after ``max_attempts``."""

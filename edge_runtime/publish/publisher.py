@@ -1,12 +1,13 @@
 """Moves messages from the outbox to the broker, in order, deleting each only on its PUBACK.
 
 A window of ``max_inflight`` messages is in flight at once, so a backlog drains at full speed.
-Delivered rows are deleted in batches, a few tenths of a second after their PUBACK or every
-:data:`DELETE_AT` rows: one transaction and no thread wake-up per message. A crash in between
-sends those few again on the next start, as after a lost PUBACK. After a disconnect everything
-unacknowledged is sent again from the oldest row (subscribers
-de-duplicate by ``id``); a refused message (PUBACK reason code >= 0x80) is retried a few times and
-then given up and counted, so one poisoned message cannot block the queue forever.
+Delivered rows are deleted by the next commit's transaction (``Outbox.delivered``), or by this
+thread a few tenths of a second after their PUBACK when nothing new commits: no transaction and
+no thread wake-up of their own per message. A crash in between sends those few again on the next
+start, as after a lost PUBACK. After a disconnect everything unacknowledged is sent again from
+the oldest row (subscribers de-duplicate by ``id``); a refused message (PUBACK reason code
+>= 0x80) is retried a few times and then given up and counted, so one poisoned message cannot
+block the queue forever.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 
 from edge_runtime.publish.mqtt import Ack, MqttLink
 from edge_runtime.publish.outbox import Outbox
@@ -22,8 +22,8 @@ from edge_runtime.scheduling import yield_to_inference
 
 logger = logging.getLogger(__name__)
 
-DELETE_AT = 256  # delivered rows deleted at once, without waiting for DELETE_AFTER_S
-DELETE_AFTER_S = 0.1  # delivered rows this old are deleted at the publisher thread's next turn
+DELETE_AT = 256  # delivered rows that wake this thread to delete them
+DELETE_AFTER_S = 0.1  # delivered rows this old are deleted at this thread's next turn
 
 
 class Publisher:
@@ -36,8 +36,6 @@ class Publisher:
         self._inflight: dict[int, int] = {}  # mid -> row id
         self._cursor = 0  # highest row id handed to paho in this connection
         self._rewind = False
-        self._delivered: list[int] = []  # acknowledged rows not deleted yet (_delete)
-        self._delivered_since = 0.0
         # One wake-up for both kinds of work: a new row (the outbox calls _rows_added) or an ack
         # that frees room for waiting rows (_ack_arrived), so neither waits behind a timeout.
         self._wake = threading.Event()
@@ -61,19 +59,21 @@ class Publisher:
 
     def idle(self) -> bool:
         """True when nothing is pending or in flight (delivered rows may wait for deletion)."""
-        return self.outbox.pending <= len(self._delivered) and not self._inflight
+        return self.outbox.pending == 0 and not self._inflight
 
     def _ack_arrived(self, ok: bool) -> None:
         """An ack is queued (paho's thread): wake this thread only if it has work now.
 
-        Work is rows waiting for room in the window, a refusal, or a full batch of deletions; a
-        plain ack at a steady rate waits for the next wake-up (or the wait's timeout), so acks
-        cost no thread switch each. The checks run after the ack is queued and the committing
-        thread updates the outbox before it collects acks (_rows_added): one of the two sees the
-        other, and a row never waits for a timeout.
+        Work is rows waiting for room in the window, a refusal (and the retry after the acks
+        that empty the window), or a full batch of deletions; a plain ack at a steady rate waits
+        for the next commit or wake-up (or the wait's timeout), so acks cost no thread switch each.
+        The checks run after the ack is queued and the committing thread updates the outbox
+        before it collects acks (_rows_added): one of the two sees the other, and a row never
+        waits for a timeout.
         """
-        many = len(self._delivered) + self.link.acks.qsize() >= DELETE_AT
-        if (not ok or many or self.outbox.last_id > self._cursor) and not self._wake.is_set():
+        many = self.outbox.delivered_waiting[0] + self.link.acks.qsize() >= DELETE_AT
+        work = not ok or self._rewind or many or self.outbox.last_id > self._cursor
+        if work and not self._wake.is_set():
             self._wake.set()
 
     def _rows_added(self) -> None:
@@ -91,9 +91,9 @@ class Publisher:
         if connected and not self._rewind and not self.stop_event.is_set() and self._lock.acquire(False):
             try:
                 self._collect_acks()
-                if self._inflight:  # their acks wake the publisher thread (_ack_arrived)
+                if self._inflight and not self._rewind:  # their acks wake the publisher thread
                     return
-                if self._send_window():
+                if not self._rewind and self._send_window():
                     return
             except Exception:  # the publisher thread tries again (and logs what stays wrong)
                 logger.debug("publisher: sending from the committing thread failed", exc_info=True)
@@ -111,7 +111,7 @@ class Publisher:
                 self.stop_event.wait(1.0)
         with self._lock:
             self._collect_acks()
-            self._delete(force=True)
+            self.outbox.flush_delivered()
 
     def _step(self) -> None:
         if not self.link.connected.wait(0.2):
@@ -122,16 +122,19 @@ class Publisher:
         with self._lock:
             acked = self._collect_acks()
             if self._rewind and not self._inflight:
+                self.outbox.flush_delivered()  # what was delivered must not go again
                 self._cursor, self._rewind = 0, False
             sent = self._send_window()
-            self._delete()
+            waiting, age = self.outbox.delivered_waiting
+            if waiting >= DELETE_AT or age >= DELETE_AFTER_S:
+                self.outbox.flush_delivered()
         if not sent and not acked:
-            self._wake.wait(DELETE_AFTER_S if self._delivered else 0.2)
+            self._wake.wait(DELETE_AFTER_S if self.outbox.delivered_waiting[0] else 0.2)
 
     def _reset(self) -> None:
         """Connection lost: forget in-flight mids; start again from the oldest pending row."""
         self._collect_acks()  # what the broker acknowledged before the loss is delivered
-        self._delete(force=True)
+        self.outbox.flush_delivered()
         if self._inflight or self._cursor:
             self._inflight.clear()
             self._cursor = 0
@@ -174,20 +177,7 @@ class Publisher:
             else:
                 logger.warning("publisher: broker refused message %d (%s); will retry", row_id, ack.reason)
                 self._rewind = True
-        if delivered and not self._delivered:
-            self._delivered_since = time.monotonic()
-        self._delivered += delivered
+        if delivered:
+            self.outbox.delivered(delivered)
         self.published += len(delivered)
         return len(acks)
-
-    def _delete(self, force: bool = False) -> None:
-        """Delete the delivered rows when there are enough of them, or the oldest has waited."""
-        if not self._delivered:
-            return
-        if (
-            force
-            or len(self._delivered) >= DELETE_AT
-            or (time.monotonic() - self._delivered_since >= DELETE_AFTER_S)
-        ):
-            delivered, self._delivered = self._delivered, []
-            self.outbox.ack(delivered)
