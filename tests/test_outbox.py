@@ -154,7 +154,7 @@ def test_a_message_costs_one_page_write(tmp_path: Path) -> None:
     box.close()
 
 
-def test_delivered_rows_leave_with_the_next_commit_and_are_never_counted_as_dropped(tmp_path: Path) -> None:
+def test_delivered_rows_make_room_before_anything_is_dropped(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.db", max_messages=5, drop_policy="oldest")
     for _ in range(5):
         box.put("a", _payload)

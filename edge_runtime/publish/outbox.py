@@ -107,7 +107,7 @@ class Outbox:
         ).fetchone()
         self._count, self._bytes = int(count), int(size)
         self._last_id = int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0])
-        self._done: set[int] = set()  # delivered rows, deleted with the next commit (delivered())
+        self._done: set[int] = set()  # delivered rows, deleted in batches (delivered())
         self._done_since = 0.0
         self.on_added: Callable[[], None] = _nothing  # called after new rows are committed (publisher)
         logger.info("outbox %s: %d pending message(s), %d dropped so far", path, self._count, self.dropped)
@@ -159,8 +159,8 @@ class Outbox:
     def put_many(self, items: Sequence[Outgoing]) -> list[int]:
         """Store messages in one transaction (one commit); returns their seqs.
 
-        Rows delivered since the last commit are deleted in the same transaction, before the drop
-        policy looks at the store's size: a delivered row is never counted as dropped.
+        When the store is full, delivered rows not deleted yet are deleted in the same
+        transaction before the drop policy looks: a delivered row is never counted as dropped.
         """
         seqs: list[int] = []
         with self._lock:
@@ -175,7 +175,11 @@ class Outbox:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 count, size = self._count, self._bytes
-                if self._done:
+                new_bytes = sum(len(r[2]) for r in rows)
+                full = count + len(rows) > self.max_messages or size + new_bytes > self.max_bytes
+                deleted = bool(self._done) and full
+                if deleted:  # delivered rows make room first (otherwise the publisher deletes them
+                    # in batches: one page write per batch, not one more per commit)
                     gone, freed_bytes = self._delete_rows(self._done, meta)
                     count, size = count - gone, size - freed_bytes
                 dropped, gone, gone_bytes = self._make_room(rows, meta, count, size)
@@ -195,7 +199,8 @@ class Outbox:
                 if isinstance(exc, sqlite3.Error):
                     raise EdgeRuntimeError(f"{self.path}: outbox write failed: {exc}") from exc
                 raise
-            self._done.clear()
+            if deleted:
+                self._done.clear()
             self._meta = meta
             self._count = count - gone + len(rows)
             self._bytes = size - gone_bytes + sum(len(r[2]) for r in rows)
@@ -291,8 +296,9 @@ class Outbox:
             self._delete_now(id_list)
 
     def delivered(self, ids: Iterable[int]) -> None:
-        """Mark messages delivered: they no longer count as pending, and are deleted by the next
-        commit or :meth:`flush_delivered` (a crash before that sends them again on the next start).
+        """Mark messages delivered: they no longer count as pending, and are deleted in a batch by
+        :meth:`flush_delivered` (or a commit that needs their room); a crash before that sends
+        them again on the next start.
         """
         with self._lock:
             if not self._done:

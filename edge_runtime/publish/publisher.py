@@ -1,9 +1,9 @@
 """Moves messages from the outbox to the broker, in order, deleting each only on its PUBACK.
 
 A window of ``max_inflight`` messages is in flight at once, so a backlog drains at full speed.
-Delivered rows are deleted by the next commit's transaction (``Outbox.delivered``), or by this
-thread a few tenths of a second after their PUBACK when nothing new commits: no transaction and
-no thread wake-up of their own per message. A crash in between sends those few again on the next
+Delivered rows are marked in the outbox (``Outbox.delivered``) and deleted by this thread in
+batches, a few tenths of a second after their PUBACK: no transaction, page write or thread
+wake-up of their own per message. A crash in between sends those few again on the next
 start, as after a lost PUBACK. After a disconnect everything unacknowledged is sent again from
 the oldest row (subscribers de-duplicate by ``id``); a refused message (PUBACK reason code
 >= 0x80) is retried a few times and then given up and counted, so one poisoned message cannot
