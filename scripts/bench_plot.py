@@ -79,7 +79,7 @@ def pipeline_section(p: dict[str, Any]) -> list[str]:
             f"| {' / '.join(_num(lat.get(q), '{:.2f}') for q in ('p50', 'p95', 'p99'))} "
             f"| {_num((s.get('beyond_inference_ms') or {}).get('p50'), '{:.2f}')} "
             f"| {_num(s['cpu_percent_median'], '{:.0f}')} | {_num(s['system_cpu_percent_median'], '{:.0f}')} "
-            f"| {s['peak_rss_mb_max']:.0f} | {_num(s['first_result_s_median'], '{:.2f}')} |"
+            f"| {_rss(s)} | {_num(s['first_result_s_median'], '{:.2f}')} |"
         )
     for kind, s in p["contenders"].items():
         if s.get("stage_p50_ms"):
@@ -93,6 +93,14 @@ def pipeline_section(p: dict[str, Any]) -> list[str]:
         if s.get("note"):
             lines.append(f"\n{kind}: {s['note']}")
     return [*lines, ""]
+
+
+def _rss(s: dict[str, Any]) -> str:
+    """Peak RSS, and for the daemon its anonymous and file-backed parts at the end of the window."""
+    text = f"{s['peak_rss_mb_max']:.0f}"
+    if s.get("rss_anon_mb_max") is not None and s.get("rss_file_mb_max") is not None:
+        text += f" ({s['rss_anon_mb_max']:.0f} anon + {s['rss_file_mb_max']:.0f} file)"
+    return text
 
 
 def memory_section(m: dict[str, Any]) -> list[str]:

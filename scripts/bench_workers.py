@@ -37,15 +37,22 @@ _INT_RANGE = {"uint8": (0, 255), "int8": (-128, 127)}
 # -- measuring ---------------------------------------------------------------------------------
 
 
-def rss_peak_bytes(pid: int | str = "self") -> int | None:
-    """Peak resident set size (VmHWM) of a process."""
+def status_bytes(pid: int | str = "self", *fields: str) -> dict[str, int | None]:
+    """Memory fields of ``/proc/<pid>/status`` (``VmHWM``, ``RssAnon``, ``RssFile``...) in bytes."""
+    found: dict[str, int | None] = dict.fromkeys(fields)
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
+            key, _, value = line.partition(":")
+            if key in found:
+                found[key] = int(value.split()[0]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return found
+
+
+def rss_peak_bytes(pid: int | str = "self") -> int | None:
+    """Peak resident set size (VmHWM) of a process."""
+    return status_bytes(pid, "VmHWM")["VmHWM"]
 
 
 def _cpu_s() -> float:

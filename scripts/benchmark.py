@@ -61,7 +61,7 @@ import bench_plot  # noqa: E402
 import bench_profile  # noqa: E402
 from bench_memory import by_mapping  # noqa: E402
 from bench_mqtt import Broker, Subscriber  # noqa: E402
-from bench_workers import rss_peak_bytes  # noqa: E402
+from bench_workers import status_bytes  # noqa: E402
 
 PIPELINE_PARTS = ("bare", "bare-default", "serial", "naive", "edge-runtime", "edge-runtime@15fps", "peers")
 # diagnostic variant, not run by default: the daemon with a 0.5 ms GIL switch interval (CPython's is 5 ms)
@@ -407,7 +407,7 @@ class Bench:
         w0, cpu0, own0, b0 = time.time(), ps.cpu_times(), own_cpu_s(), cpu_s(broker)
         time.sleep(self.args.seconds)
         w1, cpu1, own1, b1 = time.time(), ps.cpu_times(), own_cpu_s(), cpu_s(broker)
-        peak = rss_peak_bytes(proc.pid)
+        mem = status_bytes(proc.pid, "VmHWM", "RssAnon", "RssFile")
         mappings = by_mapping(proc.pid, top=6) if self.args.mappings else None
         records = [rec for rec in self.subscriber.records if w0 <= rec[0] <= w1]
         wall = w1 - w0
@@ -432,7 +432,9 @@ class Bench:
             "subscriber_cpu_percent": 100.0 * (own1 - own0) / wall,
             "broker_cpu_percent": 100.0 * (b1 - b0) / wall,
             "system_cpu_percent": self.sampler.system_busy_percent(w0, w1),
-            "peak_rss_bytes": peak,
+            "peak_rss_bytes": mem["VmHWM"],
+            "rss_anon_bytes": mem["RssAnon"],
+            "rss_file_bytes": mem["RssFile"],
             "rss_slope_mb_per_min": self.sampler.rss_slope_mb_per_min(w0, w1),
             "rss_mb_by_minute": self.sampler.rss_by_minute(w0, w1),
             "first_result_s": round(first - started, 3),
@@ -516,6 +518,9 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
             for k in sorted(keys)
         }
         out["seq_gaps"] = sum(r.get("seq_gaps", 0) for r in ok)
+        for part in ("anon", "file"):
+            values = [r[f"rss_{part}_bytes"] for r in ok if r.get(f"rss_{part}_bytes") is not None]
+            out[f"rss_{part}_mb_max"] = round(max(values) / 2**20, 1) if values else None
         out["rss_slope_mb_per_min_median"] = med("rss_slope_mb_per_min")
         out["rss_mb_by_minute"] = [r["rss_mb_by_minute"] for r in ok if r.get("rss_mb_by_minute")]
         out["subscriber_cpu_percent_median"] = med("subscriber_cpu_percent")

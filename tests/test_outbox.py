@@ -130,6 +130,8 @@ def test_an_outbox_written_before_seq_was_kept_in_the_rows_opens_and_goes_on(tmp
     old.commit()
     old.close()
     box = Outbox(path)
+    sql = box._db.execute("SELECT sql FROM sqlite_master WHERE name = 'messages'").fetchone()[0]
+    assert "AUTOINCREMENT" not in sql.upper()  # the rows moved to the current table
     assert box.pending == 1 and box.dropped == 2 and box.put("a", _payload) == 8
     assert _seqs(box) == [7, 8]
     box.ack(m.id for m in box.fetch(0, 10))

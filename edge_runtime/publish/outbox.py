@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
 
+_MOVE_AT_MOST = 10_000  # rows an old-schema outbox may hold to be moved to the current table at a start
+
 PayloadFactory = Callable[[int], bytes]  # seq -> payload bytes
 _Row = tuple[int, str, bytes, int, int, float, int]  # id, topic, payload, qos, retain, created, seq
 
@@ -118,10 +120,31 @@ class Outbox:
         if "seq" not in columns:  # from before seq was kept in the rows (meta holds every seq)
             self._db.execute("ALTER TABLE messages ADD COLUMN seq INTEGER")
         sql = self._db.execute("SELECT sql FROM sqlite_master WHERE name = 'messages'").fetchone()[0]
-        empty = self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0] == 0
-        if "AUTOINCREMENT" in sql.upper() and empty:  # its counter is a page write per message
-            self._db.execute("DROP TABLE messages")
-            self._db.executescript(SCHEMA)
+        if "AUTOINCREMENT" not in sql.upper():
+            return
+        # Its counter costs a page write per message: the rows move to a table without it, in one
+        # transaction (an interruption leaves the old table as it was). A long backlog stays where
+        # it is until a later start finds it short: moving 100,000 rows took 4 s here, and a start
+        # must not outlast systemd's timeout on a slow SD card.
+        rows = self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
+        if rows > _MOVE_AT_MOST:
+            logger.info("outbox %s: %d pending message(s) keep the old table for now", self.path, rows)
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("ALTER TABLE messages RENAME TO messages_old")
+            self._db.execute(SCHEMA.split(";")[0])
+            self._db.execute(
+                "INSERT INTO messages (id, topic, payload, qos, retain, created, attempts, seq)"
+                " SELECT id, topic, payload, qos, retain, created, attempts, seq FROM messages_old"
+            )
+            self._db.execute("DROP TABLE messages_old")
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        if rows:
+            logger.info("outbox %s: %d pending message(s) moved to the current schema", self.path, rows)
 
     @property
     def pending(self) -> int:
