@@ -133,7 +133,7 @@ class Outbox:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.execute("ALTER TABLE messages RENAME TO messages_old")
-            self._db.execute(SCHEMA.split(";")[0])
+            self._db.execute(SCHEMA.split(";", maxsplit=1)[0])  # the messages table
             self._db.execute(
                 "INSERT INTO messages (id, topic, payload, qos, retain, created, attempts, seq)"
                 " SELECT id, topic, payload, qos, retain, created, attempts, seq FROM messages_old"
