@@ -47,7 +47,7 @@ def summary_table(report: dict[str, Any]) -> list[str]:
             f"| {p['model']} | {p['backend']} | {p['threads']} "
             f"| {_num(c.get('bare', {}).get('fps_median'))} "
             f"| {_num(c.get('edge-runtime', {}).get('fps_median'))} "
-            f"| **{_num(ratio.get('bare', {}).get('median'), '{:.3f}')}** "
+            f"| **{_num(ratio.get('bare', {}).get('median'), '{:.3f}')}**{_spread(ratio.get('bare'))} "
             f"| {_num(ratio.get('serial', {}).get('median'), '{:.2f}')} "
             f"| {_num(ratio.get('naive', {}).get('median'), '{:.2f}')} | {peers or '-'} "
             f"| {_num((paced.get('latency_ms') or {}).get('p50'), '{:.2f}')} "
@@ -93,6 +93,12 @@ def pipeline_section(p: dict[str, Any]) -> list[str]:
         if s.get("note"):
             lines.append(f"\n{kind}: {s['note']}")
     return [*lines, ""]
+
+
+def _spread(ratio: dict[str, Any] | None) -> str:
+    """The lowest and highest round of a ratio: how much the machine moved it in this run."""
+    rounds = (ratio or {}).get("rounds") or []
+    return f" ({min(rounds):.2f}-{max(rounds):.2f})" if len(rounds) > 1 else ""
 
 
 def _rss(s: dict[str, Any]) -> str:
