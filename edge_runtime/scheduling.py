@@ -4,7 +4,7 @@ The threads that feed and drain inference (capture, preprocessing, results, publ
 network loop) wake up several times per frame. Under the default policy a woken thread may preempt
 the inference thread on its core, and the two then ping-pong. Under ``SCHED_BATCH`` the same threads
 still get their fair share of CPU, but waking one never preempts a running thread: it waits for the
-scheduler's next decision. Measured on the classifier at ``fps: 0`` on 2 cores (README, Benchmark):
+scheduler's next decision. Measured on the classifier at ``fps: 0`` on 2 cores (docs/performance.md):
 about 12% less CPU per frame in those threads (fewer context switches) and, with one inference
 thread, slightly more frames per second.
 
