@@ -28,7 +28,7 @@ from edge_runtime.errors import EdgeRuntimeError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = """
+MESSAGES_TABLE = """
 CREATE TABLE IF NOT EXISTS messages (
     id INTEGER PRIMARY KEY,
     topic TEXT NOT NULL,
@@ -38,9 +38,9 @@ CREATE TABLE IF NOT EXISTS messages (
     created REAL NOT NULL,
     attempts INTEGER NOT NULL DEFAULT 0,
     seq INTEGER
-);
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-"""
+)"""
+META_TABLE = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"
+SCHEMA = f"{MESSAGES_TABLE};\n{META_TABLE};\n"
 
 _MOVE_AT_MOST = 10_000  # rows an old-schema outbox may hold to be moved to the current table at a start
 
@@ -133,7 +133,7 @@ class Outbox:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             self._db.execute("ALTER TABLE messages RENAME TO messages_old")
-            self._db.execute(SCHEMA.split(";", maxsplit=1)[0])  # the messages table
+            self._db.execute(MESSAGES_TABLE)
             self._db.execute(
                 "INSERT INTO messages (id, topic, payload, qos, retain, created, attempts, seq)"
                 " SELECT id, topic, payload, qos, retain, created, attempts, seq FROM messages_old"
@@ -141,7 +141,7 @@ class Outbox:
             self._db.execute("DROP TABLE messages_old")
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         if rows:
             logger.info("outbox %s: %d pending message(s) moved to the current schema", self.path, rows)
