@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Feed simulated machine vibration to a sensor source, one CSV line per sample, at a set rate.
 
-The stream is a healthy machine (``scripts/vibration.py``) with an optional fault injected for a
+The stream is a healthy machine (``scripts/models/vibration.py``) with an optional fault injected for a
 while: the demo for ``configs/sensor-demo.yaml`` and ``models/vibration_anomaly``::
 
     python scripts/feed_vibration.py --out /tmp/vibration.fifo --seconds 60 \\
@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "models"))
 import vibration as vib  # sibling script, importable once its folder is on sys.path
 
 

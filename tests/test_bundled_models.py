@@ -156,7 +156,7 @@ def test_onnx_int8_fast_path_computes_what_the_exact_path_does(bundle: Path) -> 
 
 
 def test_exact_int8_gives_exact_products_where_the_default_kernels_may_saturate(tmp_path: Path) -> None:
-    """``saturating_int8.onnx`` (scripts/make_test_models.py): for an input of ones every output is
+    """``saturating_int8.onnx`` (scripts/models/make_test_models.py): for an input of ones every output is
     exactly 64, but each pair of uint8 x int8 products is 64,770, which ORT's default kernels on x86
     CPUs without VNNI saturate at 32,767 (they return about 32 there). The model key
     ``exact_int8: true`` must reach the session and give 64 on every CPU."""

@@ -18,8 +18,8 @@ import pytest
 from .broker import Broker, Recorder, wait_for
 from .daemon import ROOT, DaemonProcess, make_config
 
-sys.path.insert(0, str(ROOT / "scripts"))
-import vibration as vib  # the project's simulator (scripts/vibration.py)
+sys.path.insert(0, str(ROOT / "scripts" / "models"))
+import vibration as vib  # the project's simulator (scripts/models/vibration.py)
 
 pytestmark = pytest.mark.slow
 PRED = "/predictions/pump1"

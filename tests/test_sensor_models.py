@@ -26,8 +26,8 @@ from edge_runtime.window_predictor import WindowPredictor, WindowResult, make_pr
 
 from .conftest import CLASSIFIER, DATA, MODELS, image, run_cli
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-import vibration as vib  # the project's simulator (scripts/vibration.py)
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "models"))
+import vibration as vib  # the project's simulator (scripts/models/vibration.py)
 
 VIBRATION = MODELS / "vibration_anomaly"
 WINDOW_MODELS = DATA / "window_models"

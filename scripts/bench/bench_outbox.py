@@ -1,6 +1,6 @@
 """Outbox throughput: messages/s committed to SQLite, and messages/s replayed after an outage.
 
-    python scripts/bench_outbox.py [--seconds S] [--rounds R] [--replay N] [--out DIR]
+    python scripts/bench/bench_outbox.py [--seconds S] [--rounds R] [--replay N] [--out DIR]
 
 Commit: ``Outbox.put`` (one transaction per message) and ``Outbox.put_many`` (one per batch), with
 ``synchronous=NORMAL`` (the default) and ``FULL``, on a disk folder under ``--out`` (not /tmp, which
@@ -10,7 +10,7 @@ Replay: a child process runs the daemon's own Outbox, MqttLink and Publisher aga
 no broker listens yet, fills ``N`` messages, then the broker is started and a subscriber (QoS 1)
 waits for all of them. Rates are counted from the moment the link connected: until the outbox is
 empty (every PUBACK in, rows deleted) and until the subscriber has received the last message.
-Rounds alternate and the median is reported. ``scripts/benchmark.py --only outbox`` runs this.
+Rounds alternate and the median is reported. ``scripts/bench/benchmark.py --only outbox`` runs this.
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "scripts" / "bench"))
 
 from bench_mqtt import Broker, Subscriber, free_port  # noqa: E402
 

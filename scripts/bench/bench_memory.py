@@ -1,10 +1,10 @@
 """Where the daemon's memory goes: RSS step by step, and a running process's RSS by mapping.
 
-    python scripts/bench_memory.py MODEL_FILE VIDEO THREADS RECIPE.json
+    python scripts/bench/bench_memory.py MODEL_FILE VIDEO THREADS RECIPE.json
 
 prints ``RESULT {json}``: RSS and USS (memory only this process holds) after each start-up step of
 an ONNX classifier pipeline, in a fresh process, importing in the daemon's order. Used by
-``scripts/benchmark.py --only memory``, which also calls :func:`by_mapping` on the running daemon.
+``scripts/bench/benchmark.py --only memory``, which also calls :func:`by_mapping` on the running daemon.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def by_mapping(pid: int, top: int = 12) -> list[dict[str, Any]]:
@@ -81,7 +81,7 @@ def main() -> None:
     so.intra_op_num_threads = threads
     session = ort.InferenceSession(model_file, so, providers=["CPUExecutionProvider"])
     step("+ onnxruntime session (model loaded)")
-    sys.path.insert(0, str(ROOT / "scripts"))
+    sys.path.insert(0, str(ROOT / "scripts" / "bench"))
     import bench_workers
 
     stream = bench_workers.frames(video)

@@ -1,6 +1,6 @@
 """Where the daemon's time goes: per-thread CPU (psutil) split by what py-spy sees each thread doing.
 
-Used by ``scripts/benchmark.py --only profile --py-spy PATH``. On a running daemon (looping video,
+Used by ``scripts/bench/benchmark.py --only profile --py-spy PATH``. On a running daemon (looping video,
 ``fps: 0``), after the warm-up, three windows of ``--seconds`` each:
 
 1. no profiler: predictions/s and CPU seconds of every OS thread (native ones included, e.g. the
@@ -25,7 +25,7 @@ from typing import Any
 
 import psutil
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RATE = 100  # samples/s
 
 # (part of the file path, function name or None) -> stage; checked from the innermost frame out

