@@ -1,7 +1,31 @@
-"""One pipeline, top to bottom: capture -> preprocess -> infer -> postprocess -> publish.
+"""One pipeline, top to bottom: capture -> prepare -> infer -> finish -> outbox.
 
-The source runs in its own thread; this module's three stage threads take its frames, run the
-model and commit each result to the outbox (which publishes it when the broker is there).
+The source runs in its own thread; this module's stage threads take its frames, run the model
+(a :class:`~edge_runtime.model.ModelSlot`'s current runner) and commit each result to the outbox,
+which the publisher sends when the broker is there.
+
+Which thread runs what. Each hop below was measured as a win (README: performance); where a line
+may run on either of two threads, the rule that decides is in the method named:
+
+=================================  ===============================================================
+work                               thread
+=================================  ===============================================================
+read/decode a frame                ``source-<name>`` (capture/)
+stage 1: count, skip, prepare      a file source's own thread (``_accept``: the frame is still in
+                                   cache and one queue hop is saved); else ``pipeline-<name>``
+stage 2: the model call            ``infer-<name>`` (``infer-<i>-<name>``: one per copy, streams)
+stage 3: finish, JSON, commit      ``post-<name>``; or the inference thread itself when it waited
+                                   for its frame and nothing is queued (``_infer_loop``: a low
+                                   rate, one wake-up less)
+the payload factory (seq -> bytes) the committing thread, inside the outbox's transaction
+                                   (``Outbox.put_many``: seq is assigned there)
+sending rows to paho               ``publisher``; or the committing thread when nothing is in
+                                   flight (``Publisher._rows_added``, via ``Outbox.on_added``)
+acks, inbound messages             paho's network thread: they only enqueue (publish/mqtt.py)
+=================================  ===============================================================
+
+A source's stop flag stamps the watchdog's progress on every check (capture/base.py
+``StopFlag``): a loop that checks it is alive.
 """
 
 from __future__ import annotations
@@ -18,8 +42,9 @@ import numpy as np
 
 from edge_runtime.capture import SourceThread
 from edge_runtime.channel import Channel
+from edge_runtime.errors import BackendClosedError
 from edge_runtime.health.metrics import PipelineMetrics
-from edge_runtime.predictor import Predictor, PredictorClosedError
+from edge_runtime.model import ModelSlot, Runner
 from edge_runtime.publish import payloads
 from edge_runtime.publish.outbox import Outbox, Outgoing
 from edge_runtime.scheduling import yield_to_inference
@@ -28,42 +53,13 @@ from edge_runtime.types import Frame, Window
 logger = logging.getLogger(__name__)
 
 
-class SharedModel:
-    """A named Predictor that several pipelines can use (its ``predict`` serialises inference).
-
-    A model update swaps the predictor while pipelines run: ``current`` is one attribute holding
-    the predictor and its identity together, read once per frame, so every frame is inferred and
-    labelled by the same model, and the swap lands between two frames.
-    """
-
-    def __init__(self, name: str, predictor: Predictor) -> None:
-        self.name = name
-        self.current = (predictor, _identity(predictor))
-
-    @property
-    def predictor(self) -> Predictor:
-        """The predictor serving now."""
-        return self.current[0]
-
-    def swap(self, predictor: Predictor) -> Predictor:
-        """Serve ``predictor`` from the next frame on; returns the one it replaces."""
-        old = self.current[0]
-        self.current = (predictor, _identity(predictor))
-        return old
-
-
-def _identity(predictor: Predictor) -> dict[str, str]:
-    d = predictor.model.describe()
-    return {"name": d["name"], "version": d["version"], "sha256": d["sha256"]}
-
-
 @dataclass(slots=True)
 class _Job:
     """One frame (or window) on its way through the stages."""
 
     item: Frame | Window | None  # None once inferred: the image is not kept for the post stage
     index: int
-    predictor: Predictor
+    runner: Runner
     model: dict[str, str]
     inputs: list[Any]
     context: Any
@@ -93,7 +89,7 @@ class Pipeline:
         self,
         name: str,
         source: SourceThread,
-        model: SharedModel,
+        model: ModelSlot,
         outbox: Outbox,
         *,
         topic: str,
@@ -106,6 +102,7 @@ class Pipeline:
         self.topic, self.device = topic, device
         self.every_n_frames, self.max_fps = every_n_frames, max_fps
         self.metrics = PipelineMetrics()
+        model.track(self.metrics)  # the update health window reads the counters through the slot
         self.stop_event = threading.Event()
         self._next_allowed = 0.0
         self._tickets = 0
@@ -215,11 +212,11 @@ class Pipeline:
         return False
 
     def _prepare(self, item: Frame | Window, ticket: int = -1) -> _Job:
-        predictor, model = self.model.current
+        runner, model = self.model.current
         t0 = time.perf_counter()
-        inputs, context = predictor.prepare(_input(item))
+        inputs, context = runner.prepare(_input(item))
         stages = {"capture": item.capture_ms, "preprocess": (time.perf_counter() - t0) * 1e3}
-        return _Job(item, item.index, predictor, model, inputs, context, stages, ticket)
+        return _Job(item, item.index, runner, model, inputs, context, stages, ticket)
 
     # -- stage 2: inference ------------------------------------------------------------------------
     def _infer_loop(self, key: str) -> None:
@@ -243,15 +240,15 @@ class Pipeline:
     def _infer(self, job: _Job) -> _Job:
         item = job.item
         assert item is not None
-        if job.predictor is not self.model.current[0]:  # an update swapped the model since stage 1
+        if job.runner is not self.model.current[0]:  # an update swapped the model since stage 1
             job = self._prepare(item, job.ticket)
         t0 = time.perf_counter()
         try:
-            outputs = job.predictor.run(job.inputs)
-        except PredictorClosedError:  # swapped and closed between the check and the call
+            outputs = job.runner.run(job.inputs)
+        except BackendClosedError:  # swapped and closed between the check and the call
             job = self._prepare(item, job.ticket)
             t0 = time.perf_counter()
-            outputs = job.predictor.run(job.inputs)
+            outputs = job.runner.run(job.inputs)
         job.stages["inference"] = (time.perf_counter() - t0) * 1e3
         job.outputs = outputs
         # What the payload says of the frame; the frame itself (a full decoded image) and the
@@ -325,7 +322,7 @@ class Pipeline:
         """The result of one frame, as a payload factory for the outbox."""
         assert job.outputs is not None
         t0 = time.perf_counter()
-        result = job.predictor.finish(job.outputs, job.context)
+        result = job.runner.finish(job.outputs, job.context)
         stages = job.stages
         stages["postprocess"] = (time.perf_counter() - t0) * 1e3
         stages["total"] = (

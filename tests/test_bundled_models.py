@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 
 from edge_runtime.inference import BackendOptions
-from edge_runtime.model import LoadedModel, load_model
+from edge_runtime.model import InferenceResult, LoadedModel, Runner, load_model
 from edge_runtime.postprocess.nms import iou_matrix
-from edge_runtime.predictor import InferenceResult, Predictor
 from edge_runtime.update.golden import golden_inputs
 
 from .conftest import CLASSIFIER, DETECTOR, MODELS, image
@@ -28,7 +27,7 @@ VIBRATION = MODELS / "vibration_anomaly"
 def _run(bundle: Path, backend: str, names: list[str]) -> dict[str, InferenceResult]:
     model: LoadedModel = load_model(bundle, backend, BackendOptions(threads=2))
     try:
-        predictor = Predictor(model)
+        predictor = Runner(model)
         return {n: predictor.predict(cv2.imread(str(image(n)))) for n in names}
     finally:
         model.close()
@@ -138,7 +137,7 @@ def test_onnx_int8_fast_path_computes_what_the_exact_path_does(bundle: Path) -> 
         if bundle == VIBRATION:  # windows of normalised samples: seeded standard normal inputs
             feeds = golden_inputs(model, [])
         else:
-            feeds = [Predictor(model).prepare(cv2.imread(str(image(n))))[0] for n in IMAGES]
+            feeds = [Runner(model).prepare(cv2.imread(str(image(n))))[0] for n in IMAGES]
     finally:
         model.close()
     (path,) = bundle.glob("*.onnx")
@@ -160,9 +159,9 @@ def test_exact_int8_gives_exact_products_where_the_default_kernels_may_saturate(
     exactly 64, but each pair of uint8 x int8 products is 64,770, which ORT's default kernels on x86
     CPUs without VNNI saturate at 32,767 (they return about 32 there). The model key
     ``exact_int8: true`` must reach the session and give 64 on every CPU."""
-    from edge_runtime.app import model_options
     from edge_runtime.config.loader import load_config
     from edge_runtime.inference.onnx import OnnxBackend
+    from edge_runtime.model import backend_options
 
     model = Path(__file__).parent / "data" / "saturating_int8.onnx"
     config = tmp_path / "edge.yaml"
@@ -170,7 +169,7 @@ def test_exact_int8_gives_exact_products_where_the_default_kernels_may_saturate(
         f"models:\n  m:\n    path: {model}\n    exact_int8: true\n"
         "pipelines:\n  - {name: p, model: m, source: {type: synthetic}}\n"
     )
-    configured = model_options(load_config(config).models["m"], tmp_path)
+    configured = backend_options(load_config(config).models["m"], tmp_path)
     assert configured.exact_int8 is True
     for options in (configured, BackendOptions(threads=1)):
         exact = options.exact_int8

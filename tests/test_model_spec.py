@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.config.model_spec import ModelSpec
 from edge_runtime.config.yamlsource import load_yaml, parse_model
 from edge_runtime.errors import ConfigError
+from edge_runtime.model.spec import ModelSpec
 
 GOOD = """\
 name: demo

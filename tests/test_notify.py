@@ -36,10 +36,11 @@ import yaml
 
 from edge_runtime.capture.files import ImagesSource
 from edge_runtime.capture.synthetic import SyntheticSource
+from edge_runtime.health.logformat import JournalFormatter, make_formatter, syslog_priority, under_journald
 from edge_runtime.health.notify import Notifier, watchdog_interval
 from edge_runtime.health.watchdog import Progress, Watchdog, stalls
-from edge_runtime.logformat import JournalFormatter, make_formatter, syslog_priority, under_journald
-from edge_runtime.pipeline import Pipeline, SharedModel
+from edge_runtime.model import ModelSlot
+from edge_runtime.pipeline import Pipeline
 from edge_runtime.publish.outbox import Outbox
 from edge_runtime.service import StatusLine, progress
 
@@ -498,7 +499,7 @@ class BlockingPredictor:
 def test_a_hung_inference_call_is_named_and_its_blocked_source_is_not(tmp_path: Path) -> None:
     """A real Pipeline and lossless source; only the model is fake (its call hangs)."""
     predictor = BlockingPredictor()
-    model = SharedModel("m", predictor)  # type: ignore[arg-type]
+    model = ModelSlot("m", predictor)  # type: ignore[arg-type]
     outbox = Outbox(tmp_path / "outbox.db")
     pipeline = Pipeline(
         "front",

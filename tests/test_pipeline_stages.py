@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from edge_runtime.capture.files import ImagesSource
-from edge_runtime.pipeline import Pipeline, SharedModel
-from edge_runtime.predictor import PredictorClosedError
+from edge_runtime.errors import BackendClosedError
+from edge_runtime.model import ModelSlot
+from edge_runtime.pipeline import Pipeline
 from edge_runtime.publish.outbox import Outbox
 from edge_runtime.scheduling import yield_to_inference
 
@@ -67,7 +68,7 @@ class Model:
         self.policies["run"].add(_policy())
         with self._copies:
             if self.closed:
-                raise PredictorClosedError(self.version)
+                raise BackendClosedError(self.version)
             with self._count:
                 call = self.runs
                 self.runs += 1
@@ -89,7 +90,7 @@ def _policy() -> int:
 
 
 def run_pipeline(
-    tmp_path: Path, shared: SharedModel, streams: int, during: Any = None, fps: float = 0.0
+    tmp_path: Path, shared: ModelSlot, streams: int, during: Any = None, fps: float = 0.0
 ) -> list[dict[str, Any]]:
     """Run the test images through a real Pipeline into a real outbox; the committed rows."""
     outbox = Outbox(tmp_path / "outbox.db")
@@ -115,7 +116,7 @@ def run_pipeline(
 def test_results_are_committed_in_frame_order_when_copies_finish_out_of_order(tmp_path: Path) -> None:
     """Two copies: frame 0's call is slow, frames 1.. finish first; they wait for it."""
     model = Model("1", delays={0: 0.5}, copies=2)
-    rows = run_pipeline(tmp_path, SharedModel("m", model), streams=2)  # type: ignore[arg-type]
+    rows = run_pipeline(tmp_path, ModelSlot("m", model), streams=2)  # type: ignore[arg-type]
     assert model.runs == FRAMES
     assert all(r["model"]["version"] == "1" for r in rows)
 
@@ -126,7 +127,7 @@ def test_at_a_low_rate_each_inference_thread_posts_its_own_results(tmp_path: Pat
     frame may go to the post thread (it can be queued before an inference thread asks for it, so
     no thread waited for it), and so may the last (the end-of-stream markers are waiting by then)."""
     model = Model("1", copies=2)
-    run_pipeline(tmp_path, SharedModel("m", model), streams=2, fps=20)  # type: ignore[arg-type]
+    run_pipeline(tmp_path, ModelSlot("m", model), streams=2, fps=20)  # type: ignore[arg-type]
     kinds = [kind for kind, _ in model.finished_on]
     assert FRAMES >= 4 and kinds[1:-1] == ["infer"] * (FRAMES - 2), kinds
 
@@ -136,7 +137,7 @@ def test_a_file_source_preprocesses_in_its_own_thread(tmp_path: Path, fps: float
     """Stage 1 runs right after decoding, in the source's own thread (one queue hop less), at full
     speed and paced. Order and completeness are checked by run_pipeline."""
     model = Model("1", copies=2)
-    run_pipeline(tmp_path, SharedModel("m", model), streams=2, fps=fps)  # type: ignore[arg-type]
+    run_pipeline(tmp_path, ModelSlot("m", model), streams=2, fps=fps)  # type: ignore[arg-type]
     assert model.prepared_on == ["source"] * FRAMES
 
 
@@ -147,7 +148,7 @@ def test_a_stop_while_the_source_waits_to_hand_over_loses_no_prepared_frame(tmp_
     model = Model("1", delays=dict.fromkeys(range(1000), 0.08))  # 2 runs: longer than a put's 0.1 s
     outbox = Outbox(tmp_path / "outbox.db")
     source = ImagesSource("p", IMAGES, fps=0.0, loop=True)
-    pipeline = Pipeline("p", source, SharedModel("m", model), outbox, topic="t", device="d")  # type: ignore[arg-type]
+    pipeline = Pipeline("p", source, ModelSlot("m", model), outbox, topic="t", device="d")  # type: ignore[arg-type]
     pipeline.start()
     assert wait_for(lambda: model.runs >= 3, 10)
     pipeline.stop(timeout=5)
@@ -165,7 +166,7 @@ def test_a_frame_prepared_by_a_model_swapped_out_meanwhile_is_prepared_again(tmp
     prepare_gate, run_gate = threading.Event(), threading.Event()
     first = Model("1", prepare_gate=prepare_gate, run_gate=run_gate)
     second = Model("2")
-    shared = SharedModel("m", first)  # type: ignore[arg-type]
+    shared = ModelSlot("m", first)  # type: ignore[arg-type]
 
     def swap() -> None:
         assert first.run_entered.wait(10) and first.prepare_entered.wait(10)
@@ -180,10 +181,10 @@ def test_a_frame_prepared_by_a_model_swapped_out_meanwhile_is_prepared_again(tmp
 
 def test_a_frame_waiting_for_a_closed_model_runs_on_its_replacement(tmp_path: Path) -> None:
     """Frame 1 waits for model 1's only copy while frame 0 runs; model 1 is swapped and closed:
-    frame 1's call is refused (PredictorClosedError) and it is redone on model 2."""
+    frame 1's call is refused (BackendClosedError) and it is redone on model 2."""
     run_gate = threading.Event()
     first, second = Model("1", run_gate=run_gate), Model("2")
-    shared = SharedModel("m", first)  # type: ignore[arg-type]
+    shared = ModelSlot("m", first)  # type: ignore[arg-type]
 
     def swap_and_close() -> None:
         assert first.run_entered.wait(10)
@@ -209,7 +210,7 @@ def test_only_the_inference_threads_keep_the_default_cpu_policy(tmp_path: Path) 
     if not probe[0]:
         pytest.skip("this OS (or its seccomp filter) does not let a thread choose SCHED_BATCH")
     model = Model("1", copies=2)
-    run_pipeline(tmp_path, SharedModel("m", model), streams=2)  # type: ignore[arg-type]
+    run_pipeline(tmp_path, ModelSlot("m", model), streams=2)  # type: ignore[arg-type]
     batch, other = {os.SCHED_BATCH}, {os.SCHED_OTHER}
     assert model.policies == {"prepare": batch, "run": other}
     assert model.finished_on, "no result decoded"

@@ -14,15 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_runtime.config.model_spec import ModelSpec
 from edge_runtime.config.sources import SensorSource as SensorConfig
 from edge_runtime.config.sources import VideoSource
 from edge_runtime.config.yamlsource import load_yaml, parse_model
 from edge_runtime.errors import ConfigError, ModelError
 from edge_runtime.inference import BackendOptions
-from edge_runtime.model import LoadedModel, load_model
-from edge_runtime.predictor import Predictor
-from edge_runtime.window_predictor import WindowPredictor, WindowResult, make_predictor, source_mismatch
+from edge_runtime.model import (
+    LoadedModel,
+    Runner,
+    WindowResult,
+    WindowRunner,
+    load_model,
+    make_runner,
+    source_mismatch,
+)
+from edge_runtime.model.spec import ModelSpec
 
 from .conftest import CLASSIFIER, DATA, MODELS, image, run_cli
 
@@ -35,10 +41,10 @@ WINDOW, HOP = 256, 128
 
 
 @pytest.fixture(scope="module", params=["onnx", "tflite"])
-def detector(request: pytest.FixtureRequest) -> Iterator[WindowPredictor]:
+def detector(request: pytest.FixtureRequest) -> Iterator[WindowRunner]:
     model = load_model(VIBRATION, request.param, BackendOptions(threads=1))
-    predictor = make_predictor(model)
-    assert isinstance(predictor, WindowPredictor)
+    predictor = make_runner(model)
+    assert isinstance(predictor, WindowRunner)
     yield predictor
     model.close()
 
@@ -47,7 +53,7 @@ def load(name: str) -> LoadedModel:
     return load_model(WINDOW_MODELS / name, "onnx", BackendOptions(threads=1))
 
 
-def flags(predictor: WindowPredictor, stream: np.ndarray) -> list[bool]:
+def flags(predictor: WindowRunner, stream: np.ndarray) -> list[bool]:
     """The flag of every window (256 samples, hop 128) of a stream."""
     results = [predictor.predict(stream[s : s + WINDOW]) for s in range(0, len(stream) - WINDOW + 1, HOP)]
     assert all(isinstance(r, WindowResult) and r.task == "anomaly" for r in results)
@@ -58,9 +64,7 @@ def flags(predictor: WindowPredictor, stream: np.ndarray) -> list[bool]:
 
 
 @pytest.mark.parametrize("fault", vib.FAULTS)
-def test_an_injected_fault_is_flagged_and_healthy_windows_are_not(
-    detector: WindowPredictor, fault: str
-) -> None:
+def test_an_injected_fault_is_flagged_and_healthy_windows_are_not(detector: WindowRunner, fault: str) -> None:
     # 4 s of a healthy machine with the fault from 1.5 s to 2.5 s
     stream = vib.machine_stream(3, 4000, fault=fault, fault_start=1500, fault_samples=1000, severity=0.5)
     got = flags(detector, stream)
@@ -71,12 +75,12 @@ def test_an_injected_fault_is_flagged_and_healthy_windows_are_not(
     assert outside and not any(outside), got
 
 
-def test_healthy_machines_are_rarely_flagged(detector: WindowPredictor) -> None:
+def test_healthy_machines_are_rarely_flagged(detector: WindowRunner) -> None:
     got = [f for seed in range(10, 16) for f in flags(detector, vib.machine_stream(seed, 3000))]
     assert sum(got) <= 1, f"{sum(got)} of {len(got)} healthy windows flagged"
 
 
-def test_anomaly_payload_and_latency(detector: WindowPredictor) -> None:
+def test_anomaly_payload_and_latency(detector: WindowRunner) -> None:
     result = detector.predict(vib.machine_stream(5, WINDOW))
     body = result.payload()
     assert set(body) == {"anomaly"} and set(body["anomaly"]) == {"score", "threshold", "flag"}
@@ -90,8 +94,8 @@ def test_onnx_and_tflite_agree_on_flags() -> None:
     got = []
     for backend in ("onnx", "tflite"):
         model = load_model(VIBRATION, backend, BackendOptions(threads=1))
-        predictor = make_predictor(model)
-        assert isinstance(predictor, WindowPredictor)
+        predictor = make_runner(model)
+        assert isinstance(predictor, WindowRunner)
         got.append(flags(predictor, stream))
         model.close()
     assert got[0] == got[1]
@@ -108,14 +112,14 @@ def test_report_records_detection_and_false_positive_rates() -> None:
 def test_a_config_threshold_overrides_model_yaml() -> None:
     model = load_model(VIBRATION, "onnx", BackendOptions(threads=1))
     try:
-        predictor = make_predictor(model, score_threshold=0.0)
+        predictor = make_runner(model, score_threshold=0.0)
         result = predictor.predict(vib.machine_stream(5, WINDOW))
         assert isinstance(result, WindowResult) and result.threshold == 0.0 and result.flag
     finally:
         model.close()
 
 
-def test_window_of_the_wrong_shape_is_refused(detector: WindowPredictor) -> None:
+def test_window_of_the_wrong_shape_is_refused(detector: WindowRunner) -> None:
     with pytest.raises(ModelError, match=r"window of shape \[128, 3\], the model takes \[256, 3\]"):
         detector.predict(np.zeros((128, 3), np.float32))
 
@@ -124,7 +128,7 @@ def test_images_are_refused_by_a_window_model_and_windows_by_an_image_model() ->
     model = load_model(VIBRATION, "onnx", BackendOptions(threads=1))
     try:
         with pytest.raises(ModelError, match="sensor-window model"):
-            Predictor(model).predict(np.zeros((32, 32, 3), np.uint8))
+            Runner(model).predict(np.zeros((32, 32, 3), np.uint8))
     finally:
         model.close()
     result = run_cli("infer", VIBRATION, image("coffee"))
@@ -132,7 +136,7 @@ def test_images_are_refused_by_a_window_model_and_windows_by_an_image_model() ->
     classifier = load_model(CLASSIFIER, "onnx", BackendOptions(threads=1))
     try:
         with pytest.raises(ModelError, match="not a sensor-window model"):
-            WindowPredictor(classifier)
+            WindowRunner(classifier)
     finally:
         classifier.close()
 
@@ -143,7 +147,7 @@ def test_images_are_refused_by_a_window_model_and_windows_by_an_image_model() ->
 def test_regression_values_per_channel() -> None:
     model = load("regression")
     window = np.stack([np.arange(8.0), np.full(8, -2.0)], axis=1)
-    result = make_predictor(model).predict(window)
+    result = make_runner(model).predict(window)
     assert result.payload() == {"values": [3.5, -2.0], "labels": ["mean_a", "mean_b"]}
     model.close()
 
@@ -151,7 +155,7 @@ def test_regression_values_per_channel() -> None:
 def test_classification_of_windows() -> None:
     model = load("classification")
     window = np.stack([np.full(8, 1.0), np.full(8, 3.0)], axis=1)
-    body = make_predictor(model).predict(window).payload()
+    body = make_runner(model).predict(window).payload()
     assert [c["label"] for c in body["classes"]] == ["b_high", "a_high"]
     assert body["classes"][0]["score"] > 0.9
     model.close()
@@ -159,7 +163,7 @@ def test_classification_of_windows() -> None:
 
 def test_reconstruction_error_is_the_anomaly_score() -> None:
     model = load("autoencoder")
-    predictor = make_predictor(model)
+    predictor = make_runner(model)
     quiet = predictor.predict(np.full((8, 2), 1.0))
     loud = predictor.predict(np.full((8, 2), 3.0))
     assert isinstance(quiet, WindowResult) and isinstance(loud, WindowResult)

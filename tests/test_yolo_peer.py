@@ -12,9 +12,8 @@ import cv2
 import numpy as np
 import pytest
 
-from edge_runtime.model import load_model
+from edge_runtime.model import Runner, load_model
 from edge_runtime.postprocess.nms import iou_matrix
-from edge_runtime.predictor import Predictor
 
 from .conftest import image, run_cli
 
@@ -40,7 +39,7 @@ def test_yolov8_decoder_matches_nudenet_own_decoder(name: str) -> None:
     try:
         assert model.spec.family == "yolov8" and model.input_size == (320, 320)
         # nudenet keeps detections above 0.2 after its own NMS (IoU 0.45)
-        result = Predictor(model, score_threshold=0.2).predict(cv2.imread(str(image(name))))
+        result = Runner(model, score_threshold=0.2).predict(cv2.imread(str(image(name))))
     finally:
         model.close()
     ours = list(result.detections)

@@ -75,7 +75,7 @@ class SourceThread:
         self.state: SourceState = "starting"
         self.frames = 0
         self.error: str | None = None
-        self.stop_event: threading.Event = _StopFlag(self)
+        self.stop_event: threading.Event = StopFlag(self)
         self.last_frame_at = time.monotonic()
         self.last_alive = time.monotonic()  # progress stamps for the watchdog (health/watchdog.py)
         self._waits = 0
@@ -180,7 +180,7 @@ class SourceThread:
         raise NotImplementedError
 
 
-class _StopFlag(threading.Event):
+class StopFlag(threading.Event):
     """A source's stop flag, and the watchdog's view of its thread (health/watchdog.py).
 
     Every loop of a source checks this flag, so each check by the source's own thread stamps

@@ -12,12 +12,10 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_runtime.commands.common import backend_options, read_image
-from edge_runtime.config.model_spec import WindowInput
 from edge_runtime.errors import InputError
 from edge_runtime.inference import backend_installed
-from edge_runtime.model import load_model, resolve
-from edge_runtime.predictor import Predictor
-from edge_runtime.window_predictor import WindowPredictor
+from edge_runtime.model import Runner, WindowRunner, load_model, resolve
+from edge_runtime.model.spec import WindowInput
 
 
 def synthetic_image(height: int = 480, width: int = 640) -> npt.NDArray[np.uint8]:
@@ -61,10 +59,10 @@ def _bench_one(args: argparse.Namespace, kind: str) -> dict[str, Any]:
     model = load_model(Path(args.model), kind, backend_options(args))
     try:
         if isinstance(model.spec.input, WindowInput):  # a sensor-window model: a window of zeros
-            inputs = [WindowPredictor(model).standardise(np.zeros(model.input_size, np.float32))[1]]
+            inputs = WindowRunner(model).prepare(np.zeros(model.input_size, np.float32))[0]
         else:
             image = read_image(Path(args.image)) if args.image else synthetic_image()
-            inputs, _ = Predictor(model).preprocess(image)
+            inputs, _ = Runner(model).prepare(image)
         backend = model.backend
         stats = measure(lambda: backend.infer(inputs), args.seconds, args.warmup)
         return {"model": model.describe(), "threads": args.threads, **stats}

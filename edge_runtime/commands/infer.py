@@ -14,8 +14,7 @@ import numpy.typing as npt
 
 from edge_runtime.commands.common import backend_options, read_image
 from edge_runtime.errors import ImageError, InputError
-from edge_runtime.model import load_model
-from edge_runtime.predictor import InferenceResult, Predictor
+from edge_runtime.model import InferenceResult, Runner, load_model
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
@@ -30,7 +29,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         annotate.mkdir(parents=True, exist_ok=True)
     failed = 0
     try:
-        predictor = Predictor(model, top_k=args.top_k, score_threshold=args.score_threshold)
+        runner = Runner(model, top_k=args.top_k, score_threshold=args.score_threshold)
         for name in args.images:
             try:
                 image = read_image(Path(name))
@@ -38,7 +37,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
                 print(f"edge-runtime: error: {exc}", file=sys.stderr)
                 failed += 1
                 continue
-            result = predictor.predict(image)
+            result = runner.predict(image)
             line = (
                 _json_line(name, result, model.describe())
                 if args.json

@@ -8,10 +8,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.config.model_spec import ModelSpec
 from edge_runtime.config.yamlsource import load_yaml, parse_model
 from edge_runtime.errors import EdgeRuntimeError, InputError
 from edge_runtime.inference import BACKENDS, backend_installed
+from edge_runtime.model.spec import ModelSpec
 
 
 def default_models_dir() -> Path:

@@ -21,8 +21,7 @@ import numpy.typing as npt
 
 from edge_runtime.errors import UpdateError
 from edge_runtime.inference import BackendOptions
-from edge_runtime.model import LoadedModel, load_model, resolve
-from edge_runtime.predictor import Predictor
+from edge_runtime.model import LoadedModel, Runner, load_model, resolve
 from edge_runtime.preprocess.tensor import dequantize
 from edge_runtime.types import TensorSpec
 
@@ -64,8 +63,8 @@ def _random_inputs(specs: list[TensorSpec], seed: int) -> list[npt.NDArray[Any]]
 def golden_inputs(model: LoadedModel, images: list[npt.NDArray[np.uint8]]) -> list[list[npt.NDArray[Any]]]:
     """Input tensors: the images preprocessed as the daemon would, or 2 seeded random inputs."""
     if images:
-        predictor = Predictor(model)
-        return [predictor.preprocess(image)[0] for image in images]
+        runner = Runner(model)
+        return [runner.prepare(image)[0] for image in images]
     return [_random_inputs(list(model.backend.input_specs), seed) for seed in (1, 2)]
 
 

@@ -21,8 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge_runtime.commands.bench import synthetic_image  # noqa: E402
 from edge_runtime.inference import BackendOptions  # noqa: E402
-from edge_runtime.model import load_model  # noqa: E402
-from edge_runtime.predictor import Predictor  # noqa: E402
+from edge_runtime.model import Runner, load_model  # noqa: E402
 
 
 def bare_onnx(path: Path, threads: int) -> Any:
@@ -73,7 +72,7 @@ def main() -> None:
     report = {}
     for kind, bare in (("onnx", bare_onnx), ("tflite", bare_tflite)):
         model = load_model(Path(args.model), kind, BackendOptions(threads=args.threads))
-        inputs, _ = Predictor(model).preprocess(synthetic_image())
+        inputs, _ = Runner(model).prepare(synthetic_image())
         bare_run = bare(model.file, args.threads)
         ours, theirs = [], []
         x, backend = inputs[0], model.backend

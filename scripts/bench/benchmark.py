@@ -126,7 +126,7 @@ def model_path(name: str) -> Path:
 def recipe(path: Path, backend: str) -> dict[str, Any]:
     """What the loops outside the daemon need: input format and decoder settings, from the bundle."""
     from edge_runtime.inference import BackendOptions
-    from edge_runtime.model import load_model, make_anchors
+    from edge_runtime.model.loader import load_model, make_anchors
 
     model = load_model(path, backend, BackendOptions(threads=1))
     try:

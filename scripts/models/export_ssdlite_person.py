@@ -1202,7 +1202,7 @@ def _flow(values: Iterable[Any]) -> str:
 def render_model_yaml(
     post: dict[str, Any], files: dict[str, str], sha: dict[str, str], provenance: dict[str, Any]
 ) -> str:
-    """model.yaml in the bundle's documented layout (edge_runtime.config.model_spec)."""
+    """model.yaml in the bundle's documented layout (edge_runtime.model.spec)."""
     import yaml
 
     a = post["anchors"]
@@ -1253,7 +1253,7 @@ def validate_model_yaml(text: str) -> str:
 
     sys.path.insert(0, str(REPO))
     try:
-        from edge_runtime.config.model_spec import ModelSpec
+        from edge_runtime.model.spec import ModelSpec
     except ImportError as exc:
         return f"not validated ({exc})"
     ModelSpec.model_validate(yaml.safe_load(text))

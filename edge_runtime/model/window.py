@@ -1,8 +1,8 @@
 """One sensor window through one model: standardise -> infer -> score/values/classes, each timed.
 
-Composition module (like ``predictor.py``): a :class:`WindowPredictor` is the :class:`Predictor`
-of a model whose model.yaml says ``input: {kind: window}``; pipelines call ``predict`` the same
-way with the window's ``[samples, channels]`` array instead of an image.
+A :class:`WindowRunner` is the :class:`~edge_runtime.model.runner.Runner` of a model whose
+model.yaml says ``input: {kind: window}``; pipelines call its stages the same way with the
+window's ``[samples, channels]`` array instead of an image.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge_runtime.config.model_spec import WindowInput
 from edge_runtime.config.sources import SensorSource as SensorConfig
 from edge_runtime.config.sources import SourceConfig
 from edge_runtime.errors import ModelError
-from edge_runtime.model import LoadedModel
+from edge_runtime.model.loader import LoadedModel
+from edge_runtime.model.runner import InferenceResult, Runner
+from edge_runtime.model.spec import WindowInput
 from edge_runtime.postprocess.window import anomaly_score, regression_values
-from edge_runtime.predictor import InferenceResult, Predictor
 from edge_runtime.preprocess.tensor import dequantize, quantize
 
 logger = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class WindowResult(InferenceResult):
-    """What one window gave; ``width``/``height`` hold the window's channels and samples."""
+    """What one window gave: an anomaly score and flag, regression values, or classes."""
 
     score: float | None = None
     threshold: float | None = None
@@ -59,7 +59,7 @@ class WindowResult(InferenceResult):
         return InferenceResult.payload(self)
 
 
-class WindowPredictor(Predictor):
+class WindowRunner(Runner):
     """Runs a sensor-window model on float ``[samples, channels]`` windows."""
 
     def __init__(
@@ -77,8 +77,11 @@ class WindowPredictor(Predictor):
             score_threshold if score_threshold is not None else anomaly.threshold if anomaly else None
         )
 
-    def standardise(self, window: npt.NDArray[Any]) -> tuple[npt.NDArray[np.float32], npt.NDArray[Any]]:
-        """``[samples, channels]`` -> (standardised float tensor, the tensor the model takes)."""
+    def prepare(self, window: npt.NDArray[Any]) -> tuple[list[npt.NDArray[Any]], Any]:
+        """A ``[samples, channels]`` window -> ([the tensor the model takes], the standardised window).
+
+        The standardised float window is what ``finish`` compares an autoencoder's output with.
+        """
         expected = (self.window.window, len(self.window.channels))
         if window.shape != expected:
             raise ModelError(f"window of shape {list(window.shape)}, the model takes {list(expected)}")
@@ -88,43 +91,29 @@ class WindowPredictor(Predictor):
         x = np.ascontiguousarray(x[np.newaxis])
         spec = self.model.image_input
         if np.issubdtype(spec.dtype, np.integer) and spec.quantization is not None:
-            return x, quantize(x, spec.quantization, spec.dtype)
-        return x, x.astype(spec.dtype, copy=False)
+            return [quantize(x, spec.quantization, spec.dtype)], x
+        return [x.astype(spec.dtype, copy=False)], x
 
-    def decode(self, outputs: list[npt.NDArray[Any]], x: npt.NDArray[np.float32]) -> WindowResult:
-        """Output tensors -> the task's result."""
+    def finish(self, outputs: list[npt.NDArray[Any]], context: Any) -> WindowResult:
+        """Output tensors -> the task's result (``context``: the standardised window)."""
+        x: npt.NDArray[np.float32] = context
         real = [dequantize(o, s.quantization) for o, s in zip(outputs, self._output_specs, strict=True)]
-        spec, (samples, channels) = self.model.spec, self.model.input_size
+        spec = self.model.spec
         if spec.task == "anomaly":
             return WindowResult(
-                "anomaly",
-                channels,
-                samples,
-                score=anomaly_score(spec.family, real, x),
-                threshold=self.threshold,
+                "anomaly", score=anomaly_score(spec.family, real, x), threshold=self.threshold
             )
         if spec.task == "regression":
             labels = tuple(self.model.labels or ())
-            return WindowResult(
-                "regression", channels, samples, values=regression_values(real), value_labels=labels
-            )
-        return WindowResult("classification", channels, samples, classes=tuple(self.decoder.classify(real)))
-
-    def prepare(self, data: npt.NDArray[Any]) -> tuple[list[npt.NDArray[Any]], Any]:
-        """A ``[samples, channels]`` window -> the model's tensor (and the standardised window)."""
-        x, tensor = self.standardise(data)
-        return [tensor], x
-
-    def finish(self, outputs: list[npt.NDArray[Any]], context: Any) -> WindowResult:
-        """Output tensors -> the task's result."""
-        return self.decode(outputs, context)
+            return WindowResult("regression", values=regression_values(real), value_labels=labels)
+        return WindowResult("classification", classes=tuple(self.decoder.classify(real)))
 
 
-def make_predictor(
+def make_runner(
     model: LoadedModel, *, top_k: int | None = None, score_threshold: float | None = None
-) -> Predictor:
-    """The predictor that fits the model: a WindowPredictor for sensor-window models."""
-    kind = WindowPredictor if isinstance(model.spec.input, WindowInput) else Predictor
+) -> Runner:
+    """The runner that fits the model: a WindowRunner for sensor-window models."""
+    kind = WindowRunner if isinstance(model.spec.input, WindowInput) else Runner
     return kind(model, top_k=top_k, score_threshold=score_threshold)
 
 

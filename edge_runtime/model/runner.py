@@ -1,6 +1,9 @@
-"""One image through one model: preprocess -> infer -> postprocess, each stage timed.
+"""One image through one model: prepare -> run -> finish, each stage timed.
 
-Composition module (like ``pipeline.py``): the daemon's pipelines call the same three stages.
+A :class:`Runner` runs a :class:`~edge_runtime.model.loader.LoadedModel`: ``prepare`` is the
+preprocessing (geometry, then the input tensor), ``run`` the backend call, ``finish`` the decoder
+(outputs to classes or boxes in the original image). The daemon's pipelines call the three stages
+from different threads (pipeline.py); ``predict`` runs them in a row (the CLI, golden vectors).
 """
 
 from __future__ import annotations
@@ -9,11 +12,10 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 
-from edge_runtime.errors import BackendClosedError, ModelError
-from edge_runtime.model import LoadedModel, make_decoder
+from edge_runtime.errors import ModelError
+from edge_runtime.model.loader import LoadedModel, make_decoder
 from edge_runtime.postprocess.detection import to_detections
 from edge_runtime.preprocess import geometry
 from edge_runtime.preprocess.tensor import InputEncoder, dequantize
@@ -25,8 +27,6 @@ class InferenceResult:
     """What one image gave. Boxes are normalised xyxy in the original image."""
 
     task: str
-    width: int
-    height: int
     classes: tuple[Classification, ...] = ()
     detections: tuple[Detection, ...] = ()
     latency_ms: dict[str, float] = field(default_factory=dict)
@@ -48,11 +48,7 @@ class InferenceResult:
         }
 
 
-class PredictorClosedError(RuntimeError):
-    """The predictor was closed (replaced by a model update) after a caller picked it up."""
-
-
-class Predictor:
+class Runner:
     """Runs a :class:`LoadedModel` on BGR images (as OpenCV decodes them)."""
 
     def __init__(
@@ -65,10 +61,8 @@ class Predictor:
         self._output_specs = list(model.backend.output_specs)
         self._encoder: InputEncoder | None = None
 
-    def preprocess(
-        self, image_bgr: npt.NDArray[np.uint8]
-    ) -> tuple[list[npt.NDArray[Any]], geometry.Transform]:
-        """BGR image -> input tensors and the transform back to the image."""
+    def prepare(self, image_bgr: npt.NDArray[Any]) -> tuple[list[npt.NDArray[Any]], Any]:
+        """BGR image -> (input tensors, the transform back to the image for ``finish``)."""
         if self.model.spec.input.kind == "window":
             raise ModelError(
                 f"{self.model.file}: a sensor-window model (task {self.model.spec.task}); it takes "
@@ -88,17 +82,22 @@ class Predictor:
             self._encoder = InputEncoder(self.model.image_input, p.mean, p.std)
         return [self._encoder(resized, swap_rb=p.color == "rgb")], transform
 
-    def postprocess(self, outputs: list[npt.NDArray[Any]], transform: geometry.Transform) -> InferenceResult:
-        """Output tensors -> result in original-image coordinates."""
+    def run(self, inputs: list[npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
+        """The backend call; the pool gives each concurrent caller its own copy of the model.
+
+        Raises BackendClosedError when an update closed this runner after the caller picked it up.
+        """
+        return self.model.backend.infer(inputs)
+
+    def finish(self, outputs: list[npt.NDArray[Any]], context: Any) -> InferenceResult:
+        """Output tensors -> result in original-image coordinates (``context``: the transform)."""
+        transform: geometry.Transform = context
         real = [dequantize(o, s.quantization) for o, s in zip(outputs, self._output_specs, strict=True)]
-        w, h = transform.src_width, transform.src_height
         if self.model.spec.task == "classification":
-            return InferenceResult("classification", w, h, classes=tuple(self.decoder.classify(real)))
+            return InferenceResult("classification", classes=tuple(self.decoder.classify(real)))
         raw = self.decoder.detect(real)
         boxes = transform.to_original(raw.boxes)
-        return InferenceResult(
-            "detection", w, h, detections=tuple(to_detections(boxes, raw, self.model.labels))
-        )
+        return InferenceResult("detection", detections=tuple(to_detections(boxes, raw, self.model.labels)))
 
     @property
     def streams(self) -> int:
@@ -106,24 +105,8 @@ class Predictor:
         return self.model.backend.streams
 
     def close(self) -> None:
-        """Release the backend once no call is inside it; later calls raise PredictorClosedError."""
+        """Release the backend once no call is inside it; later calls raise BackendClosedError."""
         self.model.close()
-
-    # -- the three stages, as the pipeline's threads call them --------------------------------
-    def prepare(self, data: npt.NDArray[Any]) -> tuple[list[npt.NDArray[Any]], Any]:
-        """Input data -> (input tensors, what ``finish`` needs to interpret the outputs)."""
-        return self.preprocess(data)
-
-    def run(self, inputs: list[npt.NDArray[Any]]) -> list[npt.NDArray[Any]]:
-        """The backend call; the pool gives each concurrent caller its own copy of the model."""
-        try:
-            return self.model.backend.infer(inputs)
-        except BackendClosedError as exc:
-            raise PredictorClosedError(self.model.spec.name) from exc
-
-    def finish(self, outputs: list[npt.NDArray[Any]], context: Any) -> InferenceResult:
-        """Output tensors -> the result."""
-        return self.postprocess(outputs, context)
 
     def predict(self, data: npt.NDArray[Any]) -> InferenceResult:
         """All three stages, with per-stage latency in milliseconds."""

@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.config.model_spec import ModelSpec
 from edge_runtime.errors import ModelError
 from edge_runtime.inference.base import Backend
+from edge_runtime.model.spec import ModelSpec
 from edge_runtime.postprocess.families import guess_family
 
 
