@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 
 from edge_runtime import __version__
+from edge_runtime.config.vocabulary import ACCELERATORS
 from edge_runtime.errors import EdgeRuntimeError, InputError
-from edge_runtime.inference.base import ACCELERATORS
-from edge_runtime.logformat import configure_logging
+from edge_runtime.health.logformat import configure_logging
 
 logger = logging.getLogger("edge_runtime")
 
@@ -112,7 +112,7 @@ def _update_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--device", metavar="ID")
     who.add_argument("--group", metavar="G")
-    p.add_argument("--broker", required=True, metavar="HOST:PORT")
+    add_broker_args(p)
     p.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
     p.add_argument(
         "--wait",
@@ -130,9 +130,14 @@ def _update_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="S",
         help="without --wait: serve chunks at most this long",
     )
-    p.add_argument("--username", default=None)
-    p.add_argument("--password-file", default=None)
-    p.add_argument("--ca-file", default=None, help="CA certificate for a TLS broker")
+
+
+def add_broker_args(p: argparse.ArgumentParser) -> None:
+    """The broker flags of every operator command (read by commands/broker.py)."""
+    p.add_argument("--broker", required=True, metavar="HOST:PORT", help="the MQTT broker the devices use")
+    p.add_argument("--username", default=None, help="MQTT user name")
+    p.add_argument("--password-file", default=None, metavar="FILE", help="file holding the MQTT password")
+    p.add_argument("--ca-file", default=None, metavar="FILE", help="CA certificate for a TLS broker")
 
 
 def _configure_logging(args: argparse.Namespace) -> None:

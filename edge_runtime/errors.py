@@ -44,6 +44,22 @@ class BackendClosedError(EdgeRuntimeError):
     """A call reached a backend after it was closed (a model update replaced it)."""
 
 
+class MalformedLineError(InputError, ValueError):
+    """A sensor line that is not a sample in the configured format (skipped and counted)."""
+
+
+class DeviceLostError(EdgeRuntimeError):
+    """A sensor device or stream went away; the source reopens it with backoff."""
+
+
+class StreamEndedError(EdgeRuntimeError):
+    """A finite sensor stream (a regular file, stdin) is over; the source ends."""
+
+
+class DriverUnavailableError(EdgeRuntimeError):
+    """A sensor driver cannot work with this config or install (e.g. pyserial missing)."""
+
+
 def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (third-party messages can be pages long)."""
     text = str(exc).strip() or type(exc).__name__

@@ -12,7 +12,6 @@ import argparse
 import hashlib
 import json
 import queue
-import ssl
 import sys
 import time
 import uuid
@@ -21,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
 
+from edge_runtime.commands.broker import broker_from_args
 from edge_runtime.errors import EdgeRuntimeError, InputError
+from edge_runtime.mqttclient import Broker, make_client
 from edge_runtime.update.manifest import Manifest, read_envelope_file, update_id
 
 TERMINAL = ("active", "rejected", "rolled_back")
@@ -37,13 +37,6 @@ class _Device:
     reason: str | None = None
     progress: float | None = None
     printed: tuple[Any, ...] = field(default_factory=tuple)
-
-
-def _broker(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    if not host or not port.isdigit():
-        raise InputError(f"--broker {value!r}: expected HOST:PORT")
-    return host, int(port)
 
 
 def _load(args: argparse.Namespace) -> tuple[Path, dict[str, Any], Manifest]:
@@ -71,14 +64,16 @@ def _load(args: argparse.Namespace) -> tuple[Path, dict[str, Any], Manifest]:
 def cmd_push(args: argparse.Namespace) -> int:
     """Publish, serve chunks, and with ``--wait`` follow every targeted device."""
     bundle, envelope, manifest = _load(args)
-    host, port = _broker(args.broker)
-    pusher = _Pusher(args, bundle, envelope, manifest)
-    return pusher.run(host, port)
+    broker = broker_from_args(args)
+    pusher = _Pusher(args, broker, bundle, envelope, manifest)
+    return pusher.run()
 
 
 class _Pusher:
-    def __init__(self, args: argparse.Namespace, bundle: Path, envelope: dict[str, Any], m: Manifest) -> None:
-        self.args, self.bundle, self.manifest = args, bundle, m
+    def __init__(
+        self, args: argparse.Namespace, broker: Broker, bundle: Path, envelope: dict[str, Any], m: Manifest
+    ) -> None:
+        self.args, self.broker, self.bundle, self.manifest = args, broker, bundle, m
         self.prefix = args.prefix
         self.uid = update_id(envelope["manifest"])
         self.base = f"{self.prefix}/updates/{self.uid}"
@@ -101,18 +96,8 @@ class _Pusher:
         self.members: set[str] = set()
         self.inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self.sent_at: dict[int, float] = {}
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=f"edge-push-{uuid.uuid4().hex[:8]}", protocol=mqtt.MQTTv5
-        )
-        self._configure_client()
-
-    def _configure_client(self) -> None:
-        a, c = self.args, self.client
-        if a.username:
-            password = Path(a.password_file).read_text().strip() if a.password_file else None
-            c.username_pw_set(a.username, password)
-        if a.ca_file:
-            c.tls_set(ca_certs=a.ca_file, cert_reqs=ssl.CERT_REQUIRED)
+        self.client = make_client(broker, f"edge-push-{uuid.uuid4().hex[:8]}")
+        c = self.client
         c.on_message = lambda _c, _u, msg: self.inbox.put(msg)
         c.max_inflight_messages_set(64)
 
@@ -123,11 +108,12 @@ class _Pusher:
             topics = [f"{self.prefix}/+/model/status", f"{self.prefix}/+/status"]
         return [*topics, f"{self.base}/request"]
 
-    def run(self, host: str, port: int) -> int:
+    def run(self) -> int:
+        b = self.broker
         try:
-            self.client.connect(host, port, keepalive=30)
+            self.client.connect(b.host, b.port, keepalive=b.keepalive)
         except (OSError, ValueError) as exc:
-            raise EdgeRuntimeError(f"cannot connect to the broker {host}:{port}: {exc}") from exc
+            raise EdgeRuntimeError(f"cannot connect to the broker {b}: {exc}") from exc
         self.client.loop_start()
         try:
             for topic in self._topics():

@@ -1,7 +1,9 @@
 """The broker link: paho-mqtt 2.x, MQTT v5, birth/will status, TLS, auth, reconnect with backoff.
 
 paho callbacks run on paho's network thread: they only set state or enqueue (the publisher and
-the inbound dispatcher do the work on their own threads).
+the handlers' owners, e.g. the update manager, do the work on their own threads). Inbound
+messages reach the handler registered for their topic filter (:meth:`MqttLink.route`; paho
+matches the filters); a message no handler takes is logged and dropped.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import queue
-import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -17,17 +18,16 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from edge_runtime.backoff import backoff_delays
 from edge_runtime.config.sections import MqttConfig
-from edge_runtime.errors import ConfigError
+from edge_runtime.mqttclient import broker_of, make_client, session_properties
 from edge_runtime.publish.topics import Topics
 from edge_runtime.scheduling import yield_to_inference
 
 logger = logging.getLogger(__name__)
+
+Handler = Callable[[str, bytes], None]  # (topic, payload), called on paho's thread: enqueue only
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,35 +56,18 @@ class MqttLink:
         self.acks: queue.SimpleQueue[Ack] = queue.SimpleQueue()
         # called on paho's thread after each ack is queued (the publisher decides whether to wake)
         self.on_ack: Callable[[bool], None] | None = None
-        self.inbound: queue.Queue[mqtt.MQTTMessage] = queue.Queue(maxsize=1000)
         self.reconnects = 0
         self.connects = 0
         self.last_error: str | None = None
-        self._extra_subs: set[str] = set()  # subscribed at run time (update chunks); kept over reconnects
+        self._routes: set[str] = set()  # filters subscribed at run time (route); kept over reconnects
         self._stopping = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, reconnect_on_failure=True
-        )
+        self._client = make_client(broker_of(cfg), client_id)
         self._configure()
 
     def _configure(self) -> None:
         c, cfg = self._client, self.cfg
-        if cfg.username is not None:
-            c.username_pw_set(cfg.username, cfg.password)
-        if cfg.tls is not None:
-            try:
-                c.tls_set(
-                    ca_certs=str(cfg.tls.ca_file),
-                    certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                    keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
-                )
-            except (OSError, ssl.SSLError, ValueError) as exc:
-                raise ConfigError(f"mqtt.tls: cannot use the TLS files: {exc}") from exc
-            c.tls_insecure_set(cfg.tls.insecure)
         offline = json.dumps({"state": "offline", "reason": "connection lost", **self._identity()})
         c.will_set(self.topics.status, offline, qos=1, retain=True)
         c.max_inflight_messages_set(cfg.max_inflight)
@@ -121,10 +104,12 @@ class MqttLink:
         while not self._stop.is_set() and not self._stopping:
             try:
                 if first:
-                    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-                    props.SessionExpiryInterval = 0
                     self._client.connect(
-                        self.cfg.host, self.cfg.port, self.cfg.keepalive, clean_start=True, properties=props
+                        self.cfg.host,
+                        self.cfg.port,
+                        self.cfg.keepalive,
+                        clean_start=True,
+                        properties=session_properties(0),
                     )
                     first = False
                 else:
@@ -158,7 +143,7 @@ class MqttLink:
         logger.info("mqtt: connected to %s:%d", self.cfg.host, self.cfg.port)
         birth = {"state": "online", **self._status(), "ts": time.time()}
         client.publish(self.topics.status, json.dumps(birth), qos=1, retain=True)
-        for topic in [*self.topics.inbound(self.groups), *sorted(self._extra_subs)]:
+        for topic in sorted({*self.topics.inbound(self.groups), *self._routes}):
             client.subscribe(topic, qos=1)
         self.connected.set()
 
@@ -177,10 +162,8 @@ class MqttLink:
             self.on_ack(not failed)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
-        try:
-            self.inbound.put_nowait(message)
-        except queue.Full:
-            logger.warning("mqtt: inbound queue full; dropping a message on %s", message.topic)
+        """A message no route takes (paho calls a route's handler instead when a filter matches)."""
+        logger.warning("inbound: nothing handles %s (commands: see docs/mqtt.md)", message.topic)
 
     # -- used by the publisher thread ------------------------------------------------------------
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> int | None:
@@ -194,17 +177,26 @@ class MqttLink:
             self.acks.put(Ack(info.mid, True, "qos0"))
         return int(info.mid)
 
-    def subscribe(self, topic: str, on: bool = True) -> None:
-        """Add (or with ``on`` False, drop) a subscription that lasts over reconnects."""
-        if on:
-            self._extra_subs.add(topic)
-        else:
-            self._extra_subs.discard(topic)
-        if self.connected.is_set():
-            if on:
-                self._client.subscribe(topic, qos=1)
-            else:
-                self._client.unsubscribe(topic)
+    def route(self, topic_filter: str, handler: Handler | None) -> None:
+        """Give the messages on ``topic_filter`` to ``handler(topic, payload)`` on paho's thread.
+
+        The handler must only enqueue. A filter that is not one of the daemon's fixed inbound
+        topics (subscribed at every connect) is subscribed here, over reconnects too; ``None``
+        drops the handler and such a subscription.
+        """
+        fixed = topic_filter in self.topics.inbound(self.groups)
+        if handler is None:
+            self._client.message_callback_remove(topic_filter)
+            if not fixed:
+                self._routes.discard(topic_filter)
+                if self.connected.is_set():
+                    self._client.unsubscribe(topic_filter)
+            return
+        self._client.message_callback_add(topic_filter, _deliver_to(handler))
+        if not fixed:
+            self._routes.add(topic_filter)
+            if self.connected.is_set():
+                self._client.subscribe(topic_filter, qos=1)
 
     def stop(self, reason: str = "shutdown", timeout: float = 3.0) -> None:
         """Publish the retained offline status, disconnect cleanly (no will), stop the thread."""
@@ -222,6 +214,13 @@ class MqttLink:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout)
+
+
+def _deliver_to(handler: Handler) -> Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None]:
+    def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        handler(message.topic, bytes(message.payload))
+
+    return on_message
 
 
 def _leave_writes_to_the_loop(_client: mqtt.Client, _userdata: Any, _sock: Any) -> None:

@@ -22,22 +22,11 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from edge_runtime.capture.sensor.samples import LineParser, LineSplitter, MalformedLineError, Sample
+from edge_runtime.capture.sensor.samples import LineParser, LineSplitter, Sample
+from edge_runtime.errors import DeviceLostError, DriverUnavailableError, MalformedLineError, StreamEndedError
 
 Reading = Sample | None
 """One line's result: a sample, or None for a malformed line (skipped and counted)."""
-
-
-class DeviceLostError(Exception):
-    """The device or stream went away; reopen with backoff."""
-
-
-class StreamEndedError(Exception):
-    """A finite stream (regular file, stdin) is over."""
-
-
-class DriverUnavailableError(Exception):
-    """The driver cannot work with this config or install (e.g. pyserial missing)."""
 
 
 class Driver(Protocol):

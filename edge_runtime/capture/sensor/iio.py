@@ -14,8 +14,9 @@ import threading
 import time
 from pathlib import Path
 
-from edge_runtime.capture.sensor.drivers import DeviceLostError, Reading
+from edge_runtime.capture.sensor.drivers import Reading
 from edge_runtime.capture.sensor.samples import Sample
+from edge_runtime.errors import DeviceLostError
 
 
 def _attribute_names(channel: str, suffix: str) -> list[str]:

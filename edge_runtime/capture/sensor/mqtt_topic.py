@@ -1,6 +1,6 @@
 """Samples published by other devices on an MQTT topic of the daemon's own broker.
 
-Its own small paho client (client id ``<device>-sensor-<pipeline>``, MQTT v5, QoS 1, a session
+Its own small paho client (mqttclient.py; client id ``<device>-sensor-<pipeline>``, MQTT v5, QoS 1, a session
 that outlives short disconnects so the broker queues what arrives meanwhile). Each message holds
 one or more lines in the source's format. paho's callbacks only enqueue; parsing happens on the
 source thread. One topic should carry one stream: samples of two publishers interleaved on the
@@ -10,19 +10,17 @@ same topic would be windowed together.
 from __future__ import annotations
 
 import queue
-import ssl
 import threading
 import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
-from edge_runtime.capture.sensor.drivers import DeviceLostError, Reading, parse_lines
+from edge_runtime.capture.sensor.drivers import Reading, parse_lines
 from edge_runtime.capture.sensor.samples import LineParser, LineSplitter
 from edge_runtime.config.sections import MqttConfig
+from edge_runtime.errors import ConfigError, DeviceLostError
+from edge_runtime.mqttclient import broker_of, make_client, session_properties
 
 SESSION_EXPIRY_S = 300  # the broker keeps our subscription and queued messages this long
 
@@ -57,19 +55,7 @@ class MqttTopicDriver:
         return None
 
     def _new_client(self) -> mqtt.Client:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5)
-        cfg = self.cfg
-        if cfg.username is not None:
-            client.username_pw_set(cfg.username, cfg.password)
-        if cfg.tls is not None:
-            client.tls_set(
-                ca_certs=str(cfg.tls.ca_file),
-                certfile=str(cfg.tls.cert_file) if cfg.tls.cert_file else None,
-                keyfile=str(cfg.tls.key_file) if cfg.tls.key_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-            client.tls_insecure_set(cfg.tls.insecure)
+        client = make_client(broker_of(self.cfg), self.client_id)
         client.on_connect = self._on_connect
         client.on_subscribe = lambda *_: self._subscribed.set()
         client.on_disconnect = lambda *_: self._lost.set()
@@ -92,14 +78,16 @@ class MqttTopicDriver:
         """Connect and subscribe (OSError or DeviceLostError when the broker is not there)."""
         self._subscribed.clear()
         self._lost.clear()
-        self._client = self._new_client()
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        try:
+            self._client = self._new_client()
+        except ConfigError as exc:  # unusable TLS files: retried like an absent broker, and said
+            raise DeviceLostError(f"{self.cfg.host}:{self.cfg.port}: {exc}") from exc
+        props = session_properties(SESSION_EXPIRY_S)
         try:
             self._client.connect(
                 self.cfg.host, self.cfg.port, self.cfg.keepalive, clean_start=False, properties=props
             )
-        except (OSError, ssl.SSLError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
             raise DeviceLostError(f"{self.cfg.host}:{self.cfg.port}: {exc}") from exc
         self._client.loop_start()
         deadline = time.monotonic() + self.subscribe_timeout_s

@@ -15,11 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from edge_runtime.errors import MalformedLineError
+
 TIMESTAMP_NAMES = ("ts", "time", "timestamp")
-
-
-class MalformedLineError(ValueError):
-    """A line that is not a sample in the configured format."""
 
 
 @dataclass(frozen=True, slots=True)

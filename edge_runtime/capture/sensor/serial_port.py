@@ -10,8 +10,9 @@ import contextlib
 import importlib
 from typing import Any
 
-from edge_runtime.capture.sensor.drivers import DeviceLostError, DriverUnavailableError, Reading, parse_lines
+from edge_runtime.capture.sensor.drivers import Reading, parse_lines
 from edge_runtime.capture.sensor.samples import LineParser, LineSplitter
+from edge_runtime.errors import DeviceLostError, DriverUnavailableError
 
 
 def _import_serial() -> Any:

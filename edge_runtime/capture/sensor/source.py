@@ -18,16 +18,11 @@ import numpy as np
 
 from edge_runtime.backoff import backoff_delays
 from edge_runtime.capture.base import SourceThread
-from edge_runtime.capture.sensor.drivers import (
-    DeviceLostError,
-    Driver,
-    DriverUnavailableError,
-    Reading,
-    StreamEndedError,
-)
+from edge_runtime.capture.sensor.drivers import Driver, Reading
 from edge_runtime.capture.sensor.windowing import Windower
 from edge_runtime.config.sources import Reconnect
 from edge_runtime.config.sources import SensorSource as SensorConfig
+from edge_runtime.errors import DeviceLostError, DriverUnavailableError, StreamEndedError
 from edge_runtime.types import Window
 
 logger = logging.getLogger(__name__)
