@@ -31,9 +31,9 @@ from edge_runtime.app import Daemon
 from edge_runtime.config.loader import collect_problems
 from edge_runtime.config.sections import Config
 from edge_runtime.errors import ConfigError
+from edge_runtime.health.logformat import set_format
 from edge_runtime.health.notify import Notifier
 from edge_runtime.health.watchdog import Progress, Watchdog
-from edge_runtime.logformat import set_format
 
 logger = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_runtime.config.sources import SourceConfig
+from edge_runtime.config.vocabulary import ACCELERATORS
 
 
 class Section(BaseModel):
@@ -143,8 +144,6 @@ class ModelConfig(Section):
     @field_validator("accelerator")
     @classmethod
     def _known_accelerator(cls, v: str) -> str:
-        from edge_runtime.inference.base import ACCELERATORS
-
         if v not in ACCELERATORS:
             raise ValueError(f"unknown accelerator {v!r}; use one of {', '.join(ACCELERATORS)}")
         return v

@@ -12,24 +12,6 @@ import numpy.typing as npt
 
 from edge_runtime.types import TensorSpec
 
-# Accelerator names users can write in config / on the command line.
-ONNX_ACCELERATORS = (
-    "tensorrt",
-    "cuda",
-    "openvino",
-    "rocm",
-    "migraphx",
-    "qnn",
-    "dml",
-    "coreml",
-    "acl",
-    "armnn",
-    "xnnpack",
-    "cpu",
-)
-TFLITE_ACCELERATORS = ("edgetpu", "gpu", "external", "xnnpack", "cpu")
-ACCELERATORS = ("auto", *sorted(set(ONNX_ACCELERATORS) | set(TFLITE_ACCELERATORS)))
-
 
 @dataclass(frozen=True, slots=True)
 class BackendOptions:
