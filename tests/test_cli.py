@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -150,3 +152,48 @@ def test_models_lists_bundles_and_runtimes() -> None:
     assert set(names) >= {"efficientnet_lite0", "ssdlite_mobilenet_v2_person"}
     assert names["efficientnet_lite0"]["runnable_with"] == ["onnx", "tflite"]
     assert "CPUExecutionProvider" in report["runtimes"]["onnx"]["providers"]
+
+
+def test_quiet_hides_litert_info_lines_but_not_its_errors(tmp_path: Path) -> None:
+    """LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" on fd 2; ``-q`` hides it."""
+    quiet = run_cli_process("-q", "infer", CLASSIFIER, image("coffee"), "--backend", "tflite")
+    assert quiet.code == 0, quiet.err
+    assert "espresso" in quiet.out
+    assert "XNNPACK" not in quiet.err and "INFO" not in quiet.err
+    bad = run_cli_process(
+        "-q",
+        "infer",
+        CLASSIFIER,
+        image("coffee"),
+        "--backend",
+        "tflite",
+        "--accelerator",
+        "external",
+        "--delegate",
+        tmp_path / "nope.so",
+    )
+    assert bad.code == 1
+    # (LiteRT's half-made Delegate then prints an ignored AttributeError from its __del__)
+    assert "edge-runtime: error: tflite: cannot load the external delegate" in bad.err
+    assert "nope.so: cannot open shared object file" in bad.err
+
+
+def test_native_lines_other_than_info_still_reach_stderr() -> None:
+    """What the runtime writes to fd 2 while its INFO lines are hidden is passed on, even on error."""
+    code = (
+        "import logging, os\n"
+        "from edge_runtime.inference.tflite import native_info_hidden\n"
+        "logging.basicConfig(level=logging.WARNING)\n"
+        "try:\n"
+        "    with native_info_hidden():\n"
+        "        os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n')\n"
+        "        os.write(2, b'ERROR: a native error\\n')\n"
+        "        raise RuntimeError('from the runtime')\n"
+        "except RuntimeError as exc:\n"
+        "    print(exc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stdout == "from the runtime\n"
+    assert proc.stderr == "ERROR: a native error\n"
