@@ -78,6 +78,24 @@ def test_every_problem_is_reported_at_once_with_file_line_and_key(tmp_path: Path
     assert f"{path}:15: outbox.drop_policy:" in joined
 
 
+def test_unknown_key_names_the_closest_key_of_its_own_level(tmp_path: Path) -> None:
+    text = (
+        MINIMAL.replace("    path:", "    thread: 2\n    path:").replace(
+            "      type: synthetic", "      type: synthetic\n      frame: 10\n      colour: red"
+        )
+        + "mqt:\n  host: broker\n"
+    )
+    path = _write(tmp_path, text)
+    result = run_cli("validate", path)
+    assert result.code == 2
+    assert result.err.splitlines() == [
+        f"{path}:3: models.person.thread: unknown key; did you mean 'threads'?",
+        f"{path}:10: pipelines.0.source.frame: unknown key; did you mean 'frames'?",
+        f"{path}:11: pipelines.0.source.colour: unknown key",
+        f"{path}:12: mqt: unknown key; did you mean 'mqtt'?",
+    ]
+
+
 def test_pipeline_with_unknown_model_names_its_line(tmp_path: Path) -> None:
     path = _write(tmp_path, MINIMAL.replace("    model: person", "    model: persn"))
     with pytest.raises(ConfigError, match=rf"{path}:6: pipelines\.0\.model: unknown model 'persn'"):

@@ -44,7 +44,7 @@ def test_every_problem_is_reported_with_its_line(tmp_path: Path) -> None:
         parse_model(load_yaml(path), ModelSpec)
     lines = str(info.value).splitlines()
     assert f"{path}:8: preprocess.resize: " in lines[0]
-    assert any(line.startswith(f"{path}:9: preprocess.colour: unknown key") for line in lines)
+    assert f"{path}:9: preprocess.colour: unknown key; did you mean 'color'?" in lines
     assert any(line.startswith(f"{path}:11: preprocess.std:") for line in lines)
 
 
