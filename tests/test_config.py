@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -122,3 +124,24 @@ def test_config_schema_is_json_schema() -> None:
     assert result.code == 0 and {"device", "mqtt", "outbox", "models", "pipelines"} <= set(
         schema["properties"]
     )
+
+
+def _properties(node: Any, at: str = "") -> Iterator[tuple[str, Any]]:
+    """Every ``properties`` entry anywhere in a JSON Schema, with where it is."""
+    if isinstance(node, dict):
+        for name, prop in node.get("properties", {}).items():
+            yield f"{at}.{name}", prop
+        for key, value in node.items():
+            yield from _properties(value, f"{at}.{key}" if key != "properties" else at)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _properties(item, f"{at}[{i}]")
+
+
+def test_config_schema_describes_every_key() -> None:
+    result = run_cli("config-schema")
+    assert result.code == 0
+    schema = json.loads(result.out)
+    properties = list(_properties(schema))
+    assert len(properties) > 100
+    assert [where for where, prop in properties if not prop.get("description")] == []

@@ -58,3 +58,15 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     path = _write(tmp_path, "name: x\nfiles: [unclosed\n")
     with pytest.raises(ConfigError, match=rf"{path}:\d+: invalid YAML"):
         load_yaml(path)
+
+
+def test_every_key_of_model_yaml_has_a_description() -> None:
+    schema = ModelSpec.model_json_schema()
+    models = [schema, *schema["$defs"].values()]
+    undocumented = [
+        f"{model['title']}.{name}"
+        for model in models
+        for name, prop in model.get("properties", {}).items()
+        if not prop.get("description")
+    ]
+    assert undocumented == []
