@@ -138,10 +138,12 @@ def _properties(node: Any, at: str = "") -> Iterator[tuple[str, Any]]:
             yield from _properties(item, f"{at}[{i}]")
 
 
-def test_config_schema_describes_every_key() -> None:
+def test_config_schema_describes_every_key_and_lists_the_top_level_before_its_defs() -> None:
     result = run_cli("config-schema")
     assert result.code == 0
     schema = json.loads(result.out)
     properties = list(_properties(schema))
     assert len(properties) > 100
     assert [where for where, prop in properties if not prop.get("description")] == []
+    keys = list(schema)
+    assert keys[:4] == ["title", "description", "type", "properties"] and keys[-1] == "$defs"
