@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CLASSIFIER, DATA, DETECTOR, image, run_cli, run_cli_process
+from .conftest import CLASSIFIER, DATA, DETECTOR, ROOT, image, run_cli, run_cli_process
 
 
 def _one_line_reason(err: str, *needles: str) -> None:
@@ -40,6 +40,18 @@ def test_file_that_is_not_an_image_exits_2_and_other_images_still_run(tmp_path: 
     assert result.code == 2
     _one_line_reason(result.err, "notes.jpg", "not an image")
     assert [line["image"] for line in result.json_lines()] == [str(image("coffee"))]
+
+
+@pytest.mark.parametrize("name", ["demo.mp4", "clip.bin"])
+def test_a_video_given_to_infer_is_named_a_video_and_run_is_pointed_to(tmp_path: Path, name: str) -> None:
+    """By its suffix, or by its container's first bytes."""
+    video = tmp_path / name
+    shutil.copy(ROOT / "samples" / "demo.mp4", video)
+    result = run_cli("infer", CLASSIFIER, video)
+    assert result.code == 2
+    _one_line_reason(
+        result.err, f"{video}: a video file, not an image", "edge-runtime run", "configs/demo.yaml"
+    )
 
 
 @pytest.mark.parametrize("suffix", [".onnx", ".tflite"])
