@@ -54,6 +54,18 @@ def test_a_video_given_to_infer_is_named_a_video_and_run_is_pointed_to(tmp_path:
     )
 
 
+def test_a_truncated_jpeg_is_inferred_with_a_warning(tmp_path: Path) -> None:
+    data = image("coffee").read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) * 4 // 5])
+    result = run_cli_process("-q", "infer", CLASSIFIER, cut, "--json")
+    assert result.code == 0, result.err
+    assert f"edge-runtime: warning: {cut}: truncated JPEG" in result.err
+    assert result.json_lines()[0]["classes"][0]["label"] == "espresso"
+    whole = run_cli_process("-q", "infer", CLASSIFIER, image("coffee"))
+    assert whole.code == 0 and whole.err == ""
+
+
 @pytest.mark.parametrize("suffix", [".onnx", ".tflite"])
 def test_corrupt_model_exits_2(tmp_path: Path, suffix: str) -> None:
     bad = tmp_path / f"broken{suffix}"
