@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
 import subprocess
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from edge_runtime.cli import build_parser
 
 from .conftest import CLASSIFIER, DATA, DETECTOR, ROOT, image, run_cli, run_cli_process
 
@@ -221,3 +224,25 @@ def test_native_lines_other_than_info_still_reach_stderr() -> None:
     )
     assert proc.stdout == "from the runtime\n"
     assert proc.stderr == "ERROR: a native error\n"
+
+
+def _actions(parser: argparse.ArgumentParser, command: str) -> list[tuple[str, argparse.Action]]:
+    """Every argument of ``parser`` and of its subcommands, with the command it belongs to."""
+    out: list[tuple[str, argparse.Action]] = []
+    for action in parser._actions:
+        out.append((command, action))
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out += _actions(sub, f"{command} {name}")
+    return out
+
+
+def test_every_argument_of_every_command_has_help() -> None:
+    actions = _actions(build_parser(), "edge-runtime")
+    assert len(actions) > 60
+    missing = [
+        f"{command} {'/'.join(action.option_strings) or action.metavar or action.dest}"
+        for command, action in actions
+        if not isinstance(action, argparse._HelpAction) and not action.help
+    ]
+    assert missing == []
