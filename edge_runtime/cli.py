@@ -19,9 +19,9 @@ from edge_runtime.health.logformat import configure_logging
 logger = logging.getLogger("edge_runtime")
 
 
-def _model_args(p: argparse.ArgumentParser) -> None:
+def _model_args(p: argparse.ArgumentParser, backend_help: str) -> None:
     p.add_argument("model", help="model file (.onnx, .tflite) or bundle folder with model.yaml")
-    p.add_argument("--backend", choices=("auto", "onnx", "tflite"), default="auto")
+    p.add_argument("--backend", choices=("auto", "onnx", "tflite"), default="auto", help=backend_help)
     p.add_argument(
         "--accelerator",
         default="auto",
@@ -47,18 +47,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"edge-runtime {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="what to do (COMMAND -h for its options)"
+    )
 
     p = sub.add_parser("infer", help="run a model on images and print one result per image")
-    _model_args(p)
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    _model_args(p, "runtime (default: auto = tflite for edgetpu, gpu or external, else onnx if installed)")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (for a video, use run)")
     p.add_argument("--top-k", type=int, default=None, help="classes per image (default: model.yaml)")
     p.add_argument("--score-threshold", type=float, default=None, help="minimum score")
     p.add_argument("--annotate", metavar="DIR", default=None, help="write images with results drawn")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
 
     p = sub.add_parser("bench", help="latency and throughput of the bare runtime call")
-    _model_args(p)
+    _model_args(p, "runtime to measure (default: auto = each installed one the bundle has a file for)")
     p.add_argument("--seconds", type=float, default=5.0, help="measuring time per backend")
     p.add_argument("--warmup", type=int, default=20, help="untimed runs first")
     p.add_argument("--image", default=None, help="input image (default: a fixed synthetic image)")
@@ -83,21 +85,23 @@ def build_parser() -> argparse.ArgumentParser:
 def _update_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """keys, bundle, push: signed model updates."""
     p = sub.add_parser("keys", help="signing keys for model updates")
-    keys = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    keys = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do")
     g = keys.add_parser("generate", help="write DIR/signing.key (0600) and DIR/signing.pub (Ed25519, PEM)")
-    g.add_argument("--out", required=True, metavar="DIR")
+    g.add_argument("--out", required=True, metavar="DIR", help="folder for the key pair (made if missing)")
     g.add_argument("--force", action="store_true", help="replace an existing key pair")
 
     p = sub.add_parser("bundle", help="make and sign model update bundles")
-    bundle = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    bundle = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do")
     c = bundle.add_parser("create", help="a bundle tar: model, labels, model.yaml, golden test vectors")
     c.add_argument("model", help="model bundle folder (with model.yaml)")
     c.add_argument("--version", required=True, help="the new version (numeric: 3, 1.4.2)")
-    c.add_argument("--out", required=True, metavar="FILE")
+    c.add_argument("--out", required=True, metavar="FILE", help="the bundle file to write (a tar)")
     c.add_argument("--golden", nargs="+", metavar="IMAGE", help="images for the golden vectors")
     s = bundle.add_parser("sign", help="write FILE.manifest.json, signed with an Ed25519 key")
-    s.add_argument("file", metavar="FILE")
-    s.add_argument("--key", required=True, metavar="PRIVATE_KEY")
+    s.add_argument("file", metavar="FILE", help="the bundle file (from bundle create)")
+    s.add_argument(
+        "--key", required=True, metavar="PRIVATE_KEY", help="the private key (signing.key of keys generate)"
+    )
     s.add_argument("--target", default=None, help="device:ID or group:G (default: any device)")
     s.add_argument(
         "--expires-in",
@@ -108,10 +112,10 @@ def _update_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
 
     p = sub.add_parser("push", help="publish a signed update over MQTT and follow the devices")
-    p.add_argument("bundle", metavar="BUNDLE")
+    p.add_argument("bundle", metavar="BUNDLE", help="a signed bundle file (BUNDLE.manifest.json beside it)")
     who = p.add_mutually_exclusive_group(required=True)
-    who.add_argument("--device", metavar="ID")
-    who.add_argument("--group", metavar="G")
+    who.add_argument("--device", metavar="ID", help="the device to update (its device.id)")
+    who.add_argument("--group", metavar="G", help="update the devices of group G (their device.groups)")
     add_broker_args(p)
     p.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
     p.add_argument(
@@ -134,9 +138,14 @@ def _update_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
 
 def add_broker_args(p: argparse.ArgumentParser) -> None:
     """The broker flags of every operator command (read by commands/broker.py)."""
-    p.add_argument("--broker", required=True, metavar="HOST:PORT", help="the MQTT broker the devices use")
-    p.add_argument("--username", default=None, help="MQTT user name")
-    p.add_argument("--password-file", default=None, metavar="FILE", help="file holding the MQTT password")
+    p.add_argument("--broker", required=True, metavar="HOST:PORT", help="the MQTT broker of the devices")
+    p.add_argument("--username", default=None, help="broker user name")
+    p.add_argument(
+        "--password-file",
+        default=None,
+        metavar="FILE",
+        help="file holding the broker password (with --username)",
+    )
     p.add_argument("--ca-file", default=None, metavar="FILE", help="CA certificate for a TLS broker")
 
 

@@ -29,5 +29,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     fi
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
-"$VENV/bin/python" -m pip install -q -e ".[$extras]"
+# setuptools notes on every editable install of a flat layout that a folder named like the package
+# in the working directory could shadow it; here that folder is the package itself.
+PYTHONWARNINGS="ignore:Editable installation" "$VENV/bin/python" -m pip install -q -e ".[$extras]"
 echo "edge-runtime installed in $VENV ($extras)"

@@ -27,12 +27,33 @@ def describe(topic: str, msg: dict[str, Any]) -> str:
             f"{lat.get('total', 0):6.1f} ms  {what or '-'}"
         )
     if topic.endswith("/health"):
-        fps = {k: v.get("fps") for k, v in msg.get("pipelines", {}).items()}
-        return (
-            f"health     fps {fps}  outbox pending {msg['outbox']['pending']} dropped "
-            f"{msg['outbox']['dropped']}  rss {msg['system']['rss_bytes'] / 1e6:.0f} MB"
-        )
+        return describe_health(msg)
     return f"{topic}: {json.dumps(msg)[:200]}"
+
+
+def describe_health(msg: dict[str, Any]) -> str:
+    """``health  people 15.0 fps, 150 inferred | ... | outbox pending 0 | mqtt connected | rss 170 MB``."""
+    parts = []
+    for name, p in msg.get("pipelines", {}).items():
+        fps = "-" if p.get("fps") is None else f"{p['fps']:.1f}"
+        state = p.get("source_state")
+        parts.append(
+            f"{name} {fps} fps, {p.get('inferred', 0)} inferred"
+            + ("" if state == "streaming" else f" (source {state})")
+        )
+    outbox, mqtt_state = msg.get("outbox", {}), msg.get("mqtt", {})
+    dropped = f" dropped {outbox['dropped']}" if outbox.get("dropped") else ""
+    link = "connected" if mqtt_state.get("connected") else "disconnected"
+    rss = msg.get("system", {}).get("rss_bytes")
+    return " | ".join(
+        [
+            f"health     {parts[0] if parts else 'no pipelines'}",
+            *parts[1:],
+            f"outbox pending {outbox.get('pending', '?')}{dropped}",
+            f"mqtt {link}",
+            *([f"rss {rss / 1e6:.0f} MB"] if rss else []),
+        ]
+    )
 
 
 def main() -> None:

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from .conftest import CLASSIFIER, DATA, DETECTOR, image, run_cli, run_cli_process
+from edge_runtime.cli import build_parser
+
+from .conftest import CLASSIFIER, DATA, DETECTOR, ROOT, image, run_cli, run_cli_process
 
 
 def _one_line_reason(err: str, *needles: str) -> None:
@@ -38,6 +43,30 @@ def test_file_that_is_not_an_image_exits_2_and_other_images_still_run(tmp_path: 
     assert result.code == 2
     _one_line_reason(result.err, "notes.jpg", "not an image")
     assert [line["image"] for line in result.json_lines()] == [str(image("coffee"))]
+
+
+@pytest.mark.parametrize("name", ["demo.mp4", "clip.bin"])
+def test_a_video_given_to_infer_is_named_a_video_and_run_is_pointed_to(tmp_path: Path, name: str) -> None:
+    """By its suffix, or by its container's first bytes."""
+    video = tmp_path / name
+    shutil.copy(ROOT / "samples" / "demo.mp4", video)
+    result = run_cli("infer", CLASSIFIER, video)
+    assert result.code == 2
+    _one_line_reason(
+        result.err, f"{video}: a video file, not an image", "edge-runtime run", "configs/demo.yaml"
+    )
+
+
+def test_a_truncated_jpeg_is_inferred_with_a_warning(tmp_path: Path) -> None:
+    data = image("coffee").read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) * 4 // 5])
+    result = run_cli_process("-q", "infer", CLASSIFIER, cut, "--json")
+    assert result.code == 0, result.err
+    assert f"edge-runtime: warning: {cut}: truncated JPEG" in result.err
+    assert result.json_lines()[0]["classes"][0]["label"] == "espresso"
+    whole = run_cli_process("-q", "infer", CLASSIFIER, image("coffee"))
+    assert whole.code == 0 and whole.err == ""
 
 
 @pytest.mark.parametrize("suffix", [".onnx", ".tflite"])
@@ -150,3 +179,70 @@ def test_models_lists_bundles_and_runtimes() -> None:
     assert set(names) >= {"efficientnet_lite0", "ssdlite_mobilenet_v2_person"}
     assert names["efficientnet_lite0"]["runnable_with"] == ["onnx", "tflite"]
     assert "CPUExecutionProvider" in report["runtimes"]["onnx"]["providers"]
+
+
+def test_quiet_hides_litert_info_lines_but_not_its_errors(tmp_path: Path) -> None:
+    """LiteRT prints "INFO: Created TensorFlow Lite XNNPACK delegate" on fd 2; ``-q`` hides it."""
+    quiet = run_cli_process("-q", "infer", CLASSIFIER, image("coffee"), "--backend", "tflite")
+    assert quiet.code == 0, quiet.err
+    assert "espresso" in quiet.out
+    assert "XNNPACK" not in quiet.err and "INFO" not in quiet.err
+    bad = run_cli_process(
+        "-q",
+        "infer",
+        CLASSIFIER,
+        image("coffee"),
+        "--backend",
+        "tflite",
+        "--accelerator",
+        "external",
+        "--delegate",
+        tmp_path / "nope.so",
+    )
+    assert bad.code == 1
+    # (LiteRT's half-made Delegate then prints an ignored AttributeError from its __del__)
+    assert "edge-runtime: error: tflite: cannot load the external delegate" in bad.err
+    assert "nope.so: cannot open shared object file" in bad.err
+
+
+def test_native_lines_other_than_info_still_reach_stderr() -> None:
+    """What the runtime writes to fd 2 while its INFO lines are hidden is passed on, even on error."""
+    code = (
+        "import logging, os\n"
+        "from edge_runtime.inference.tflite import native_info_hidden\n"
+        "logging.basicConfig(level=logging.WARNING)\n"
+        "try:\n"
+        "    with native_info_hidden():\n"
+        "        os.write(2, b'INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\\n')\n"
+        "        os.write(2, b'ERROR: a native error\\n')\n"
+        "        raise RuntimeError('from the runtime')\n"
+        "except RuntimeError as exc:\n"
+        "    print(exc)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert proc.stdout == "from the runtime\n"
+    assert proc.stderr == "ERROR: a native error\n"
+
+
+def _actions(parser: argparse.ArgumentParser, command: str) -> list[tuple[str, argparse.Action]]:
+    """Every argument of ``parser`` and of its subcommands, with the command it belongs to."""
+    out: list[tuple[str, argparse.Action]] = []
+    for action in parser._actions:
+        out.append((command, action))
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out += _actions(sub, f"{command} {name}")
+    return out
+
+
+def test_every_argument_of_every_command_has_help() -> None:
+    actions = _actions(build_parser(), "edge-runtime")
+    assert len(actions) > 60
+    missing = [
+        f"{command} {'/'.join(action.option_strings) or action.metavar or action.dest}"
+        for command, action in actions
+        if not isinstance(action, argparse._HelpAction) and not action.help
+    ]
+    assert missing == []

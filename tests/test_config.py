@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -78,6 +80,24 @@ def test_every_problem_is_reported_at_once_with_file_line_and_key(tmp_path: Path
     assert f"{path}:15: outbox.drop_policy:" in joined
 
 
+def test_unknown_key_names_the_closest_key_of_its_own_level(tmp_path: Path) -> None:
+    text = (
+        MINIMAL.replace("    path:", "    thread: 2\n    path:").replace(
+            "      type: synthetic", "      type: synthetic\n      frame: 10\n      colour: red"
+        )
+        + "mqt:\n  host: broker\n"
+    )
+    path = _write(tmp_path, text)
+    result = run_cli("validate", path)
+    assert result.code == 2
+    assert result.err.splitlines() == [
+        f"{path}:3: models.person.thread: unknown key; did you mean 'threads'?",
+        f"{path}:10: pipelines.0.source.frame: unknown key; did you mean 'frames'?",
+        f"{path}:11: pipelines.0.source.colour: unknown key",
+        f"{path}:12: mqt: unknown key; did you mean 'mqtt'?",
+    ]
+
+
 def test_pipeline_with_unknown_model_names_its_line(tmp_path: Path) -> None:
     path = _write(tmp_path, MINIMAL.replace("    model: person", "    model: persn"))
     with pytest.raises(ConfigError, match=rf"{path}:6: pipelines\.0\.model: unknown model 'persn'"):
@@ -104,3 +124,26 @@ def test_config_schema_is_json_schema() -> None:
     assert result.code == 0 and {"device", "mqtt", "outbox", "models", "pipelines"} <= set(
         schema["properties"]
     )
+
+
+def _properties(node: Any, at: str = "") -> Iterator[tuple[str, Any]]:
+    """Every ``properties`` entry anywhere in a JSON Schema, with where it is."""
+    if isinstance(node, dict):
+        for name, prop in node.get("properties", {}).items():
+            yield f"{at}.{name}", prop
+        for key, value in node.items():
+            yield from _properties(value, f"{at}.{key}" if key != "properties" else at)
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            yield from _properties(item, f"{at}[{i}]")
+
+
+def test_config_schema_describes_every_key_and_lists_the_top_level_before_its_defs() -> None:
+    result = run_cli("config-schema")
+    assert result.code == 0
+    schema = json.loads(result.out)
+    properties = list(_properties(schema))
+    assert len(properties) > 100
+    assert [where for where, prop in properties if not prop.get("description")] == []
+    keys = list(schema)
+    assert keys[:4] == ["title", "description", "type", "properties"] and keys[-1] == "$defs"

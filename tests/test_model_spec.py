@@ -44,7 +44,7 @@ def test_every_problem_is_reported_with_its_line(tmp_path: Path) -> None:
         parse_model(load_yaml(path), ModelSpec)
     lines = str(info.value).splitlines()
     assert f"{path}:8: preprocess.resize: " in lines[0]
-    assert any(line.startswith(f"{path}:9: preprocess.colour: unknown key") for line in lines)
+    assert f"{path}:9: preprocess.colour: unknown key; did you mean 'color'?" in lines
     assert any(line.startswith(f"{path}:11: preprocess.std:") for line in lines)
 
 
@@ -58,3 +58,15 @@ def test_invalid_yaml_names_the_line(tmp_path: Path) -> None:
     path = _write(tmp_path, "name: x\nfiles: [unclosed\n")
     with pytest.raises(ConfigError, match=rf"{path}:\d+: invalid YAML"):
         load_yaml(path)
+
+
+def test_every_key_of_model_yaml_has_a_description() -> None:
+    schema = ModelSpec.model_json_schema()
+    models = [schema, *schema["$defs"].values()]
+    undocumented = [
+        f"{model['title']}.{name}"
+        for model in models
+        for name, prop in model.get("properties", {}).items()
+        if not prop.get("description")
+    ]
+    assert undocumented == []

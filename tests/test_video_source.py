@@ -13,7 +13,9 @@ from edge_runtime.capture import make_source
 from edge_runtime.capture.files import VideoFileSource
 from edge_runtime.config.sources import VideoSource
 
+from .broker import Broker, Recorder, wait_for
 from .conftest import ROOT
+from .daemon import DaemonProcess, make_config, make_video
 
 DEMO = ROOT / "samples" / "demo.mp4"
 
@@ -101,3 +103,29 @@ def test_a_paced_looping_video_spends_its_frame_slots_on_frames_only(
     used = [s - start for s in slots]
     # each end of file asks for a slot once more, and the next loop's first frame gets the same one
     assert used[:11] == [0, 1, 2, 3, 3, 4, 5, 6, 6, 7, 8][: len(used[:11])] and len(used) >= 10
+
+
+def _front_states(recorder: Recorder) -> list[str]:
+    return [h["pipelines"]["front"]["source_state"] for h in recorder.on("/health")]
+
+
+@pytest.mark.slow
+def test_a_video_without_loop_ends_its_pipeline_said_once_while_the_daemon_runs_on(
+    tmp_path: Path, broker: Broker, recorder: Recorder
+) -> None:
+    """After the last frame the health shows the pipeline's source ``ended`` and the log says why
+    nothing more comes: the file ended (with its frame count), and the daemon keeps running."""
+    video = make_video(tmp_path / "short.mp4", 12)
+    daemon = DaemonProcess(make_config(tmp_path, broker.port, video), tmp_path / "daemon.log")
+    try:
+        assert wait_for(lambda: "ended" in _front_states(recorder), 60), daemon.log()[-3000:]
+        seen = len(recorder.on("/health"))
+        assert wait_for(lambda: len(recorder.on("/health")) >= seen + 2, 10)  # health goes on
+        assert _front_states(recorder)[-1] == "ended" and daemon.proc.poll() is None
+        assert len(recorder.on("/predictions/front")) == 12
+        log = daemon.log()
+        message = f"pipeline front: video {video} ended after 12 frames (loop: false)"
+        assert log.count(message) == 1, log[-3000:]
+        assert "the daemon keeps running (MQTT, health, updates)" in log
+    finally:
+        assert daemon.terminate() == 0

@@ -69,7 +69,7 @@ class VideoFileSource(SourceThread):
                 self.set_state("failed", f"{self.path}: cannot open video")
                 return
             self.set_state("streaming")
-            read_any = False
+            read_any = at_end = False
             try:
                 while not self.stop_event.is_set():
                     # Wait first, then decode and hand over: decoding right after a hand-over
@@ -81,6 +81,7 @@ class VideoFileSource(SourceThread):
                     decode_ms = (time.perf_counter() - t0) * 1e3  # the pacing wait is not capture work
                     if not ok:
                         due = slot  # the end of the file took no frame's slot: the next loop's first takes it
+                        at_end = True
                         break
                     read_any = True
                     if not self.emit(image, decode_ms):
@@ -88,7 +89,22 @@ class VideoFileSource(SourceThread):
             finally:
                 cap.release()
             if not self.loop or not read_any:
+                if at_end:
+                    self._log_end()
                 return
+
+    def _log_end(self) -> None:
+        """Say that the file is done while the daemon runs on: an idle pipeline is not a hang."""
+        if self.frames == 0:
+            logger.warning("pipeline %s: no frame could be decoded from %s", self.name, self.path)
+        elif not self.loop:
+            logger.info(
+                "pipeline %s: video %s ended after %d frames (loop: false); the pipeline stays idle, "
+                "the daemon keeps running (MQTT, health, updates)",
+                self.name,
+                self.path,
+                self.frames,
+            )
 
 
 def list_images(pattern: str) -> list[Path]:

@@ -30,9 +30,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_config_schema(args: argparse.Namespace) -> int:
-    """Print the JSON Schema of the config file."""
+    """Print the JSON Schema of the config file: title and top-level keys first, ``$defs`` last."""
     del args
-    print(json.dumps(Config.model_json_schema(), indent=2))
+    schema = Config.model_json_schema()
+    first = ("title", "description", "type", "properties", "required")
+    ordered = {key: schema[key] for key in first if key in schema}
+    ordered |= {key: value for key, value in schema.items() if key not in ordered and key != "$defs"}
+    if "$defs" in schema:
+        ordered["$defs"] = schema["$defs"]
+    print(json.dumps(ordered, indent=2))
     return 0
 
 

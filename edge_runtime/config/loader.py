@@ -116,7 +116,7 @@ def collect_problems(path: Path) -> tuple[Config | None, list[str]]:
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        return None, lines + format_errors(YamlDocument(path, data, doc.lines), exc)
+        return None, lines + format_errors(YamlDocument(path, data, doc.lines), exc, Config)
     found = cfg.problems() + _missing_files(cfg)
     lines += [f"{path}:{doc.line_of(loc)}: {'.'.join(map(str, loc))}: {msg}" for loc, msg in found]
     try:

@@ -63,16 +63,18 @@ class MqttConfig(Section):
     """The broker connection (MQTT v5)."""
 
     host: str = Field("localhost", description="broker host name or address")
-    port: int = Field(1883, ge=1, le=65535)
+    port: int = Field(1883, ge=1, le=65535, description="broker port (1883 plain, usually 8883 with TLS)")
     topic_prefix: str = Field("edge", min_length=1, description="first topic level")
     qos: Literal[0, 1] = Field(1, description="QoS of predictions/health (1 = delivered at least once)")
     keepalive: int = Field(30, ge=5, le=3600, description="seconds; a dead broker is noticed in ~1.5x")
-    username: str | None = None
-    password: str | None = None
+    username: str | None = Field(None, description="user name for the broker (none: anonymous)")
+    password: str | None = Field(
+        None, description="password for username; prefer password_file (a secret out of the config)"
+    )
     password_file: Path | None = Field(
         None, description="file holding the password (systemd credential name ok)"
     )
-    tls: TlsConfig | None = None
+    tls: TlsConfig | None = Field(None, description="TLS to the broker (none: plain TCP)")
     reconnect_min_s: float = Field(1.0, gt=0, description="first reconnect delay")
     reconnect_max_s: float = Field(30.0, gt=0, description="longest reconnect delay")
     max_inflight: int = Field(100, ge=1, le=65535, description="unacknowledged publishes at once")
@@ -106,7 +108,9 @@ class ModelConfig(Section):
     """A model the pipelines refer to by name."""
 
     path: Path = Field(..., description="model file or bundle folder")
-    backend: Literal["auto", "onnx", "tflite"] = "auto"
+    backend: Literal["auto", "onnx", "tflite"] = Field(
+        "auto", description="runtime; auto: tflite for edgetpu, gpu or external, else onnx (if installed)"
+    )
     accelerator: str = Field(
         "auto", description="auto | cpu | xnnpack | edgetpu | gpu | cuda | tensorrt | ..."
     )
@@ -121,7 +125,9 @@ class ModelConfig(Section):
     allow_cpu_fallback: bool | None = Field(None, description="default: true for auto, false otherwise")
     device: str | None = Field(None, description="Edge TPU device: usb, usb:N, pci:N")
     delegate_path: str | None = Field(None, description="external TFLite delegate library")
-    delegate_options: dict[str, str] = Field(default_factory=dict)
+    delegate_options: dict[str, str] = Field(
+        default_factory=dict, description="options passed to the TFLite delegate library (name: value)"
+    )
     provider_options: dict[str, Any] = Field(
         default_factory=dict, description="ONNX Runtime provider options"
     )
@@ -152,9 +158,13 @@ class ModelConfig(Section):
 class PipelineConfig(Section):
     """One source feeding one model."""
 
-    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")]
+    name: Annotated[str, Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")] = Field(
+        ..., description="unique; the last level of its predictions topic (letters, digits, _ . -)"
+    )
     model: str = Field(..., description="a key of models:")
-    source: SourceConfig
+    source: SourceConfig = Field(
+        ..., description="where frames or sensor windows come from; type: says which kind"
+    )
     every_n_frames: int = Field(1, ge=1, description="infer every Nth frame")
     max_fps: float | None = Field(None, gt=0, description="cap on inferences per second")
 
@@ -180,7 +190,9 @@ class UpdatesConfig(Section):
 class LoggingConfig(Section):
     """Log level and line format of the daemon."""
 
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="lowest level logged (edge-runtime -v or -q overrides it)"
+    )
     format: Literal["auto", "human", "journal"] = Field(
         "auto", description="auto: journald lines (<N> priority, no timestamp) under systemd, else human"
     )
@@ -189,14 +201,18 @@ class LoggingConfig(Section):
 class Config(Section):
     """The whole config file."""
 
-    device: DeviceConfig = Field(default_factory=DeviceConfig)
-    mqtt: MqttConfig = Field(default_factory=MqttConfig)
-    outbox: OutboxConfig = Field(default_factory=OutboxConfig)
-    health: HealthConfig = Field(default_factory=HealthConfig)
-    models: dict[str, ModelConfig] = Field(..., min_length=1)
-    pipelines: list[PipelineConfig] = Field(..., min_length=1)
-    updates: UpdatesConfig = Field(default_factory=UpdatesConfig)
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    device: DeviceConfig = Field(default_factory=DeviceConfig, description="who this device is")
+    mqtt: MqttConfig = Field(default_factory=MqttConfig, description="the broker connection")
+    outbox: OutboxConfig = Field(
+        default_factory=OutboxConfig, description="the on-disk queue of messages for the broker"
+    )
+    health: HealthConfig = Field(default_factory=HealthConfig, description="health telemetry")
+    models: dict[str, ModelConfig] = Field(
+        ..., min_length=1, description="the models, by the name pipelines use for them"
+    )
+    pipelines: list[PipelineConfig] = Field(..., min_length=1, description="each a source feeding a model")
+    updates: UpdatesConfig = Field(default_factory=UpdatesConfig, description="signed model updates")
+    logging: LoggingConfig = Field(default_factory=LoggingConfig, description="log level and format")
 
     def problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Cross-section rules, each with the key path it is about (for FILE:LINE reporting)."""

@@ -22,17 +22,21 @@ class Reconnect(_Source):
 
 class _Live(_Source):
     fps: float | None = Field(None, ge=0, description="requested capture rate")
-    width: int | None = Field(None, ge=1)
-    height: int | None = Field(None, ge=1)
+    width: int | None = Field(
+        None, ge=1, description="camera: requested frame width (other sources keep the stream's)"
+    )
+    height: int | None = Field(
+        None, ge=1, description="camera: requested frame height (other sources keep the stream's)"
+    )
     open_timeout_s: float = Field(10.0, gt=0, description="opening the stream")
     read_timeout_s: float = Field(5.0, gt=0, description="no frame for this long = reconnect")
-    reconnect: Reconnect = Field(default_factory=Reconnect)
+    reconnect: Reconnect = Field(default_factory=Reconnect, description="retries after a lost stream")
 
 
 class CameraSource(_Live):
     """A V4L2 camera: index (0) or device path (/dev/video0)."""
 
-    type: Literal["camera"]
+    type: Literal["camera"] = Field(..., description="a V4L2 camera")
     device: int | str = Field(0, description="V4L2 index or /dev/videoN")
     fourcc: str | None = Field(None, min_length=4, max_length=4, description="e.g. MJPG, YUYV")
 
@@ -40,25 +44,29 @@ class CameraSource(_Live):
 class GstreamerSource(_Live):
     """Any GStreamer pipeline ending in appsink (CSI cameras, libcamerasrc, hardware decoders)."""
 
-    type: Literal["gstreamer"]
-    pipeline: str = Field(..., min_length=1)
+    type: Literal["gstreamer"] = Field(..., description="a GStreamer pipeline (OpenCV built with GStreamer)")
+    pipeline: str = Field(..., min_length=1, description="gst-launch syntax, ending in appsink")
 
 
 class StreamSource(_Live):
     """A network stream (RTSP, HTTP MJPEG/HLS) through FFmpeg."""
 
-    type: Literal["rtsp", "http"]
-    url: str = Field(..., min_length=1)
+    type: Literal["rtsp", "http"] = Field(..., description="a network stream, read by FFmpeg")
+    url: str = Field(
+        ..., min_length=1, description="stream URL (credentials in it are masked in logs and health)"
+    )
     transport: Literal["tcp", "udp"] = Field("tcp", description="RTSP transport")
 
 
 class VideoSource(_Source):
     """A video file, read losslessly (back-pressure)."""
 
-    type: Literal["video"]
-    path: Path
+    type: Literal["video"] = Field(..., description="a video file")
+    path: Path = Field(..., description="the video file (any format FFmpeg reads)")
     fps: float = Field(0, ge=0, description="pacing; 0 = as fast as possible")
-    loop: bool = False
+    loop: bool = Field(
+        False, description="start again at the end; false: the pipeline idles, the daemon keeps running"
+    )
     decode_threads: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
         "auto",
         description="FFmpeg decoder threads; auto: 1 up to 1280x720, FFmpeg's own choice above",
@@ -68,19 +76,21 @@ class VideoSource(_Source):
 class ImagesSource(_Source):
     """A folder of images, or a glob pattern, read in name order."""
 
-    type: Literal["images"]
+    type: Literal["images"] = Field(..., description="image files")
     path: str = Field(..., description="folder or glob, e.g. /data/*.jpg")
     fps: float = Field(0, ge=0, description="pacing; 0 = as fast as possible")
-    loop: bool = False
+    loop: bool = Field(
+        False, description="start again after the last image; false: the pipeline idles after it"
+    )
 
 
 class SyntheticSource(_Source):
     """A moving test pattern (a demo without a camera)."""
 
-    type: Literal["synthetic"]
-    width: int = Field(640, ge=16)
-    height: int = Field(480, ge=16)
-    fps: float = Field(15, ge=0)
+    type: Literal["synthetic"] = Field(..., description="a generated test pattern")
+    width: int = Field(640, ge=16, description="frame width in pixels")
+    height: int = Field(480, ge=16, description="frame height in pixels")
+    fps: float = Field(15, ge=0, description="frames per second; 0 = as fast as possible")
     frames: int | None = Field(None, ge=1, description="stop after N frames (None: forever)")
 
 
@@ -112,7 +122,7 @@ class SensorSource(_Source):
     a topic on the daemon's own broker.
     """
 
-    type: Literal["sensor"]
+    type: Literal["sensor"] = Field(..., description="numeric sensor samples, windowed")
     driver: Literal["iio", "stream", "serial", "mqtt"] = Field(..., description="where samples come from")
     path: str | None = Field(
         None, min_length=1, description="iio device folder, file/FIFO ('-' = stdin) or serial device"
@@ -134,7 +144,9 @@ class SensorSource(_Source):
     loop: bool = Field(False, description="regular files: start again at the end")
     follow: bool = Field(False, description="regular files: at the end, wait for appended lines")
     baudrate: int = Field(115200, ge=50, description="serial: line speed")
-    reconnect: Reconnect = Field(default_factory=Reconnect)
+    reconnect: Reconnect = Field(
+        default_factory=Reconnect, description="retries when the device cannot be opened or goes away"
+    )
 
     @property
     def step(self) -> int:

@@ -7,10 +7,12 @@ its line, and use that map to turn validation errors into ``FILE:LINE: dotted.pa
 
 from __future__ import annotations
 
+import difflib
+import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -89,15 +91,72 @@ def _data_path(data: Any, loc: tuple[str | int, ...]) -> PathKey:
     return tuple(out)
 
 
-def format_errors(doc: YamlDocument, exc: ValidationError) -> list[str]:
-    """One ``FILE:LINE: dotted.path: message`` line per validation error."""
+def _members(tp: Any) -> list[Any]:
+    """``tp`` without ``Annotated``, a union as its members."""
+    if get_origin(tp) is Annotated:
+        return _members(get_args(tp)[0])
+    if get_origin(tp) in (Union, types.UnionType):
+        return [m for arg in get_args(tp) for m in _members(arg)]
+    return [tp]
+
+
+def _is_model(tp: Any) -> bool:
+    return isinstance(tp, type) and issubclass(tp, BaseModel)
+
+
+def _tags(model: type[BaseModel]) -> set[Any]:
+    """Values of the model's ``Literal`` fields: a discriminated union's tag is one of them."""
+    return {
+        value
+        for info in model.model_fields.values()
+        if get_origin(info.annotation) is Literal
+        for value in get_args(info.annotation)
+    }
+
+
+def _step(tp: Any, part: str | int) -> Any:
+    """The type at ``part`` of a pydantic error location inside ``tp`` (None when unknown)."""
+    for member in _members(tp):
+        if _is_model(member) and part in member.model_fields:
+            return member.model_fields[part].annotation
+        if _is_model(member) and part in _tags(member):
+            return member  # a tag pydantic inserted: the location stays in this member
+        if get_origin(member) is dict and isinstance(part, str):
+            return get_args(member)[1]
+        if get_origin(member) is list and isinstance(part, int):
+            return get_args(member)[0]
+    return None
+
+
+def known_keys(model: type[BaseModel], loc: tuple[str | int, ...]) -> list[str]:
+    """The keys allowed in the mapping at ``loc`` (pydantic's error location, union tags included)."""
+    tp: Any = model
+    for part in loc:
+        tp = _step(tp, part)
+    return [key for member in _members(tp) if _is_model(member) for key in member.model_fields]
+
+
+def _unknown_key(model: type[BaseModel] | None, loc: tuple[str | int, ...]) -> str:
+    """``unknown key``, with the closest allowed key when one is close enough."""
+    if model is None or not loc or not isinstance(loc[-1], str):
+        return "unknown key"
+    close = difflib.get_close_matches(loc[-1], known_keys(model, loc[:-1]), n=1)
+    return f"unknown key; did you mean {close[0]!r}?" if close else "unknown key"
+
+
+def format_errors(doc: YamlDocument, exc: ValidationError, model: type[BaseModel] | None = None) -> list[str]:
+    """One ``FILE:LINE: dotted.path: message`` line per validation error.
+
+    With ``model`` (the one that was validated), an unknown key names the closest allowed key.
+    """
     out = []
     for err in exc.errors():
-        loc = _data_path(doc.data, tuple(p for p in err["loc"] if isinstance(p, (str, int))))
+        raw = tuple(p for p in err["loc"] if isinstance(p, (str, int)))
+        loc = _data_path(doc.data, raw)
         dotted = ".".join(str(p) for p in loc) or "(top level)"
         message = err["msg"]
         if err["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = _unknown_key(model, raw)
         out.append(f"{doc.path}:{doc.line_of(loc)}: {dotted}: {message}")
     return out
 
@@ -107,4 +166,4 @@ def parse_model(doc: YamlDocument, model: type[M]) -> M:
     try:
         return model.model_validate(doc.data)
     except ValidationError as exc:
-        raise ConfigError("\n".join(format_errors(doc, exc))) from exc
+        raise ConfigError("\n".join(format_errors(doc, exc, model))) from exc

@@ -7,8 +7,12 @@ XNNPACK is LiteRT's default CPU path.
 from __future__ import annotations
 
 import logging
+import os
 import platform
-from collections.abc import Mapping, Sequence
+import sys
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +52,45 @@ def is_edgetpu_model(path: Path) -> bool:
     """Models compiled by edgetpu_compiler carry an ``edgetpu-custom-op`` node."""
     with path.open("rb") as fh:
         return b"edgetpu-custom-op" in fh.read()
+
+
+@contextmanager
+def native_info_hidden() -> Iterator[None]:
+    """While logging is above INFO (``-q``), drop the runtime's native ``INFO:`` lines from stderr.
+
+    LiteRT's C++ logger writes "INFO: Created TensorFlow Lite XNNPACK delegate for CPU." straight
+    to file descriptor 2 when an interpreter is created, and ai-edge-litert 2.x has no setting for
+    it (TF_CPP_MIN_LOG_LEVEL does not reach that logger). So fd 2 goes to a temporary file for the
+    call, and every other line (the runtime's warnings and errors, and anything another thread
+    wrote meanwhile) is copied to the real stderr afterwards, exception or not.
+    """
+    if logger.isEnabledFor(logging.INFO):
+        yield
+        return
+    try:
+        _flush_stderr()
+        saved = os.dup(2)
+    except OSError:  # no fd 2 to redirect
+        yield
+        return
+    with tempfile.TemporaryFile() as capture:
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield
+        finally:
+            _flush_stderr()
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+            kept = b"".join(line for line in capture if not line.startswith(b"INFO: "))
+            while kept:
+                kept = kept[os.write(2, kept) :]
+
+
+def _flush_stderr() -> None:
+    """Python's buffered stderr out first, so that it lands on the fd it was written for."""
+    if sys.stderr is not None:
+        sys.stderr.flush()
 
 
 def _spec(detail: Mapping[str, Any]) -> TensorSpec:
@@ -95,8 +138,9 @@ class TfliteBackend:
         if not options.xnnpack and hasattr(rt, "OpResolverType"):
             kwargs["experimental_op_resolver_type"] = rt.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            interpreter = rt.Interpreter(**kwargs)
-            interpreter.allocate_tensors()
+            with native_info_hidden():
+                interpreter = rt.Interpreter(**kwargs)
+                interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{path}: the TFLite runtime cannot load the model: {first_line(exc)}") from exc
         return interpreter

@@ -85,13 +85,21 @@ class PreprocessSpec(_Strict):
 class AnchorSpec(_Strict):
     """TF Object Detection API ``ssd_anchor_generator`` parameters (normalised anchors)."""
 
-    generator: Literal["ssd"] = "ssd"
-    min_scale: float = Field(0.2, gt=0)
-    max_scale: float = Field(0.95, gt=0)
-    aspect_ratios: tuple[float, ...] = (1.0, 2.0, 0.5, 3.0, 0.3333)
-    feature_map_sizes: tuple[int, ...] = Field(..., min_length=1)
-    reduce_boxes_in_lowest_layer: bool = True
-    interpolated_scale_aspect_ratio: float = 1.0
+    generator: Literal["ssd"] = Field("ssd", description="anchor generator (ssd_anchor_generator)")
+    min_scale: float = Field(0.2, gt=0, description="anchor scale of the first feature map")
+    max_scale: float = Field(0.95, gt=0, description="anchor scale of the last feature map (linear between)")
+    aspect_ratios: tuple[float, ...] = Field(
+        (1.0, 2.0, 0.5, 3.0, 0.3333), description="width/height ratios of the anchors at each cell"
+    )
+    feature_map_sizes: tuple[int, ...] = Field(
+        ..., min_length=1, description="grid size of each feature map, in the model's output order"
+    )
+    reduce_boxes_in_lowest_layer: bool = Field(
+        True, description="first feature map: 3 anchors only (scale 0.1 at 1:1, min_scale at 2:1 and 1:2)"
+    )
+    interpolated_scale_aspect_ratio: float = Field(
+        1.0, description="ratio of one more anchor per cell, sized between this and the next map (0: none)"
+    )
 
 
 class PostprocessSpec(_Strict):
@@ -120,7 +128,7 @@ class PostprocessSpec(_Strict):
 class ImageInput(_Strict):
     """An image model (the default): ``preprocess:`` says how images become its input."""
 
-    kind: Literal["image"] = "image"
+    kind: Literal["image"] = Field("image", description="an image model")
 
 
 class WindowInput(_Strict):
@@ -130,7 +138,7 @@ class WindowInput(_Strict):
     in training; the source's own ``normalize:`` (calibration) is applied before that.
     """
 
-    kind: Literal["window"]
+    kind: Literal["window"] = Field(..., description="a sensor-window model")
     channels: tuple[str, ...] = Field(..., min_length=1, description="channel names, in tensor order")
     window: int = Field(..., ge=1, description="samples per window")
     rate_hz: float | None = Field(None, gt=0, description="sample rate the model was trained at")
@@ -164,22 +172,28 @@ class AnomalySpec(_Strict):
 class ModelSpec(_Strict):
     """A model bundle's ``model.yaml``."""
 
-    name: str = Field(..., min_length=1)
-    version: str = Field("1", min_length=1)
-    task: Task
-    family: Family
-    description: str = ""
-    license: str | None = None
-    files: ModelFiles
+    name: str = Field(..., min_length=1, description="model name (updates replace a model of this name)")
+    version: str = Field("1", min_length=1, description="numeric version (3, 1.4.2); updates only go up")
+    task: Task = Field(..., description="what the model answers")
+    family: Family = Field(..., description="output layout, which selects the decoder; must fit the task")
+    description: str = Field("", description="free text for people")
+    license: str | None = Field(None, description="the model's licence (shown by edge-runtime models)")
+    files: ModelFiles = Field(..., description="the model file per runtime")
     input: ImageInput | WindowInput = Field(
         default_factory=ImageInput, discriminator="kind", description="what the model takes"
     )
     labels: str | None = Field(None, description="labels file: one label per line, line i = id i")
-    preprocess: PreprocessSpec = Field(default_factory=PreprocessSpec)
-    postprocess: PostprocessSpec = Field(default_factory=PostprocessSpec)
+    preprocess: PreprocessSpec = Field(
+        default_factory=PreprocessSpec, description="image models: how an image becomes the input"
+    )
+    postprocess: PostprocessSpec = Field(
+        default_factory=PostprocessSpec, description="decoder settings for the family"
+    )
     anomaly: AnomalySpec | None = Field(None, description="task anomaly: the score threshold")
     sha256: dict[str, str] = Field(default_factory=dict, description="file name -> sha256 hex")
-    provenance: dict[str, Any] | None = None
+    provenance: dict[str, Any] | None = Field(
+        None, description="where the model came from and how it was made (documentation)"
+    )
 
     @field_validator("version", mode="before")
     @classmethod
