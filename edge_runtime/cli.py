@@ -42,7 +42,7 @@ def _model_args(p: argparse.ArgumentParser, backend_help: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argparse tree (kept separate so the README's CLI reference can be checked against it)."""
+    """The argparse tree (kept separate so tests can walk it: every argument has help)."""
     parser = argparse.ArgumentParser(prog="edge-runtime", description="Inference daemon for edge boards.")
     parser.add_argument("--version", action="version", version=f"edge-runtime {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -4,7 +4,7 @@ The source runs in its own thread; this module's stage threads take its frames, 
 (a :class:`~edge_runtime.model.ModelSlot`'s current runner) and commit each result to the outbox,
 which the publisher sends when the broker is there.
 
-Which thread runs what. Each hop below was measured as a win (README: performance); where a line
+Which thread runs what. Each hop below was measured as a win (docs/performance.md); where a line
 may run on either of two threads, the rule that decides is in the method named:
 
 =================================  ===============================================================

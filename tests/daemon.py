@@ -39,7 +39,7 @@ def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
 
 
 def make_config(tmp: Path, port: int, video: Path, **overrides: Any) -> Path:
-    """A config file as CONTRACT.md describes; nested ``overrides`` are merged in."""
+    """A daemon config file (docs/config.md); nested ``overrides`` are merged in."""
     base = {
         "device": {"id": "cam-test"},
         "mqtt": {

@@ -65,7 +65,9 @@ class MqttConfig(Section):
     host: str = Field("localhost", description="broker host name or address")
     port: int = Field(1883, ge=1, le=65535, description="broker port (1883 plain, usually 8883 with TLS)")
     topic_prefix: str = Field("edge", min_length=1, description="first topic level")
-    qos: Literal[0, 1] = Field(1, description="QoS of predictions/health (1 = delivered at least once)")
+    qos: Literal[0, 1] = Field(
+        1, description="QoS of health messages (predictions always go at QoS 1: delivered at least once)"
+    )
     keepalive: int = Field(30, ge=5, le=3600, description="seconds; a dead broker is noticed in ~1.5x")
     username: str | None = Field(None, description="user name for the broker (none: anonymous)")
     password: str | None = Field(

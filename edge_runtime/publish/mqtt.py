@@ -163,7 +163,7 @@ class MqttLink:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         """A message no route takes (paho calls a route's handler instead when a filter matches)."""
-        logger.warning("inbound: nothing handles %s (commands: see docs/mqtt.md)", message.topic)
+        logger.warning("inbound: nothing handles %s (commands: see docs/mqtt.md#commands)", message.topic)
 
     # -- used by the publisher thread ------------------------------------------------------------
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> int | None:

@@ -1,4 +1,4 @@
-"""JSON payloads as CONTRACT.md describes them (bytes, compact, built once per message)."""
+"""JSON payloads as docs/mqtt.md describes them (bytes, compact, built once per message)."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ work an inference thread does besides the call (posting results) counts as the r
 is the CPU of everything else, machine-wide, divided by that. The machine's speed moves by tens
 of percent on a shared host; this ratio moves far less, so it is the number to compare two
 versions of the code by. With as many inference threads as cores, the daemon's throughput over a
-bare runtime loop's is bounded by about ``k / (1 + rest/inference)`` (README, Results; docs/performance.md).
+bare runtime loop's is bounded by about ``k / (1 + rest/inference)`` (docs/performance.md, Results).
 """
 
 from __future__ import annotations
