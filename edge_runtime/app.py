@@ -28,7 +28,7 @@ from edge_runtime.model import ModelSlot, open_slot, resolve, source_mismatch, s
 from edge_runtime.pipeline import Pipeline
 from edge_runtime.publish import payloads
 from edge_runtime.publish.mqtt import MqttLink
-from edge_runtime.publish.outbox import Outbox
+from edge_runtime.publish.outbox import Outbox, open_outbox
 from edge_runtime.publish.publisher import Publisher
 from edge_runtime.publish.topics import Topics
 from edge_runtime.update.manager import UpdateManager, UpdatePolicy, startup_model_path
@@ -65,14 +65,7 @@ class Daemon:
         """Bring everything up; raises EdgeRuntimeError when nothing at all can run."""
         self.store = ModelStore(self.cfg.updates.store, keep=self.cfg.updates.keep)
         self._open_models()
-        oc = self.cfg.outbox
-        self.outbox = Outbox(
-            oc.path,
-            max_messages=oc.max_messages,
-            max_bytes=oc.max_bytes,
-            drop_policy=oc.drop_policy,
-            synchronous=oc.synchronous,
-        )
+        self.outbox = open_outbox(self.cfg.outbox)
         self.link = MqttLink(
             self.cfg.mqtt,
             self.topics,

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from edge_runtime.config.sections import OutboxConfig
 from edge_runtime.errors import EdgeRuntimeError
 
 logger = logging.getLogger(__name__)
@@ -373,3 +374,14 @@ class Outbox:
             except sqlite3.Error:
                 logger.warning("outbox %s: checkpoint failed at close", self.path)
             self._db.close()
+
+
+def open_outbox(cfg: OutboxConfig) -> Outbox:
+    """The outbox the config's ``outbox:`` section describes."""
+    return Outbox(
+        cfg.path,
+        max_messages=cfg.max_messages,
+        max_bytes=cfg.max_bytes,
+        drop_policy=cfg.drop_policy,
+        synchronous=cfg.synchronous,
+    )
