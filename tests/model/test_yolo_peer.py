@@ -15,7 +15,7 @@ import pytest
 from edge_runtime.model import Runner, load_model
 from edge_runtime.postprocess.nms import iou_matrix
 
-from .conftest import image, run_cli
+from ..conftest import image, run_cli
 
 nudenet = pytest.importorskip("nudenet", reason="test-only dependency nudenet==3.4.2")
 pytestmark = pytest.mark.peer

@@ -12,7 +12,7 @@ from edge_runtime.errors import AcceleratorError
 from edge_runtime.inference import BackendOptions, create_backend
 from edge_runtime.inference.providers import choose_providers, engine_cache_dir
 
-from .conftest import CLASSIFIER
+from ..conftest import CLASSIFIER
 
 JETSON = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
 PLAIN = ["AzureExecutionProvider", "CPUExecutionProvider"]

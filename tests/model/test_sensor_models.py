@@ -30,9 +30,9 @@ from edge_runtime.model import (
 )
 from edge_runtime.model.spec import ModelSpec
 
-from .conftest import CLASSIFIER, DATA, MODELS, image, run_cli
+from ..conftest import CLASSIFIER, DATA, MODELS, image, run_cli
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "models"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts" / "models"))
 import vibration as vib  # the project's simulator (scripts/models/vibration.py)
 
 VIBRATION = MODELS / "vibration_anomaly"

@@ -13,7 +13,7 @@ from edge_runtime.publish.outbox import Outbox
 from edge_runtime.publish.publisher import Publisher
 from edge_runtime.publish.topics import Topics
 
-from .broker import Broker, Recorder, wait_for
+from ..broker import Broker, Recorder, wait_for
 
 COUNT = 5000
 

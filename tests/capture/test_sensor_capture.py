@@ -31,8 +31,8 @@ from edge_runtime.config.sections import MqttConfig
 from edge_runtime.config.sources import SensorSource as SensorConfig
 from edge_runtime.types import Window
 
-from .broker import Broker, wait_for
-from .conftest import ROOT, run_cli
+from ..broker import Broker, wait_for
+from ..conftest import ROOT, run_cli
 
 FAST = {"initial_s": 0.1, "max_s": 0.2}
 

@@ -13,9 +13,9 @@ from edge_runtime.capture import make_source
 from edge_runtime.capture.files import VideoFileSource
 from edge_runtime.config.sources import VideoSource
 
-from .broker import Broker, Recorder, wait_for
-from .conftest import ROOT
-from .daemon import DaemonProcess, make_config, make_video
+from ..broker import Broker, Recorder, wait_for
+from ..conftest import ROOT
+from ..daemon import DaemonProcess, make_config, make_video
 
 DEMO = ROOT / "samples" / "demo.mp4"
 

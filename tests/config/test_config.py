@@ -12,7 +12,7 @@ import pytest
 from edge_runtime.config.loader import collect_problems, load_config
 from edge_runtime.errors import ConfigError
 
-from .conftest import ROOT, run_cli
+from ..conftest import ROOT, run_cli
 
 MINIMAL = f"""\
 models:

@@ -13,7 +13,7 @@ import pytest
 from edge_runtime.errors import BackendClosedError
 from edge_runtime.inference import BackendOptions, StreamPool, create_backend
 
-from .conftest import CLASSIFIER
+from ..conftest import CLASSIFIER
 
 
 class Copy:
