@@ -67,6 +67,22 @@ def make_config(tmp: Path, port: int, video: Path, **overrides: Any) -> Path:
     return path
 
 
+def synthetic_config(tmp_path: Path, port: int, name: str = "front", **overrides: Any) -> Path:
+    """A config with one endless synthetic pipeline at 5 fps."""
+    source = {"type": "synthetic", "width": 160, "height": 120, "fps": 5}
+    pipelines = [{"name": name, "model": "person", "source": source}]
+    return make_config(tmp_path, port, tmp_path / "unused.mp4", pipelines=pipelines, **overrides)
+
+
+def paced_config(tmp_path: Path, port: int, frames: int, fps: float) -> Path:
+    """A config whose video of ``frames`` frames plays at ``fps`` (long enough to inject faults)."""
+    video = make_video(tmp_path / "v.mp4", frames)
+    source = {"type": "video", "path": str(video), "fps": fps}
+    return make_config(
+        tmp_path, port, video, pipelines=[{"name": "front", "model": "person", "source": source}]
+    )
+
+
 class DaemonProcess:
     """``python -m edge_runtime run CONFIG`` with its log in a file."""
 

@@ -15,7 +15,7 @@ import pytest
 
 from .broker import Broker, Recorder, free_port, wait_for
 from .certs import make_ca, make_server_cert
-from .daemon import DaemonProcess, make_config, make_video
+from .daemon import DaemonProcess, make_config, make_video, paced_config
 
 pytestmark = pytest.mark.slow
 PRED = "/predictions/front"
@@ -46,15 +46,6 @@ def pending_rows(db: Path, topic_suffix: str) -> list[dict[str, Any]]:
     with sqlite3.connect(db) as con:
         rows = con.execute("SELECT topic, payload FROM messages ORDER BY id").fetchall()
     return [json.loads(p) for t, p in rows if t.endswith(topic_suffix)]
-
-
-def paced_config(tmp_path: Path, port: int, frames: int, fps: float) -> Path:
-    """A config whose video of ``frames`` frames plays at ``fps`` (long enough to inject faults)."""
-    video = make_video(tmp_path / "v.mp4", frames)
-    source = {"type": "video", "path": str(video), "fps": fps}
-    return make_config(
-        tmp_path, port, video, pipelines=[{"name": "front", "model": "person", "source": source}]
-    )
 
 
 def test_video_of_n_frames_gives_exactly_n_predictions(

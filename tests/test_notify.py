@@ -45,7 +45,7 @@ from edge_runtime.publish.outbox import Outbox
 from edge_runtime.service import StatusLine, progress
 
 from .broker import Broker, Recorder, free_port, wait_for
-from .daemon import ROOT, DaemonProcess, make_config, make_video
+from .daemon import ROOT, DaemonProcess, make_config, make_video, synthetic_config
 
 INTERVAL = 1.0  # WATCHDOG_USEC of the daemon tests, in seconds
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
@@ -114,13 +114,6 @@ def systemd() -> Iterator[FakeSystemd]:
     fake = FakeSystemd(f"@edge-runtime-test-{uuid.uuid4().hex}")
     yield fake
     fake.close()
-
-
-def synthetic_config(tmp_path: Path, port: int, name: str = "front", **overrides: Any) -> Path:
-    """A config with one endless synthetic pipeline at 5 fps."""
-    source = {"type": "synthetic", "width": 160, "height": 120, "fps": 5}
-    pipelines = [{"name": name, "model": "person", "source": source}]
-    return make_config(tmp_path, port, tmp_path / "unused.mp4", pipelines=pipelines, **overrides)
 
 
 def gaps(times: list[float]) -> list[float]:
