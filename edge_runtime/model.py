@@ -18,6 +18,7 @@ import numpy.typing as npt
 from edge_runtime.config.model_spec import ModelSpec, WindowInput
 from edge_runtime.config.yamlsource import load_yaml, parse_model
 from edge_runtime.errors import BackendUnavailableError, ModelError
+from edge_runtime.hashing import file_sha256
 from edge_runtime.inference import (
     MODEL_SUFFIX,
     Backend,
@@ -27,7 +28,6 @@ from edge_runtime.inference import (
     create_backend,
 )
 from edge_runtime.inference.base import ONNX_ACCELERATORS, TFLITE_ACCELERATORS
-from edge_runtime.inference.providers import file_sha256
 from edge_runtime.model_meta import spec_from_metadata
 from edge_runtime.postprocess.decode import Decoder
 from edge_runtime.postprocess.detection import DetectionParams

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from edge_runtime.errors import EdgeRuntimeError, UpdateError, first_line
-from edge_runtime.inference.providers import file_sha256
+from edge_runtime.hashing import file_sha256
 from edge_runtime.update import bundle, golden
 from edge_runtime.update.manifest import Envelope, Manifest, is_newer, peek_update_id, verify
 from edge_runtime.update.store import BASE, Active, ModelStore
