@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from edge_runtime import __version__
+from edge_runtime import __version__, model_golden
 from edge_runtime.capture import make_source
 from edge_runtime.config.sections import Config, ModelConfig
 from edge_runtime.errors import EdgeRuntimeError, ModelError
@@ -71,7 +71,7 @@ def _load(name: str, mc: ModelConfig, cache_dir: Path) -> Predictor:
 
 
 class ModelSlot:
-    """A configured model as the update manager sees it (update/manager.py ``Slot``)."""
+    """A configured model as the update manager sees it (update/ports.py ``Slot``)."""
 
     def __init__(self, key: str, shared: SharedModel, mc: ModelConfig, cache: Path, daemon: Daemon) -> None:
         self.key, self.shared, self.mc, self.cache, self._daemon = key, shared, mc, cache, daemon
@@ -80,13 +80,18 @@ class ModelSlot:
         """The version serving now."""
         return str(self.shared.predictor.model.spec.version)
 
-    def load(self, folder: Path) -> Predictor:
-        """A candidate from ``folder`` with this model's backend options (a fresh backend)."""
-        return _load(self.key, self.mc.model_copy(update={"path": folder}), self.cache)
-
-    def serving(self) -> Predictor:
-        """What serves now."""
-        return self.shared.predictor
+    def trial(self, folder: Path, *, max_latency_ms: float | None, latency_factor: float) -> Predictor:
+        """A candidate from ``folder`` (a fresh backend with this model's options) that passed its
+        golden vectors and latency budget (model_golden.trial); UpdateError otherwise."""
+        mc = self.mc.model_copy(update={"path": folder})
+        return model_golden.trial(
+            lambda: _load(self.key, mc, self.cache),
+            self.shared.predictor,
+            folder,
+            label=self.key,
+            max_latency_ms=max_latency_ms,
+            latency_factor=latency_factor,
+        )
 
     def swap(self, candidate: Predictor) -> Predictor:
         """Serve ``candidate`` from the next frame on."""

@@ -12,9 +12,9 @@ import pytest
 
 from edge_runtime.inference import BackendOptions
 from edge_runtime.model import LoadedModel, load_model
+from edge_runtime.model_golden import golden_inputs
 from edge_runtime.postprocess.nms import iou_matrix
 from edge_runtime.predictor import InferenceResult, Predictor
-from edge_runtime.update.golden import golden_inputs
 
 from .conftest import CLASSIFIER, DETECTOR, MODELS, image
 

@@ -14,31 +14,11 @@ from pathlib import Path, PurePosixPath
 
 import yaml
 
-from edge_runtime.errors import InputError, UpdateError
-from edge_runtime.model import MODEL_YAML, ModelRef, resolve
+from edge_runtime.errors import UpdateError
 
 MAX_MEMBERS = 256
 GOLDEN_DIR = "golden"
-
-
-def bundle_members(ref: ModelRef) -> dict[str, Path]:
-    """Archive name -> file for a bundle folder (model files, labels, extra files model.yaml hashes)."""
-    if ref.spec is None:
-        raise InputError(f"{ref.folder}: a bundle needs a folder with a model.yaml (see models/README.md)")
-    members = {p.name: p for p in ref.files.values()}
-    if ref.spec.labels:
-        members[ref.spec.labels] = ref.folder / ref.spec.labels
-    for name in ref.spec.sha256:
-        if (ref.folder / name).is_file():
-            members.setdefault(name, ref.folder / name)
-    return members
-
-
-def model_yaml_with_version(folder: Path, version: str) -> bytes:
-    """The folder's model.yaml with ``version`` replaced (the version the predictions will show)."""
-    data = yaml.safe_load((folder / MODEL_YAML).read_text())
-    data["version"] = version
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True).encode()
+MODEL_YAML = "model.yaml"
 
 
 def write_tar(out: Path, files: dict[str, bytes | Path]) -> None:
@@ -108,16 +88,24 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def check_contents(folder: Path, name: str, version: str) -> ModelRef:
-    """The extracted bundle must be a model bundle of ``name`` at ``version``."""
-    try:
-        ref = resolve(folder)
-    except InputError as exc:
-        raise UpdateError(f"bundle content: {exc}") from exc
-    if ref.spec is None:
+def check_contents(folder: Path, name: str, version: str) -> None:
+    """The extracted bundle must hold a model.yaml of ``name`` at ``version``.
+
+    Only the identity is read here; the full validation is the slot's, when it loads the bundle.
+    """
+    path = folder / MODEL_YAML
+    if not path.is_file():
         raise UpdateError("bundle has no model.yaml")
-    if ref.spec.name != name:
-        raise UpdateError(f"bundle holds model {ref.spec.name!r}, the manifest says {name!r}")
-    if ref.spec.version != version:
-        raise UpdateError(f"bundle's model.yaml says version {ref.spec.version}, the manifest says {version}")
-    return ref
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UpdateError(f"bundle content: {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UpdateError(f"bundle content: {path}: expected a mapping of model fields")
+    found = data.get("name")
+    if found != name:
+        raise UpdateError(f"bundle holds model {found!r}, the manifest says {name!r}")
+    said = data.get("version", "1")  # model.yaml's default, and numbers read as text (config/model_spec.py)
+    said = str(said) if isinstance(said, (int, float)) else said
+    if said != version:
+        raise UpdateError(f"bundle's model.yaml says version {said}, the manifest says {version}")

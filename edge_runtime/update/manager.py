@@ -3,7 +3,7 @@
     manifest -> verify signature, target, expiry, size, replay, downgrade      (rejected)
       -> downloading (MQTT chunks or URL, resumable)                          (rejected)
       -> verifying: size + sha256, safe extraction, install by one rename     (rejected)
-      -> testing: fresh backend, golden vectors, latency budget               (rejected)
+      -> testing: each slot's trial (fresh backend, golden vectors, latency)  (rejected)
       -> swap between two frames, then a health window                        (rolled_back)
       -> active (committed; older versions pruned to ``keep``)
 
@@ -26,12 +26,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from edge_runtime.errors import EdgeRuntimeError, UpdateError, first_line
+from edge_runtime.errors import UpdateError
 from edge_runtime.hashing import file_sha256
-from edge_runtime.update import bundle, golden
+from edge_runtime.update import bundle
 from edge_runtime.update.manifest import Envelope, Manifest, is_newer, peek_update_id, verify
+from edge_runtime.update.ports import Candidate, Slot
 from edge_runtime.update.store import BASE, Active, ModelStore
 from edge_runtime.update.transfer import ChunkFile, http_download
 
@@ -48,39 +49,6 @@ def fault_point(point: str) -> None:
     if os.environ.get(FAULT_ENV) == f"update:{point}":
         logger.warning("update: fault injection at %s: SIGKILL", point)
         os.kill(os.getpid(), signal.SIGKILL)
-
-
-class Candidate(Protocol):
-    """A loaded model that could serve (the app's Predictor)."""
-
-    model: Any  # LoadedModel
-
-    def run(self, inputs: list[Any]) -> list[Any]:
-        """One backend call (serialised with the pipelines that use it)."""
-
-
-class Slot(Protocol):
-    """One configured model that updates may replace (implemented by the app)."""
-
-    key: str
-
-    def version(self) -> str:
-        """The version serving now."""
-
-    def load(self, folder: Path) -> Candidate:
-        """Load a candidate from ``folder`` with this slot's backend options."""
-
-    def serving(self) -> Candidate:
-        """What serves now."""
-
-    def swap(self, candidate: Candidate) -> Candidate:
-        """Serve ``candidate`` from the next frame on; returns what served before."""
-
-    def counters(self) -> tuple[int, int, float]:
-        """(frames inferred, frames failed, inference ms summed) of the pipelines using it."""
-
-    def close(self, candidate: Candidate) -> None:
-        """Release a candidate that no longer serves."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -374,7 +342,7 @@ class UpdateManager:
             if self.job["state"] == "testing":
                 fault_point("installed")
                 self._status("testing", step="golden_vectors")
-                candidates = self._test()
+                candidates = self._trial()
                 fault_point("tested")
                 self._swap_in(candidates)
         except UpdateError as exc:
@@ -400,65 +368,22 @@ class UpdateManager:
         fault_point("extracted")
         self.store.install(self.job["name"], self.job["version"], tmp)
 
-    def _test(self) -> dict[str, Candidate]:
+    def _trial(self) -> dict[str, Candidate]:
+        """A tested candidate per slot of the job's model; UpdateError (all of them closed) if one fails."""
         assert self.job is not None
         folder = self.store.folder(self.job["name"], self.job["version"])
+        pol = self.policy
         loaded: dict[str, Candidate] = {}
         try:
             for slot in self.slots[self.job["name"]]:
-                try:
-                    candidate = slot.load(folder)
-                except EdgeRuntimeError as exc:
-                    raise UpdateError(f"model does not load: {first_line(exc)}") from exc
-                loaded[slot.key] = candidate
-                report = golden.check_golden(candidate.model, folder)
-                self._check_latency(slot, candidate, folder, report)
-                logger.info(
-                    "update %s: %s passed %d golden vector(s) (worst %.2f of tolerance), p50 %.1f ms",
-                    self.job["update"],
-                    slot.key,
-                    report.vectors,
-                    report.worst_ratio,
-                    report.latency_p50_ms,
+                loaded[slot.key] = slot.trial(
+                    folder, max_latency_ms=pol.max_latency_ms, latency_factor=pol.latency_factor
                 )
         except BaseException:
             for key, candidate in loaded.items():
                 self._slot(key).close(candidate)
             raise
         return loaded
-
-    def _check_latency(
-        self, slot: Slot, candidate: Candidate, folder: Path, report: golden.GoldenReport
-    ) -> None:
-        """The absolute budget on the golden runs' median; the relative one against the serving model
-        timed on the same input, interleaved run by run, so other load on the machine (the
-        pipelines, other daemons) weighs on both alike. The fastest of each is compared."""
-        pol = self.policy
-        if pol.max_latency_ms is not None and report.latency_p50_ms > pol.max_latency_ms:
-            raise UpdateError(
-                f"latency {report.latency_p50_ms:.1f} ms is over the budget of {pol.max_latency_ms:.1f} ms"
-            )
-        serving = slot.serving()
-        inputs = golden.first_inputs(folder, candidate.model.backend.kind)
-        specs = list(serving.model.backend.input_specs)
-        if len(specs) != len(inputs) or any(
-            tuple(s.shape) != a.shape or s.dtype != a.dtype for s, a in zip(specs, inputs, strict=False)
-        ):
-            logger.info("update: the serving model takes other inputs; relative latency not compared")
-            return
-        new: list[float] = []
-        old: list[float] = []
-        for i in range(6):
-            for runs, model in ((new, candidate), (old, serving)):
-                t0 = time.perf_counter()
-                model.run(inputs)
-                if i:  # the first call of each warms up
-                    runs.append((time.perf_counter() - t0) * 1e3)
-        if min(new) > pol.latency_factor * min(old):
-            raise UpdateError(
-                f"latency {min(new):.1f} ms is over {pol.latency_factor:g}x the serving model's "
-                f"{min(old):.1f} ms on the same input"
-            )
 
     def _slot(self, key: str) -> Slot:
         assert self.job is not None
