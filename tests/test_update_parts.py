@@ -15,6 +15,7 @@ import pytest
 
 from edge_runtime.errors import InputError, UpdateError
 from edge_runtime.update.bundle import extract
+from edge_runtime.update.job import Job, JobState, Transfer
 from edge_runtime.update.manager import startup_model_path
 from edge_runtime.update.manifest import (
     Manifest,
@@ -25,7 +26,7 @@ from edge_runtime.update.manifest import (
     sign,
     verify,
 )
-from edge_runtime.update.store import BASE, Active, ModelStore
+from edge_runtime.update.store import BASE, Active, ModelStore, write_json_atomic
 from edge_runtime.update.transfer import ChunkFile
 
 
@@ -175,3 +176,83 @@ def test_uncommitted_swap_rolls_back_at_start(tmp_path: Path) -> None:
     store.set_active("m", Active(version="2", previous=[BASE], committed=False))
     assert startup_model_path(store, "m", config_path)[0] == config_path
     assert store.active("m") is None
+
+
+OLD_JOBS = [  # job.json as the dict-based manager wrote it: the envelope's transfer kept verbatim
+    {
+        "update": "0123456789abcdef",
+        "name": "ssdlite_mobilenet_v2_person",
+        "version": "2",
+        "sha256": "b" * 64,
+        "size": 1_234_567,
+        "transfer": {
+            "type": "chunks",
+            "topic": "edge/updates/0123456789abcdef",
+            "chunk_size": 100_000,
+            "count": 13,
+        },
+        "state": "downloading",
+        "deadline": 1_700_000_600.25,
+        "started": 1_700_000_000.125,
+    },
+    {
+        "update": "fedcba9876543210",
+        "name": "m",
+        "version": "1.10",
+        "sha256": "c" * 64,
+        "size": 10,
+        "transfer": {"type": "url", "url": "https://example.com/m-1.10.tar"},
+        "state": "testing",
+        "deadline": 1_700_000_600.0,
+        "started": 1_700_000_000.0,
+        "verified": True,
+    },
+]
+
+
+@pytest.mark.parametrize("saved", OLD_JOBS, ids=["chunks", "url-verified"])
+def test_job_json_of_the_old_format_resumes_unchanged(tmp_path: Path, saved: dict[str, object]) -> None:
+    """A job.json written before the job was typed loads into a Job, and is written back with the
+    same keys and values (byte for byte through the store)."""
+    job = Job.from_json(json.loads(json.dumps(saved)))
+    assert job.state is JobState(saved["state"]) and job.verified == ("verified" in saved)
+    assert job.transfer.chunked == (saved["transfer"]["type"] == "chunks")  # type: ignore[index]
+    assert job.to_json() == saved
+    store = ModelStore(tmp_path / "store")
+    write_json_atomic(store.root / "job.json", saved)
+    before = (store.root / "job.json").read_bytes()
+    resumed = store.job()
+    assert resumed == job
+    store.save_job(resumed)
+    assert (store.root / "job.json").read_bytes() == before
+
+
+def test_job_state_changes_and_verification_are_saved(tmp_path: Path) -> None:
+    """The state is saved by value; ``verified`` appears once set; a file that holds no job says so."""
+    store = ModelStore(tmp_path / "store")
+    job = Job.from_json(dict(OLD_JOBS[0]))
+    job.state, job.verified = JobState.WATCHING, True
+    store.save_job(job)
+    saved = json.loads((store.root / "job.json").read_text())
+    assert saved == {**OLD_JOBS[0], "state": "watching", "verified": True}
+    store.save_job(None)
+    assert store.job() is None
+    write_json_atomic(store.root / "job.json", {"update": "x"})
+    with pytest.raises(KeyError):
+        store.job()
+
+
+def test_transfer_checks() -> None:
+    """Chunks need a topic without wildcards and a chunk size in range; a URL needs a url."""
+    ok = Transfer.check({"type": "chunks", "topic": "t/u", "chunk_size": 10, "count": 3})
+    assert (ok.topic, ok.chunk_size, ok.extra) == ("t/u", 10, {"count": 3})
+    assert Transfer.check({"type": "url", "url": "http://h/b.tar"}).url == "http://h/b.tar"
+    for bad, reason in [
+        ({"type": "url"}, "'url' missing"),
+        ({"type": "chunks", "topic": "t"}, "need 'topic' and 'chunk_size'"),
+        ({"type": "chunks", "topic": "t/#", "chunk_size": 10}, "wildcards"),
+        ({"type": "chunks", "topic": "t", "chunk_size": 2 << 20}, "out of range"),
+        ({"type": "ftp"}, "unknown"),
+    ]:
+        with pytest.raises(UpdateError, match=reason):
+            Transfer.check(bad)

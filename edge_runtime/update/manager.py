@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from edge_runtime.errors import UpdateError
 from edge_runtime.hashing import file_sha256
 from edge_runtime.update import bundle
+from edge_runtime.update.job import Job, JobState, Transfer
 from edge_runtime.update.manifest import Envelope, Manifest, is_newer, peek_update_id, verify
 from edge_runtime.update.ports import Candidate, Slot
 from edge_runtime.update.store import BASE, Active, ModelStore
@@ -97,7 +98,7 @@ class UpdateManager:
         self._publish_status, self._send, self._subscribe = publish_status, send, subscribe
         self.inbox: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize=2000)
         self.stop_event = threading.Event()
-        self.job: dict[str, Any] | None = None
+        self.job: Job | None = None
         self.last_status: dict[str, Any] | None = None
         self._chunks: ChunkFile | None = None
         self._last_chunk_at = 0.0
@@ -142,7 +143,8 @@ class UpdateManager:
             self._resume()
         except Exception:
             logger.exception("update: cannot resume the saved job")
-            self._finish("rejected", "could not resume after restart")
+            if self.job is not None:
+                self._finish("rejected", "could not resume after restart")
         while not self.stop_event.is_set():
             try:
                 kind, a, b = self.inbox.get(timeout=0.2)
@@ -163,13 +165,13 @@ class UpdateManager:
         job = self.job
         if job is None:
             return
-        if job["state"] == "downloading" and job["transfer"].get("type") == "chunks":
+        if job.state == JobState.DOWNLOADING and job.transfer.chunked:
             self._drive_chunks()
-        elif job["state"] == "downloading":
+        elif job.state == JobState.DOWNLOADING:
             self._download_url()
-        elif job["state"] == "watching":
+        elif job.state == JobState.WATCHING:
             self._watch()
-        if self.job is not None and self.job["state"] not in ("downloading", "watching"):
+        if self.job is not None and self.job.state not in (JobState.DOWNLOADING, JobState.WATCHING):
             self._advance()
 
     # -- manifests -------------------------------------------------------------------------------
@@ -180,16 +182,16 @@ class UpdateManager:
             self._reject_message(peek_update_id(payload), None, str(exc))
             return
         m = env.manifest
-        if self.job is not None and self.job["update"] == env.update_id:
+        if self.job is not None and self.job.update == env.update_id:
             return  # the update in progress, delivered again (QoS 1 may redeliver)
         try:
-            self._admit(env)
+            transfer = self._admit(env)
         except UpdateError as exc:
             self._reject_message(env.update_id, m, str(exc))
             return
-        self._begin(env)
+        self._begin(env, transfer)
 
-    def _admit(self, env: Envelope) -> None:
+    def _admit(self, env: Envelope) -> Transfer:
         """Every check that needs no bytes; UpdateError with the reason."""
         m, pol = env.manifest, self.policy
         m.check_target(self.device, self.groups)
@@ -206,29 +208,29 @@ class UpdateManager:
         if not is_newer(m.version, current):
             raise UpdateError(f"downgrade: version {m.version} is not newer than the active {current}")
         if self.job is not None:
-            if not (self.job["state"] == "downloading" and is_newer(m.version, self.job["version"])):
-                raise UpdateError(f"busy with update {self.job['update']} (version {self.job['version']})")
-            logger.info("update: %s supersedes %s", env.update_id, self.job["update"])
+            if not (self.job.state == JobState.DOWNLOADING and is_newer(m.version, self.job.version)):
+                raise UpdateError(f"busy with update {self.job.update} (version {self.job.version})")
+            logger.info("update: %s supersedes %s", env.update_id, self.job.update)
             self._finish("rejected", f"superseded by version {m.version}")
-        _check_transfer(env.transfer, m)
+        return Transfer.check(env.transfer)
 
     def _reject_message(self, update: str | None, m: Manifest | None, reason: str) -> None:
         logger.warning("update %s rejected: %s", update or "?", reason)
         self._status("rejected", update=update, manifest=m, reason=reason)
 
-    def _begin(self, env: Envelope) -> None:
+    def _begin(self, env: Envelope, transfer: Transfer) -> None:
         m = env.manifest
-        self.job = {
-            "update": env.update_id,
-            "name": m.name,
-            "version": m.version,
-            "sha256": m.sha256,
-            "size": m.size,
-            "transfer": env.transfer,
-            "state": "downloading",
-            "deadline": time.time() + self.policy.download_timeout_s,
-            "started": time.time(),
-        }
+        self.job = Job(
+            update=env.update_id,
+            name=m.name,
+            version=m.version,
+            sha256=m.sha256,
+            size=m.size,
+            transfer=transfer,
+            state=JobState.DOWNLOADING,
+            deadline=time.time() + self.policy.download_timeout_s,
+            started=time.time(),
+        )
         self.store.save_job(self.job)
         logger.info("update %s: %s version %s accepted; downloading", env.update_id, m.name, m.version)
         self._status("downloading", progress=0.0)
@@ -237,24 +239,24 @@ class UpdateManager:
     # -- download ----------------------------------------------------------------------------------
     def _part(self) -> Path:
         assert self.job is not None
-        return self.store.staging / f"{self.job['update']}.part"
+        return self.store.staging / f"{self.job.update}.part"
 
     def _chunk_topic(self) -> str:
         assert self.job is not None
-        return str(self.job["transfer"]["topic"])
+        return str(self.job.transfer.topic)
 
     def _open_chunks(self) -> ChunkFile:
         if self._chunks is None:
             assert self.job is not None
-            t = self.job["transfer"]
-            self._chunks = ChunkFile(self._part(), int(self.job["size"]), int(t["chunk_size"]))
+            size, chunk_size = self.job.size, self.job.transfer.chunk_size
+            self._chunks = ChunkFile(self._part(), size, int(chunk_size or 0))
             self._subscribe(f"{self._chunk_topic()}/chunk/+", True)
             self._last_chunk_at = time.monotonic()
         return self._chunks
 
     def _on_chunk(self, topic: str, index: int, data: bytes) -> None:
         job = self.job
-        if job is None or job["state"] != "downloading" or job["transfer"].get("topic") != topic:
+        if job is None or job.state != JobState.DOWNLOADING or job.transfer.topic != topic:
             return
         chunks = self._open_chunks()
         if chunks.write(index, data):
@@ -270,9 +272,9 @@ class UpdateManager:
             chunks.close()
             self._chunks = None
             self._subscribe(f"{self._chunk_topic()}/chunk/+", False)
-            self._enter("verifying")
+            self._enter(JobState.VERIFYING)
             return
-        if time.time() > self.job["deadline"]:
+        if time.time() > self.job.deadline:
             self._fail(
                 f"download timed out after {self.policy.download_timeout_s:.0f} s "
                 f"({chunks.progress:.0%} received)"
@@ -296,13 +298,13 @@ class UpdateManager:
 
     def _download_url(self) -> None:
         assert self.job is not None
-        url = str(self.job["transfer"]["url"])
-        deadline = time.monotonic() + max(0.0, self.job["deadline"] - time.time())
+        url = str(self.job.transfer.url)
+        deadline = time.monotonic() + max(0.0, self.job.deadline - time.time())
         try:
             http_download(
                 url,
                 self._part(),
-                int(self.job["size"]),
+                self.job.size,
                 stop=self.stop_event,
                 deadline=deadline,
                 progress=self._url_progress,
@@ -312,7 +314,7 @@ class UpdateManager:
                 return  # resumes at the next start
             self._fail(str(exc))
             return
-        self._enter("verifying")
+        self._enter(JobState.VERIFYING)
 
     def _url_progress(self, fraction: float) -> None:
         self._progress(fraction)
@@ -325,21 +327,21 @@ class UpdateManager:
             self._status("downloading", progress=round(fraction, 3))
 
     # -- verify, install, test, swap -------------------------------------------------------------------
-    def _enter(self, state: str, **extra: Any) -> None:
+    def _enter(self, state: JobState) -> None:
         assert self.job is not None
-        self.job.update(state=state, **extra)
+        self.job.state = state
         self.store.save_job(self.job)
 
     def _advance(self) -> None:
         """Run the blocking steps of the current job until it waits for something (or ends)."""
         assert self.job is not None
         try:
-            if self.job["state"] == "verifying":
+            if self.job.state == JobState.VERIFYING:
                 fault_point("downloaded")
                 self._status("verifying")
                 self._verify_and_install()
-                self._enter("testing")
-            if self.job["state"] == "testing":
+                self._enter(JobState.TESTING)
+            if self.job.state == JobState.TESTING:
                 fault_point("installed")
                 self._status("testing", step="golden_vectors")
                 candidates = self._trial()
@@ -352,30 +354,28 @@ class UpdateManager:
         assert self.job is not None
         part = self._part()
         size = part.stat().st_size if part.exists() else -1
-        if size != self.job["size"]:
-            raise UpdateError(f"bundle is {size} bytes, the manifest says {self.job['size']}")
+        if size != self.job.size:
+            raise UpdateError(f"bundle is {size} bytes, the manifest says {self.job.size}")
         digest = file_sha256(part)
-        if digest != self.job["sha256"]:
-            raise UpdateError(
-                f"sha256 mismatch: bundle {digest[:12]}..., manifest {self.job['sha256'][:12]}..."
-            )
-        self.job["verified"] = True
-        tmp = self.store.staging / f"{self.job['update']}.extract"
+        if digest != self.job.sha256:
+            raise UpdateError(f"sha256 mismatch: bundle {digest[:12]}..., manifest {self.job.sha256[:12]}...")
+        self.job.verified = True
+        tmp = self.store.staging / f"{self.job.update}.extract"
         if tmp.exists():
             shutil.rmtree(tmp)
         bundle.extract(part, tmp, max_bytes=4 * self.policy.max_bundle_bytes)
-        bundle.check_contents(tmp, self.job["name"], self.job["version"])
+        bundle.check_contents(tmp, self.job.name, self.job.version)
         fault_point("extracted")
-        self.store.install(self.job["name"], self.job["version"], tmp)
+        self.store.install(self.job.name, self.job.version, tmp)
 
     def _trial(self) -> dict[str, Candidate]:
         """A tested candidate per slot of the job's model; UpdateError (all of them closed) if one fails."""
         assert self.job is not None
-        folder = self.store.folder(self.job["name"], self.job["version"])
+        folder = self.store.folder(self.job.name, self.job.version)
         pol = self.policy
         loaded: dict[str, Candidate] = {}
         try:
-            for slot in self.slots[self.job["name"]]:
+            for slot in self.slots[self.job.name]:
                 loaded[slot.key] = slot.trial(
                     folder, max_latency_ms=pol.max_latency_ms, latency_factor=pol.latency_factor
                 )
@@ -387,15 +387,15 @@ class UpdateManager:
 
     def _slot(self, key: str) -> Slot:
         assert self.job is not None
-        return next(s for s in self.slots[self.job["name"]] if s.key == key)
+        return next(s for s in self.slots[self.job.name] if s.key == key)
 
     def _swap_in(self, candidates: dict[str, Candidate]) -> None:
         assert self.job is not None
-        name, version = self.job["name"], self.job["version"]
+        name, version = self.job.name, self.job.version
         old = self.store.active(name)
         previous = [old.version, *old.previous] if old else [BASE]
-        record = Active(version=version, previous=previous, committed=False, update=self.job["update"])
-        self._enter("watching")  # first: a restart from here on means "rolled back" unless committed
+        record = Active(version=version, previous=previous, committed=False, update=self.job.update)
+        self._enter(JobState.WATCHING)  # first: a restart from here on means "rolled back" unless committed
         self.store.set_active(name, record)  # uncommitted: a restart serves the previous version
         fault_point("swapped")
         marks = {key: self._slot(key).counters() for key in candidates}
@@ -404,7 +404,7 @@ class UpdateManager:
         self._swap = _Swap(before, marks, until, record)
         logger.info(
             "update %s: %s version %s serving; health window %.0f s",
-            self.job["update"],
+            self.job.update,
             name,
             version,
             self.policy.health_window_s,
@@ -431,7 +431,7 @@ class UpdateManager:
 
     def _commit(self) -> None:
         assert self.job is not None and self._swap is not None
-        sw, name = self._swap, self.job["name"]
+        sw, name = self._swap, self.job.name
         sw.record.committed = True
         self.store.set_active(name, sw.record)
         fault_point("committed")
@@ -440,9 +440,9 @@ class UpdateManager:
         removed = self.store.prune(name)
         logger.info(
             "update %s: %s version %s active (pruned: %s)",
-            self.job["update"],
+            self.job.update,
             name,
-            self.job["version"],
+            self.job.version,
             ", ".join(removed) or "nothing",
         )
         self._swap = None
@@ -450,18 +450,18 @@ class UpdateManager:
 
     def _rollback(self, reason: str) -> None:
         assert self.job is not None and self._swap is not None
-        sw, name = self._swap, self.job["name"]
+        sw, name = self._swap, self.job.name
         for key, candidate in sw.previous.items():
             self._slot(key).close(self._slot(key).swap(candidate))
         rollback_active(self.store, name, sw.record)
-        logger.warning("update %s: rolled back to the previous model: %s", self.job["update"], reason)
+        logger.warning("update %s: rolled back to the previous model: %s", self.job.update, reason)
         self._swap = None
         self._finish("rolled_back", reason)
 
     # -- endings -------------------------------------------------------------------------------------
     def _fail(self, reason: str) -> None:
         assert self.job is not None
-        logger.warning("update %s rejected: %s", self.job["update"], reason)
+        logger.warning("update %s rejected: %s", self.job.update, reason)
         self._finish("rejected", reason)
 
     def _finish(self, outcome: str, reason: str | None) -> None:
@@ -470,8 +470,8 @@ class UpdateManager:
         if self._chunks is not None:
             self._chunks.close()
             self._chunks = None
-        if job.get("verified"):  # unverified bytes prove nothing: the same update may come again
-            self.store.record(job["update"], job["name"], job["version"], outcome, reason)
+        if job.verified:  # unverified bytes prove nothing: the same update may come again
+            self.store.record(job.update, job.name, job.version, outcome, reason)
         self._status(outcome, reason=reason)
         self.store.save_job(None)
         self.store.clean_staging()
@@ -482,10 +482,10 @@ class UpdateManager:
         self._last_request_at = 0.0
         self._outstanding = set()
 
-    def _remove_unused_version(self, job: dict[str, Any]) -> None:
-        record = self.store.active(job["name"])
-        if record is None or (record.version != job["version"] and job["version"] not in record.previous):
-            folder = self.store.folder(job["name"], job["version"])
+    def _remove_unused_version(self, job: Job) -> None:
+        record = self.store.active(job.name)
+        if record is None or (record.version != job.version and job.version not in record.previous):
+            folder = self.store.folder(job.name, job.version)
             if folder.exists():
                 shutil.rmtree(folder, ignore_errors=True)
 
@@ -505,7 +505,7 @@ class UpdateManager:
             uid = update
             name, version = (manifest.name, manifest.version) if manifest else (None, None)
         else:
-            uid, name, version = job["update"], job["name"], job["version"]
+            uid, name, version = job.update, job.name, job.version
         body = {
             "state": state,
             "update": uid,
@@ -527,48 +527,35 @@ class UpdateManager:
 
     # -- restart ---------------------------------------------------------------------------------------
     def _resume(self) -> None:
-        job = self.store.job()
+        try:
+            job = self.store.job()
+        except (KeyError, TypeError, ValueError) as exc:  # nothing to report it under: no update id
+            logger.warning("update: job.json holds no resumable job (%s); discarded", exc)
+            self.store.save_job(None)
+            job = None
         if job is None:
             self.store.clean_staging()
             return
         self.job = job
-        if job["state"] == "watching":
-            record = self.store.active(job["name"])
-            if record is not None and record.version == job["version"] and record.committed:
-                self.store.prune(job["name"])  # it was committed just before the restart
+        if job.state == JobState.WATCHING:
+            record = self.store.active(job.name)
+            if record is not None and record.version == job.version and record.committed:
+                self.store.prune(job.name)  # it was committed just before the restart
                 self._finish("active", None)
             else:  # the app served the previous version at start: the window never completed
                 self._finish("rolled_back", "the daemon restarted before the health window ended")
             return
-        if job["state"] == "downloading" and time.time() > job["deadline"]:
+        if job.state == JobState.DOWNLOADING and time.time() > job.deadline:
             self._fail("download timed out (daemon restarted)")
             return
-        self.store.clean_staging(keep={job["update"]})
-        logger.info("update %s: resuming in state %s", job["update"], job["state"])
-        if job["state"] == "downloading":
+        self.store.clean_staging(keep={job.update})
+        logger.info("update %s: resuming in state %s", job.update, job.state.value)
+        if job.state == JobState.DOWNLOADING:
             self._status("downloading", progress=None)
-        if job["state"] == "verifying":
+        if job.state == JobState.VERIFYING:
             part = self._part()
             if not part.exists():
                 self._fail("downloaded bundle missing after restart")
-
-
-def _check_transfer(transfer: dict[str, Any], m: Manifest) -> None:
-    kind = transfer.get("type")
-    if kind == "url":
-        if not isinstance(transfer.get("url"), str):
-            raise UpdateError("transfer: 'url' missing")
-        return
-    if kind == "chunks":
-        size, topic = transfer.get("chunk_size"), transfer.get("topic")
-        if not isinstance(size, int) or not isinstance(topic, str) or not topic:
-            raise UpdateError("transfer: chunks need 'topic' and 'chunk_size'")
-        if any(c in topic for c in "+#"):
-            raise UpdateError("transfer: chunk topic must not contain wildcards")
-        if not 0 < size <= 1024 * 1024:
-            raise UpdateError(f"transfer: chunk_size {size} out of range (1..1048576)")
-        return
-    raise UpdateError(f"transfer type {kind!r} unknown (expected chunks or url)")
 
 
 def rollback_active(store: ModelStore, name: str, record: Active) -> None:

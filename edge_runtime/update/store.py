@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.update.bundle import fsync_dir
+from edge_runtime.update.job import Job
 
 BASE = "base"  # the model the config's path names (not in the store)
 HISTORY_LIMIT = 200
@@ -122,19 +123,19 @@ class ModelStore:
                 child.unlink(missing_ok=True)
 
     # -- records ----------------------------------------------------------------------------------
-    def job(self) -> dict[str, Any] | None:
-        """The update in progress."""
+    def job(self) -> Job | None:
+        """The update in progress; KeyError, TypeError or ValueError when job.json holds no job."""
         data = read_json(self.root / "job.json")
-        return data if isinstance(data, dict) else None
+        return Job.from_json(data) if isinstance(data, dict) else None
 
-    def save_job(self, job: dict[str, Any] | None) -> None:
+    def save_job(self, job: Job | None) -> None:
         """Persist (or, with None, clear) the update in progress."""
         path = self.root / "job.json"
         if job is None:
             path.unlink(missing_ok=True)
             fsync_dir(self.root)
         else:
-            write_json_atomic(path, job)
+            write_json_atomic(path, job.to_json())
 
     def history(self) -> list[dict[str, Any]]:
         """Past outcomes, oldest first."""
