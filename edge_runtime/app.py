@@ -31,6 +31,7 @@ from edge_runtime.publish.mqtt import MqttLink
 from edge_runtime.publish.outbox import Outbox
 from edge_runtime.publish.publisher import Publisher
 from edge_runtime.publish.topics import Topics
+from edge_runtime.update import faults
 from edge_runtime.update.manager import UpdateManager, UpdatePolicy, startup_model_path
 from edge_runtime.update.manifest import load_public_key
 from edge_runtime.update.store import ModelStore
@@ -231,6 +232,7 @@ class Daemon:
             publish_status=self._publish_model_status,
             send=lambda topic, body: link.publish(topic, body, qos=0) is not None,
             subscribe=link.subscribe,
+            checkpoint=faults.from_environment(),  # None unless EDGE_RUNTIME_FAULT is set (tests)
         )
         self.updates.start()
         self._inbound_thread.start()

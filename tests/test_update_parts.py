@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.errors import InputError, UpdateError
+from edge_runtime.update import faults
 from edge_runtime.update.bundle import extract
 from edge_runtime.update.job import Job, JobState, Transfer
 from edge_runtime.update.manager import startup_model_path
@@ -256,3 +257,13 @@ def test_transfer_checks() -> None:
     ]:
         with pytest.raises(UpdateError, match=reason):
             Transfer.check(bad)
+
+
+def test_fault_hook_only_when_asked_for() -> None:
+    """Without EDGE_RUNTIME_FAULT (or with one for something else) there is no hook; with one, the
+    hook ignores every other point (the crash tests cover the kill itself)."""
+    assert faults.from_environment({}) is None
+    assert faults.from_environment({faults.FAULT_ENV: "outbox:commit"}) is None
+    hook = faults.from_environment({faults.FAULT_ENV: "update:committed"})
+    assert hook is not None
+    hook("watching")  # still alive

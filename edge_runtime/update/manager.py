@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import queue
 import shutil
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -41,15 +39,6 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 logger = logging.getLogger(__name__)
-
-FAULT_ENV = "EDGE_RUNTIME_FAULT"  # test aid: "update:<point>" SIGKILLs the daemon at that point
-
-
-def fault_point(point: str) -> None:
-    """Kill the process at ``point`` when the fault-injection variable names it (tests only)."""
-    if os.environ.get(FAULT_ENV) == f"update:{point}":
-        logger.warning("update: fault injection at %s: SIGKILL", point)
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +66,17 @@ class _Swap:
     record: Active
 
 
+def _no_checkpoint(_point: str) -> None:
+    pass
+
+
 class UpdateManager:
-    """Consumes update manifests and chunks from the MQTT link; publishes model/status."""
+    """Consumes update manifests and chunks from the MQTT link; publishes model/status.
+
+    ``checkpoint`` is the test seam: it is called with the name of each step as the job reaches it
+    (accepted, downloading, downloaded, extracted, installed, tested, swapped, watching,
+    committed). Only the crash tests pass one (update/faults.py); a daemon runs without.
+    """
 
     def __init__(
         self,
@@ -92,10 +90,12 @@ class UpdateManager:
         publish_status: Callable[[dict[str, Any]], None],
         send: Callable[[str, bytes], bool],
         subscribe: Callable[[str, bool], None],
+        checkpoint: Callable[[str], None] | None = None,
     ) -> None:
         self.device, self.groups, self.keys, self.store = device, groups, keys, store
         self.slots, self.policy = slots, policy
         self._publish_status, self._send, self._subscribe = publish_status, send, subscribe
+        self._checkpoint = checkpoint or _no_checkpoint
         self.inbox: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize=2000)
         self.stop_event = threading.Event()
         self.job: Job | None = None
@@ -234,7 +234,7 @@ class UpdateManager:
         self.store.save_job(self.job)
         logger.info("update %s: %s version %s accepted; downloading", env.update_id, m.name, m.version)
         self._status("downloading", progress=0.0)
-        fault_point("accepted")
+        self._checkpoint("accepted")
 
     # -- download ----------------------------------------------------------------------------------
     def _part(self) -> Path:
@@ -262,7 +262,7 @@ class UpdateManager:
         if chunks.write(index, data):
             self._last_chunk_at = time.monotonic()
             if chunks.progress >= 0.5:
-                fault_point("downloading")
+                self._checkpoint("downloading")
 
     def _drive_chunks(self) -> None:
         assert self.job is not None
@@ -319,7 +319,7 @@ class UpdateManager:
     def _url_progress(self, fraction: float) -> None:
         self._progress(fraction)
         if fraction >= 0.5:
-            fault_point("downloading")
+            self._checkpoint("downloading")
 
     def _progress(self, fraction: float) -> None:
         if fraction - self._last_progress_sent >= 0.1 or (fraction >= 1.0 > self._last_progress_sent):
@@ -337,15 +337,15 @@ class UpdateManager:
         assert self.job is not None
         try:
             if self.job.state == JobState.VERIFYING:
-                fault_point("downloaded")
+                self._checkpoint("downloaded")
                 self._status("verifying")
                 self._verify_and_install()
                 self._enter(JobState.TESTING)
             if self.job.state == JobState.TESTING:
-                fault_point("installed")
+                self._checkpoint("installed")
                 self._status("testing", step="golden_vectors")
                 candidates = self._trial()
-                fault_point("tested")
+                self._checkpoint("tested")
                 self._swap_in(candidates)
         except UpdateError as exc:
             self._fail(str(exc))
@@ -365,7 +365,7 @@ class UpdateManager:
             shutil.rmtree(tmp)
         bundle.extract(part, tmp, max_bytes=4 * self.policy.max_bundle_bytes)
         bundle.check_contents(tmp, self.job.name, self.job.version)
-        fault_point("extracted")
+        self._checkpoint("extracted")
         self.store.install(self.job.name, self.job.version, tmp)
 
     def _trial(self) -> dict[str, Candidate]:
@@ -397,7 +397,7 @@ class UpdateManager:
         record = Active(version=version, previous=previous, committed=False, update=self.job.update)
         self._enter(JobState.WATCHING)  # first: a restart from here on means "rolled back" unless committed
         self.store.set_active(name, record)  # uncommitted: a restart serves the previous version
-        fault_point("swapped")
+        self._checkpoint("swapped")
         marks = {key: self._slot(key).counters() for key in candidates}
         before = {key: self._slot(key).swap(c) for key, c in candidates.items()}
         until = time.monotonic() + self.policy.health_window_s
@@ -413,7 +413,7 @@ class UpdateManager:
 
     def _watch(self) -> None:
         assert self.job is not None and self._swap is not None
-        fault_point("watching")
+        self._checkpoint("watching")
         sw = self._swap
         for key in sw.previous:
             inferred, errors, total_ms = self._slot(key).counters()
@@ -434,7 +434,7 @@ class UpdateManager:
         sw, name = self._swap, self.job.name
         sw.record.committed = True
         self.store.set_active(name, sw.record)
-        fault_point("committed")
+        self._checkpoint("committed")
         for key, candidate in sw.previous.items():
             self._slot(key).close(candidate)
         removed = self.store.prune(name)
