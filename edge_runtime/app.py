@@ -32,8 +32,9 @@ from edge_runtime.publish.outbox import Outbox
 from edge_runtime.publish.publisher import Publisher
 from edge_runtime.publish.topics import Topics
 from edge_runtime.update import faults
-from edge_runtime.update.manager import UpdateManager, UpdatePolicy, startup_model_path
+from edge_runtime.update.manager import UpdateManager, UpdatePolicy
 from edge_runtime.update.manifest import load_public_key
+from edge_runtime.update.startup import installed_folder, settle
 from edge_runtime.update.store import ModelStore
 from edge_runtime.window_predictor import make_predictor, source_mismatch
 
@@ -168,6 +169,7 @@ class Daemon:
     def _load_models(self) -> None:
         used = {p.model for p in self.cfg.pipelines}
         self.store = ModelStore(self.cfg.updates.store, keep=self.cfg.updates.keep)
+        settle(self.store)  # before any model loads: roll back what a crash left uncommitted
         for name, mc in self.cfg.models.items():
             if name not in used:
                 continue
@@ -190,10 +192,10 @@ class Daemon:
             ref = None
         if ref is None or ref.spec is None:  # updates address bundles (model.yaml) by name
             return _load(name, mc, self._cache)
-        path, note = startup_model_path(self.store, ref.spec.name, mc.path)
+        path, note = installed_folder(self.store, ref.spec.name)
         if note:
             logger.warning("model %s: %s", name, note)
-        if path != mc.path:
+        if path is not None:
             try:
                 return _load(name, mc.model_copy(update={"path": path}), self._cache)
             except EdgeRuntimeError as exc:

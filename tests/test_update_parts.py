@@ -17,7 +17,6 @@ from edge_runtime.errors import InputError, UpdateError
 from edge_runtime.update import faults
 from edge_runtime.update.bundle import extract
 from edge_runtime.update.job import Job, JobState, Transfer
-from edge_runtime.update.manager import startup_model_path
 from edge_runtime.update.manifest import (
     Manifest,
     generate_keys,
@@ -27,6 +26,7 @@ from edge_runtime.update.manifest import (
     sign,
     verify,
 )
+from edge_runtime.update.startup import installed_folder, settle
 from edge_runtime.update.store import BASE, Active, ModelStore, write_json_atomic
 from edge_runtime.update.transfer import ChunkFile
 
@@ -164,19 +164,39 @@ def test_chunks_reordered_repeated_and_resumed(tmp_path: Path) -> None:
 def test_uncommitted_swap_rolls_back_at_start(tmp_path: Path) -> None:
     """A version that never finished its health window is not served after a restart."""
     store = ModelStore(tmp_path / "store")
-    config_path = tmp_path / "configured"
     for version in ("2", "3"):
         (store.folder("m", version)).mkdir(parents=True)
         (store.folder("m", version) / "model.yaml").write_text("name: m\n")
     store.set_active("m", Active(version="3", previous=["2", BASE], committed=False))
-    path, note = startup_model_path(store, "m", config_path)
-    assert path == store.folder("m", "2") and note and "rolled back" in note
+    notes = settle(store)
+    path, note = installed_folder(store, "m")
+    assert path == store.folder("m", "2") and note is None
+    assert len(notes) == 1 and "rolled back" in notes[0]
     assert store.active("m") == Active(
         version="2", previous=[BASE], committed=True, since=store.active("m").since
     )  # type: ignore[union-attr]
     store.set_active("m", Active(version="2", previous=[BASE], committed=False))
-    assert startup_model_path(store, "m", config_path)[0] == config_path
+    settle(store)
+    assert installed_folder(store, "m")[0] is None
     assert store.active("m") is None
+
+
+def test_installed_folder_only_reads(tmp_path: Path) -> None:
+    """installed_folder never writes: an unsettled record gives the previous version, a missing
+    folder the configured model, each with the reason; settle with nothing to do does nothing."""
+    store = ModelStore(tmp_path / "store")
+    assert settle(store) == [] and installed_folder(store, "m") == (None, None)
+    (store.folder("m", "2")).mkdir(parents=True)
+    (store.folder("m", "2") / "model.yaml").write_text("name: m\n")
+    record = Active(version="3", previous=["2", BASE], committed=False)
+    store.set_active("m", record)
+    path, note = installed_folder(store, "m")
+    assert path == store.folder("m", "2") and note and "not committed" in note
+    assert store.active("m") == record
+    store.set_active("m", Active(version="4", previous=["2", BASE]))
+    path, note = installed_folder(store, "m")
+    assert path is None and note and "installed version 4 is missing" in note
+    assert settle(store) == []
 
 
 OLD_JOBS = [  # job.json as the dict-based manager wrote it: the envelope's transfer kept verbatim

@@ -453,7 +453,7 @@ class UpdateManager:
         sw, name = self._swap, self.job.name
         for key, candidate in sw.previous.items():
             self._slot(key).close(self._slot(key).swap(candidate))
-        rollback_active(self.store, name, sw.record)
+        self.store.roll_back(name, sw.record)
         logger.warning("update %s: rolled back to the previous model: %s", self.job.update, reason)
         self._swap = None
         self._finish("rolled_back", reason)
@@ -556,35 +556,3 @@ class UpdateManager:
             part = self._part()
             if not part.exists():
                 self._fail("downloaded bundle missing after restart")
-
-
-def rollback_active(store: ModelStore, name: str, record: Active) -> None:
-    """Point ``active.json`` back at the previous version (or the config's model)."""
-    if not record.previous or record.previous[0] == BASE:
-        path = store.root / name / "active.json"
-        path.unlink(missing_ok=True)
-        bundle.fsync_dir(path.parent)
-        return
-    store.set_active(name, Active(version=record.previous[0], previous=record.previous[1:], committed=True))
-
-
-def startup_model_path(store: ModelStore, name: str, config_path: Path) -> tuple[Path, str | None]:
-    """The folder to load for model ``name`` at start, and why if it is not the committed choice.
-
-    An uncommitted record means the daemon died inside a health window: the new model never
-    proved itself, so the previous one serves (like an A/B boot that was never confirmed).
-    """
-    record = store.active(name)
-    if record is None:
-        return config_path, None
-    note = None
-    if not record.committed:
-        rollback_active(store, name, record)
-        note = f"version {record.version} was not committed before the restart; rolled back"
-        record = store.active(name)
-        if record is None:
-            return config_path, note
-    folder = store.folder(name, record.version)
-    if not (folder / "model.yaml").is_file():
-        return config_path, f"installed version {record.version} is missing; using the configured model"
-    return folder, note

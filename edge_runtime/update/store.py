@@ -87,6 +87,20 @@ class ModelStore:
         """The commit point (atomic)."""
         write_json_atomic(self.root / name / "active.json", asdict(record))
 
+    def roll_back(self, name: str, record: Active) -> None:
+        """Point ``active.json`` back at the version before ``record`` (or the config's model)."""
+        if not record.previous or record.previous[0] == BASE:
+            path = self.root / name / "active.json"
+            path.unlink(missing_ok=True)
+            fsync_dir(path.parent)
+            return
+        previous = Active(version=record.previous[0], previous=record.previous[1:], committed=True)
+        self.set_active(name, previous)
+
+    def names(self) -> list[str]:
+        """The model names with an ``active.json`` record."""
+        return sorted(path.parent.name for path in self.root.glob("*/active.json"))
+
     def install(self, name: str, version: str, extracted: Path) -> Path:
         """Move a complete, fsynced extraction into place with one rename."""
         final = self.folder(name, version)
