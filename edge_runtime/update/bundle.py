@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 
 import yaml
 
 from edge_runtime.errors import UpdateError
+from edge_runtime.hashing import file_sha256
 
 MAX_MEMBERS = 256
 GOLDEN_DIR = "golden"
@@ -34,6 +36,16 @@ def write_tar(out: Path, files: dict[str, bytes | Path]) -> None:
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(data))
     tmp.replace(out)
+
+
+def check_bytes(part: Path, size: int, sha256: str) -> None:
+    """The downloaded bundle has the signed size and sha256 (before anything parses its bytes)."""
+    actual = part.stat().st_size if part.exists() else -1
+    if actual != size:
+        raise UpdateError(f"bundle is {actual} bytes, the manifest says {size}")
+    digest = file_sha256(part)
+    if digest != sha256:
+        raise UpdateError(f"sha256 mismatch: bundle {digest[:12]}..., manifest {sha256[:12]}...")
 
 
 def _check_member(member: tarfile.TarInfo) -> None:
@@ -65,6 +77,15 @@ def extract(bundle: Path, dest: Path, *, max_bytes: int) -> None:
     except tarfile.TarError as exc:  # includes the data filter's refusals
         raise UpdateError(f"bundle is not a valid tar or has a refused member: {exc}") from exc
     fsync_tree(dest)
+
+
+def unpack(part: Path, dest: Path, name: str, version: str, *, max_bytes: int) -> None:
+    """Extract a verified bundle into ``dest`` (replacing what an earlier attempt left) and check
+    that it holds model ``name`` at ``version``."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    extract(part, dest, max_bytes=max_bytes)
+    check_contents(dest, name, version)
 
 
 def fsync_tree(root: Path) -> None:

@@ -14,10 +14,12 @@ use (``count``) are kept as they came.
 from __future__ import annotations
 
 import enum
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from edge_runtime.errors import UpdateError
+from edge_runtime.update.manifest import Manifest
 from edge_runtime.update.transfer import MAX_CHUNK_BYTES
 
 
@@ -90,6 +92,22 @@ class Job:
     deadline: float  # epoch seconds: the download must be complete by then
     started: float  # epoch seconds
     verified: bool = False  # size and sha256 checked: from here on the outcome is recorded
+
+    @classmethod
+    def begin(cls, update: str, manifest: Manifest, transfer: Transfer, *, download_timeout_s: float) -> Job:
+        """A job for an accepted manifest: downloading, due in ``download_timeout_s``."""
+        m, now = manifest, time.time()
+        return cls(
+            update=update,
+            name=m.name,
+            version=m.version,
+            sha256=m.sha256,
+            size=m.size,
+            transfer=transfer,
+            state=JobState.DOWNLOADING,
+            deadline=now + download_timeout_s,
+            started=now,
+        )
 
     def to_json(self) -> dict[str, Any]:
         """The ``job.json`` object (``verified`` appears once true, as it always has)."""

@@ -1,17 +1,20 @@
-"""Which installed model version serves when the daemon starts.
+"""What a restart means for updates: which installed version serves, how a saved job goes on.
 
 An uncommitted ``active.json`` record means the daemon died inside a health window: the new
 model never proved itself, so the previous one serves (like an A/B boot that was never
 confirmed). ``settle`` writes those rollbacks once, before any model loads; ``installed_folder``
-then only reads.
+then only reads. ``resumed_ending`` tells the update manager whether the job saved in
+``job.json`` ends at once or goes on.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 from edge_runtime.update.bundle import MODEL_YAML
+from edge_runtime.update.job import Job, JobState
 from edge_runtime.update.store import BASE, ModelStore
 
 logger = logging.getLogger(__name__)
@@ -47,3 +50,21 @@ def installed_folder(store: ModelStore, name: str) -> tuple[Path | None, str | N
     if not (folder / MODEL_YAML).is_file():
         return None, f"installed version {version} is missing; using the configured model"
     return folder, note
+
+
+def resumed_ending(store: ModelStore, job: Job) -> tuple[str, str | None] | None:
+    """How a job saved before the restart ends at once, as (outcome, reason); None: it goes on.
+
+    A job that was watching ends: active when its commit reached ``active.json`` (older versions
+    are pruned now), else rolled_back (``settle`` rolled it back before the models loaded). A
+    download past its deadline is rejected.
+    """
+    if job.state == JobState.WATCHING:
+        record = store.active(job.name)
+        if record is not None and record.version == job.version and record.committed:
+            store.prune(job.name)  # it was committed just before the restart
+            return "active", None
+        return "rolled_back", "the daemon restarted before the health window ended"
+    if job.state == JobState.DOWNLOADING and time.time() > job.deadline:
+        return "rejected", "download timed out (daemon restarted)"
+    return None

@@ -15,6 +15,7 @@ serves either the old model or the new one, never a half-installed one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -24,6 +25,8 @@ from typing import Any
 
 from edge_runtime.update.bundle import fsync_dir
 from edge_runtime.update.job import Job
+
+logger = logging.getLogger(__name__)
 
 BASE = "base"  # the model the config's path names (not in the store)
 HISTORY_LIMIT = 200
@@ -125,6 +128,14 @@ class ModelStore:
                 removed.append(child.name)
         return removed
 
+    def remove_unused(self, name: str, version: str) -> None:
+        """Delete ``version`` of ``name`` unless it is active or kept as a previous one."""
+        record = self.active(name)
+        if record is None or (record.version != version and version not in record.previous):
+            folder = self.folder(name, version)
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+
     def clean_staging(self, keep: set[str] | None = None) -> None:
         """Remove staged files, except those whose name starts with an id in ``keep``."""
         keep = keep or set()
@@ -138,9 +149,16 @@ class ModelStore:
 
     # -- records ----------------------------------------------------------------------------------
     def job(self) -> Job | None:
-        """The update in progress; KeyError, TypeError or ValueError when job.json holds no job."""
+        """The update in progress; a job.json that holds no job is discarded (with a warning)."""
         data = read_json(self.root / "job.json")
-        return Job.from_json(data) if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return None
+        try:
+            return Job.from_json(data)
+        except (KeyError, TypeError, ValueError) as exc:  # no update id to report it under
+            logger.warning("update: job.json holds no resumable job (%s); discarded", exc)
+            self.save_job(None)
+            return None
 
     def save_job(self, job: Job | None) -> None:
         """Persist (or, with None, clear) the update in progress."""
