@@ -15,6 +15,7 @@ import pytest
 
 from edge_runtime.errors import InputError, UpdateError
 from edge_runtime.update import faults
+from edge_runtime.update.acceptance import HealthWindow, trial_all
 from edge_runtime.update.bundle import extract
 from edge_runtime.update.job import Job, JobState, Transfer
 from edge_runtime.update.manifest import (
@@ -26,7 +27,8 @@ from edge_runtime.update.manifest import (
     sign,
     verify,
 )
-from edge_runtime.update.startup import installed_folder, settle
+from edge_runtime.update.policy import UpdatePolicy
+from edge_runtime.update.startup import installed_folder, resumed_ending, settle
 from edge_runtime.update.store import BASE, Active, ModelStore, write_json_atomic
 from edge_runtime.update.transfer import ChunkFile
 
@@ -286,3 +288,100 @@ def test_fault_hook_only_when_asked_for() -> None:
     hook = faults.from_environment({faults.FAULT_ENV: "update:committed"})
     assert hook is not None
     hook("watching")  # still alive
+
+
+class FakeSlot:
+    """A slot whose model is a name; counters set by the test."""
+
+    def __init__(self, key: str, serving: str, fail: str | None = None) -> None:
+        self.key, self.serving, self.fail = key, serving, fail
+        self.counts = (0, 0, 0.0)
+        self.closed: list[str] = []
+
+    def version(self) -> str:
+        return self.serving
+
+    def trial(self, folder: Path, *, max_latency_ms: float | None, latency_factor: float) -> str:
+        if self.fail:
+            raise UpdateError(self.fail)
+        return f"{folder.name}@{self.key}"
+
+    def swap(self, candidate: str) -> str:
+        old, self.serving = self.serving, candidate
+        return old
+
+    def counters(self) -> tuple[int, int, float]:
+        return self.counts
+
+    def close(self, candidate: str) -> None:
+        self.closed.append(candidate)
+
+
+def _policy(**kw: object) -> UpdatePolicy:
+    fields: dict[str, object] = {
+        "max_bundle_bytes": 1000,
+        "download_timeout_s": 60,
+        "chunk_window": 8,
+        "chunk_retry_s": 1,
+        "health_window_s": 0,
+        "max_errors": 2,
+        "max_latency_ms": 50.0,
+        "latency_factor": 3.0,
+        "keep": 2,
+    }
+    return UpdatePolicy(**{**fields, **kw})  # type: ignore[arg-type]
+
+
+def test_trial_of_every_slot_closes_all_when_one_fails(tmp_path: Path) -> None:
+    """Each slot tries the new version; when one refuses, the candidates already loaded are closed."""
+    a, b = FakeSlot("a", "1"), FakeSlot("b", "1", fail="golden vectors differ")
+    with pytest.raises(UpdateError, match="golden vectors differ"):
+        trial_all([a, b], tmp_path / "2", _policy())  # type: ignore[list-item]
+    assert a.closed == ["2@a"] and b.closed == []
+    assert trial_all([a], tmp_path / "2", _policy()) == {"a": "2@a"}  # type: ignore[list-item]
+
+
+def test_health_window_rolls_back_on_errors_and_latency_and_commits_when_clean(tmp_path: Path) -> None:
+    """Counted from the swap: too many failed frames or a slow mean roll back (the old model serves
+    again, active.json points back); a clean window commits and closes the old model."""
+    store = ModelStore(tmp_path / "store")
+    slot = FakeSlot("a", "1")
+    slot.counts = (100, 5, 1000.0)  # before the swap: not held against the new model
+
+    def window() -> HealthWindow:
+        record = Active(version="2", previous=[BASE], committed=False, update="u1")
+        store.set_active("m", record)
+        return HealthWindow.open("m", [slot], {"a": "2"}, record, _policy())  # type: ignore[list-item]
+
+    w = window()
+    assert slot.serving == "2" and w.verdict() is None and w.over
+    slot.counts = (103, 8, 1030.0)
+    reason = w.verdict()
+    assert reason == "3 frame(s) failed in the health window"
+    w.roll_back(store, reason)
+    assert slot.serving == "1" and slot.closed == ["2"] and store.active("m") is None
+    w = window()
+    slot.counts = (108, 8, 1030.0 + 5 * 60.0)
+    assert w.verdict() == "mean inference 60.0 ms in the health window, budget 50.0 ms"
+    w.roll_back(store, "slow")
+    w, reached = window(), []
+    w.commit(store, reached.append)
+    assert reached == ["committed"] and slot.serving == "2" and slot.closed[-1] == "1"
+    assert store.active("m").committed  # type: ignore[union-attr]
+
+
+def test_a_saved_job_ends_or_goes_on_after_a_restart(tmp_path: Path) -> None:
+    """Watching: active if the commit was written, else rolled back; a download past its deadline
+    is rejected; anything else goes on."""
+    store = ModelStore(tmp_path / "store")
+    job = Job.from_json({**OLD_JOBS[0], "state": "watching", "name": "m", "version": "2"})
+    assert resumed_ending(store, job) == (
+        "rolled_back",
+        "the daemon restarted before the health window ended",
+    )
+    store.set_active("m", Active(version="2", previous=[BASE], committed=True))
+    assert resumed_ending(store, job) == ("active", None)
+    job.state = JobState.DOWNLOADING
+    assert resumed_ending(store, job) == ("rejected", "download timed out (daemon restarted)")
+    job.deadline = time.time() + 60
+    assert resumed_ending(store, job) is None
