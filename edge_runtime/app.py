@@ -11,28 +11,31 @@ a short flush -> offline status -> disconnect -> outbox closed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from edge_runtime import __version__
 from edge_runtime.capture import make_source
-from edge_runtime.config.sections import Config, ModelConfig
+from edge_runtime.config.sections import Config
 from edge_runtime.errors import EdgeRuntimeError, ModelError
 from edge_runtime.health import telemetry
 from edge_runtime.health.system import SystemProbe
-from edge_runtime.model import ModelSlot, open_slot, resolve, source_mismatch, summary
+from edge_runtime.model import ModelSlot, open_slot, source_mismatch, summary
 from edge_runtime.pipeline import Pipeline
 from edge_runtime.publish import payloads
 from edge_runtime.publish.mqtt import MqttLink
 from edge_runtime.publish.outbox import Outbox, open_outbox
 from edge_runtime.publish.publisher import Publisher
 from edge_runtime.publish.topics import Topics
-from edge_runtime.update.manager import UpdateManager, UpdatePolicy, startup_model_path
+from edge_runtime.update import faults
+from edge_runtime.update.manager import UpdateManager, UpdatePolicy
 from edge_runtime.update.manifest import load_public_key
+from edge_runtime.update.ports import Slot
+from edge_runtime.update.startup import installed_folder, settle
 from edge_runtime.update.store import ModelStore
 
 logger = logging.getLogger(__name__)
@@ -89,35 +92,24 @@ class Daemon:
     def _open_models(self) -> None:
         used = {p.model for p in self.cfg.pipelines}
         cache = self.cfg.updates.store.parent / "cache"
+        assert self.store is not None
+        settle(self.store)  # before any model loads: roll back what a crash left uncommitted
+        installed = functools.partial(installed_folder, self.store)
         for name, mc in self.cfg.models.items():
             if name not in used:
                 continue
             try:
-                self.models[name] = open_slot(name, mc, cache, self._installed(name, mc))
+                self.models[name] = open_slot(name, mc, cache, installed)
                 logger.info("model %s: %s", name, summary(self.models[name].runner))
             except EdgeRuntimeError as exc:
                 self.model_errors[name] = str(exc)
                 logger.error("model %s: %s", name, exc)
 
-    def _installed(self, name: str, mc: ModelConfig) -> Path | None:
-        """The folder of an update installed for this bundle (updates address bundles by name)."""
-        assert self.store is not None
-        try:
-            spec = resolve(mc.path).spec
-        except EdgeRuntimeError:
-            return None  # open_slot reports why the configured model does not load
-        if spec is None:
-            return None
-        path, note = startup_model_path(self.store, spec.name, mc.path)
-        if note:
-            logger.warning("model %s: %s", name, note)
-        return path
-
     def _updates(self, link: MqttLink) -> UpdateManager:
         """The update manager, with its inbound topics routed to it (it starts later)."""
         assert self.store is not None
         uc = self.cfg.updates
-        slots: dict[str, list[ModelSlot]] = {}
+        slots: dict[str, list[Slot]] = {}
         for slot in self.models.values():
             slots.setdefault(slot.runner.model.spec.name, []).append(slot)
         updates = UpdateManager(
@@ -125,21 +117,12 @@ class Daemon:
             groups=self.cfg.device.groups,
             keys=[load_public_key(p) for p in uc.public_keys],
             store=self.store,
-            slots=slots,  # type: ignore[arg-type]
-            policy=UpdatePolicy(
-                max_bundle_bytes=uc.max_bundle_bytes,
-                download_timeout_s=uc.download_timeout_s,
-                chunk_window=uc.chunk_window,
-                chunk_retry_s=uc.chunk_retry_s,
-                health_window_s=uc.health_window_s,
-                max_errors=uc.max_errors,
-                max_latency_ms=uc.max_latency_ms,
-                latency_factor=uc.latency_factor,
-                keep=uc.keep,
-            ),
+            slots=slots,
+            policy=UpdatePolicy.of(uc),
             publish_status=self._publish_model_status,
             send=lambda topic, body: link.publish(topic, body, qos=0) is not None,
             subscribe=lambda topic, on: link.route(topic, updates.chunk_message if on else None),
+            checkpoint=faults.from_environment(),  # None unless EDGE_RUNTIME_FAULT is set (tests)
         )
         for topic in (self.topics.model_update, *map(self.topics.group_update, self.cfg.device.groups)):
             link.route(topic, lambda _topic, payload: updates.submit(payload))

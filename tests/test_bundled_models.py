@@ -12,8 +12,8 @@ import pytest
 
 from edge_runtime.inference import BackendOptions
 from edge_runtime.model import InferenceResult, LoadedModel, Runner, load_model
+from edge_runtime.model.golden import golden_inputs
 from edge_runtime.postprocess.nms import iou_matrix
-from edge_runtime.update.golden import golden_inputs
 
 from .conftest import CLASSIFIER, DETECTOR, MODELS, image
 

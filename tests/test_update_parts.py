@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.errors import InputError, UpdateError
+from edge_runtime.update import faults
+from edge_runtime.update.acceptance import HealthWindow, trial_all
 from edge_runtime.update.bundle import extract
-from edge_runtime.update.manager import startup_model_path
+from edge_runtime.update.job import Job, JobState, Transfer
 from edge_runtime.update.manifest import (
     Manifest,
     generate_keys,
@@ -25,7 +27,9 @@ from edge_runtime.update.manifest import (
     sign,
     verify,
 )
-from edge_runtime.update.store import BASE, Active, ModelStore
+from edge_runtime.update.policy import UpdatePolicy
+from edge_runtime.update.startup import installed_folder, resumed_ending, settle
+from edge_runtime.update.store import BASE, Active, ModelStore, write_json_atomic
 from edge_runtime.update.transfer import ChunkFile
 
 
@@ -162,16 +166,222 @@ def test_chunks_reordered_repeated_and_resumed(tmp_path: Path) -> None:
 def test_uncommitted_swap_rolls_back_at_start(tmp_path: Path) -> None:
     """A version that never finished its health window is not served after a restart."""
     store = ModelStore(tmp_path / "store")
-    config_path = tmp_path / "configured"
     for version in ("2", "3"):
         (store.folder("m", version)).mkdir(parents=True)
         (store.folder("m", version) / "model.yaml").write_text("name: m\n")
     store.set_active("m", Active(version="3", previous=["2", BASE], committed=False))
-    path, note = startup_model_path(store, "m", config_path)
-    assert path == store.folder("m", "2") and note and "rolled back" in note
+    notes = settle(store)
+    path, note = installed_folder(store, "m")
+    assert path == store.folder("m", "2") and note is None
+    assert len(notes) == 1 and "rolled back" in notes[0]
     assert store.active("m") == Active(
         version="2", previous=[BASE], committed=True, since=store.active("m").since
     )  # type: ignore[union-attr]
     store.set_active("m", Active(version="2", previous=[BASE], committed=False))
-    assert startup_model_path(store, "m", config_path)[0] == config_path
+    settle(store)
+    assert installed_folder(store, "m")[0] is None
     assert store.active("m") is None
+
+
+def test_installed_folder_only_reads(tmp_path: Path) -> None:
+    """installed_folder never writes: an unsettled record gives the previous version, a missing
+    folder the configured model, each with the reason; settle with nothing to do does nothing."""
+    store = ModelStore(tmp_path / "store")
+    assert settle(store) == [] and installed_folder(store, "m") == (None, None)
+    (store.folder("m", "2")).mkdir(parents=True)
+    (store.folder("m", "2") / "model.yaml").write_text("name: m\n")
+    record = Active(version="3", previous=["2", BASE], committed=False)
+    store.set_active("m", record)
+    path, note = installed_folder(store, "m")
+    assert path == store.folder("m", "2") and note and "not committed" in note
+    assert store.active("m") == record
+    store.set_active("m", Active(version="4", previous=["2", BASE]))
+    path, note = installed_folder(store, "m")
+    assert path is None and note and "installed version 4 is missing" in note
+    assert settle(store) == []
+
+
+OLD_JOBS = [  # job.json as the dict-based manager wrote it: the envelope's transfer kept verbatim
+    {
+        "update": "0123456789abcdef",
+        "name": "ssdlite_mobilenet_v2_person",
+        "version": "2",
+        "sha256": "b" * 64,
+        "size": 1_234_567,
+        "transfer": {
+            "type": "chunks",
+            "topic": "edge/updates/0123456789abcdef",
+            "chunk_size": 100_000,
+            "count": 13,
+        },
+        "state": "downloading",
+        "deadline": 1_700_000_600.25,
+        "started": 1_700_000_000.125,
+    },
+    {
+        "update": "fedcba9876543210",
+        "name": "m",
+        "version": "1.10",
+        "sha256": "c" * 64,
+        "size": 10,
+        "transfer": {"type": "url", "url": "https://example.com/m-1.10.tar"},
+        "state": "testing",
+        "deadline": 1_700_000_600.0,
+        "started": 1_700_000_000.0,
+        "verified": True,
+    },
+]
+
+
+@pytest.mark.parametrize("saved", OLD_JOBS, ids=["chunks", "url-verified"])
+def test_job_json_of_the_old_format_resumes_unchanged(tmp_path: Path, saved: dict[str, object]) -> None:
+    """A job.json written before the job was typed loads into a Job, and is written back with the
+    same keys and values (byte for byte through the store)."""
+    job = Job.from_json(json.loads(json.dumps(saved)))
+    assert job.state is JobState(saved["state"]) and job.verified == ("verified" in saved)
+    assert job.transfer.chunked == (saved["transfer"]["type"] == "chunks")  # type: ignore[index]
+    assert job.to_json() == saved
+    store = ModelStore(tmp_path / "store")
+    write_json_atomic(store.root / "job.json", saved)
+    before = (store.root / "job.json").read_bytes()
+    resumed = store.job()
+    assert resumed == job
+    store.save_job(resumed)
+    assert (store.root / "job.json").read_bytes() == before
+
+
+def test_job_state_changes_and_verification_are_saved(tmp_path: Path) -> None:
+    """The state is saved by value; ``verified`` appears once set; a file that holds no job is dropped."""
+    store = ModelStore(tmp_path / "store")
+    job = Job.from_json(dict(OLD_JOBS[0]))
+    job.state, job.verified = JobState.WATCHING, True
+    store.save_job(job)
+    saved = json.loads((store.root / "job.json").read_text())
+    assert saved == {**OLD_JOBS[0], "state": "watching", "verified": True}
+    store.save_job(None)
+    assert store.job() is None
+    write_json_atomic(store.root / "job.json", {"update": "x"})
+    assert store.job() is None and not (store.root / "job.json").exists()
+
+
+def test_transfer_checks() -> None:
+    """Chunks need a topic without wildcards and a chunk size in range; a URL needs a url."""
+    ok = Transfer.check({"type": "chunks", "topic": "t/u", "chunk_size": 10, "count": 3})
+    assert (ok.topic, ok.chunk_size, ok.extra) == ("t/u", 10, {"count": 3})
+    assert Transfer.check({"type": "url", "url": "http://h/b.tar"}).url == "http://h/b.tar"
+    for bad, reason in [
+        ({"type": "url"}, "'url' missing"),
+        ({"type": "chunks", "topic": "t"}, "need 'topic' and 'chunk_size'"),
+        ({"type": "chunks", "topic": "t/#", "chunk_size": 10}, "wildcards"),
+        ({"type": "chunks", "topic": "t", "chunk_size": 2 << 20}, "out of range"),
+        ({"type": "ftp"}, "unknown"),
+    ]:
+        with pytest.raises(UpdateError, match=reason):
+            Transfer.check(bad)
+
+
+def test_fault_hook_only_when_asked_for() -> None:
+    """Without EDGE_RUNTIME_FAULT (or with one for something else) there is no hook; with one, the
+    hook ignores every other point (the crash tests cover the kill itself)."""
+    assert faults.from_environment({}) is None
+    assert faults.from_environment({faults.FAULT_ENV: "outbox:commit"}) is None
+    hook = faults.from_environment({faults.FAULT_ENV: "update:committed"})
+    assert hook is not None
+    hook("watching")  # still alive
+
+
+class FakeSlot:
+    """A slot whose model is a name; counters set by the test."""
+
+    def __init__(self, key: str, serving: str, fail: str | None = None) -> None:
+        self.key, self.serving, self.fail = key, serving, fail
+        self.counts = (0, 0, 0.0)
+        self.closed: list[str] = []
+
+    def version(self) -> str:
+        return self.serving
+
+    def trial(self, folder: Path, *, max_latency_ms: float | None, latency_factor: float) -> str:
+        if self.fail:
+            raise UpdateError(self.fail)
+        return f"{folder.name}@{self.key}"
+
+    def swap(self, candidate: str) -> str:
+        old, self.serving = self.serving, candidate
+        return old
+
+    def counters(self) -> tuple[int, int, float]:
+        return self.counts
+
+    def close(self, candidate: str) -> None:
+        self.closed.append(candidate)
+
+
+def _policy(**kw: object) -> UpdatePolicy:
+    fields: dict[str, object] = {
+        "max_bundle_bytes": 1000,
+        "download_timeout_s": 60,
+        "chunk_window": 8,
+        "chunk_retry_s": 1,
+        "health_window_s": 0,
+        "max_errors": 2,
+        "max_latency_ms": 50.0,
+        "latency_factor": 3.0,
+        "keep": 2,
+    }
+    return UpdatePolicy(**{**fields, **kw})  # type: ignore[arg-type]
+
+
+def test_trial_of_every_slot_closes_all_when_one_fails(tmp_path: Path) -> None:
+    """Each slot tries the new version; when one refuses, the candidates already loaded are closed."""
+    a, b = FakeSlot("a", "1"), FakeSlot("b", "1", fail="golden vectors differ")
+    with pytest.raises(UpdateError, match="golden vectors differ"):
+        trial_all([a, b], tmp_path / "2", _policy())  # type: ignore[list-item]
+    assert a.closed == ["2@a"] and b.closed == []
+    assert trial_all([a], tmp_path / "2", _policy()) == {"a": "2@a"}  # type: ignore[list-item]
+
+
+def test_health_window_rolls_back_on_errors_and_latency_and_commits_when_clean(tmp_path: Path) -> None:
+    """Counted from the swap: too many failed frames or a slow mean roll back (the old model serves
+    again, active.json points back); a clean window commits and closes the old model."""
+    store = ModelStore(tmp_path / "store")
+    slot = FakeSlot("a", "1")
+    slot.counts = (100, 5, 1000.0)  # before the swap: not held against the new model
+
+    def window() -> HealthWindow:
+        record = Active(version="2", previous=[BASE], committed=False, update="u1")
+        store.set_active("m", record)
+        return HealthWindow.open("m", [slot], {"a": "2"}, record, _policy())  # type: ignore[list-item]
+
+    w = window()
+    assert slot.serving == "2" and w.verdict() is None and w.over
+    slot.counts = (103, 8, 1030.0)
+    reason = w.verdict()
+    assert reason == "3 frame(s) failed in the health window"
+    w.roll_back(store, reason)
+    assert slot.serving == "1" and slot.closed == ["2"] and store.active("m") is None
+    w = window()
+    slot.counts = (108, 8, 1030.0 + 5 * 60.0)
+    assert w.verdict() == "mean inference 60.0 ms in the health window, budget 50.0 ms"
+    w.roll_back(store, "slow")
+    w, reached = window(), []
+    w.commit(store, reached.append)
+    assert reached == ["committed"] and slot.serving == "2" and slot.closed[-1] == "1"
+    assert store.active("m").committed  # type: ignore[union-attr]
+
+
+def test_a_saved_job_ends_or_goes_on_after_a_restart(tmp_path: Path) -> None:
+    """Watching: active if the commit was written, else rolled back; a download past its deadline
+    is rejected; anything else goes on."""
+    store = ModelStore(tmp_path / "store")
+    job = Job.from_json({**OLD_JOBS[0], "state": "watching", "name": "m", "version": "2"})
+    assert resumed_ending(store, job) == (
+        "rolled_back",
+        "the daemon restarted before the health window ended",
+    )
+    store.set_active("m", Active(version="2", previous=[BASE], committed=True))
+    assert resumed_ending(store, job) == ("active", None)
+    job.state = JobState.DOWNLOADING
+    assert resumed_ending(store, job) == ("rejected", "download timed out (daemon restarted)")
+    job.deadline = time.time() + 60
+    assert resumed_ending(store, job) is None

@@ -15,9 +15,9 @@ import yaml
 from edge_runtime.commands.common import read_image
 from edge_runtime.errors import InputError
 from edge_runtime.inference import backend_installed
-from edge_runtime.model import MODEL_YAML, resolve
-from edge_runtime.update.bundle import bundle_members, model_yaml_with_version, write_tar
-from edge_runtime.update.golden import make_golden
+from edge_runtime.model import MODEL_YAML, ModelRef, resolve
+from edge_runtime.model.golden import make_golden
+from edge_runtime.update.bundle import write_tar
 from edge_runtime.update.manifest import (
     Manifest,
     check_target_syntax,
@@ -68,6 +68,26 @@ def _create(args: argparse.Namespace) -> int:
     print(f"{out}: {ref.spec.name} version {args.version}, {out.stat().st_size} bytes, sha256 {digest}")
     print(f"  golden vectors: {len(images) or 2} per backend ({', '.join(kinds)})")
     return 0
+
+
+def bundle_members(ref: ModelRef) -> dict[str, Path]:
+    """Archive name -> file for a bundle folder (model files, labels, extra files model.yaml hashes)."""
+    if ref.spec is None:
+        raise InputError(f"{ref.folder}: a bundle needs a folder with a model.yaml (see models/README.md)")
+    members = {p.name: p for p in ref.files.values()}
+    if ref.spec.labels:
+        members[ref.spec.labels] = ref.folder / ref.spec.labels
+    for name in ref.spec.sha256:
+        if (ref.folder / name).is_file():
+            members.setdefault(name, ref.folder / name)
+    return members
+
+
+def model_yaml_with_version(folder: Path, version: str) -> bytes:
+    """The folder's model.yaml with ``version`` replaced (the version the predictions will show)."""
+    data = yaml.safe_load((folder / MODEL_YAML).read_text())
+    data["version"] = version
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True).encode()
 
 
 def _bundle_model_yaml(path: Path) -> dict[str, object]:

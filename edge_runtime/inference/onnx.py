@@ -11,8 +11,9 @@ import numpy as np
 import numpy.typing as npt
 
 from edge_runtime.errors import AcceleratorError, BackendUnavailableError, ModelError, first_line
+from edge_runtime.hashing import file_sha256
 from edge_runtime.inference.base import BackendOptions, guess_layout
-from edge_runtime.inference.providers import ACCELERATOR_OF, choose_providers, file_sha256
+from edge_runtime.inference.providers import ACCELERATOR_OF, choose_providers
 from edge_runtime.types import TensorSpec
 
 logger = logging.getLogger(__name__)

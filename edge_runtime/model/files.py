@@ -12,8 +12,8 @@ from pathlib import Path
 from edge_runtime.config.vocabulary import ONNX_ACCELERATORS, TFLITE_ACCELERATORS
 from edge_runtime.config.yamlsource import load_yaml, parse_model
 from edge_runtime.errors import BackendUnavailableError, ModelError
+from edge_runtime.hashing import file_sha256
 from edge_runtime.inference import MODEL_SUFFIX, backend_installed
-from edge_runtime.inference.providers import file_sha256
 from edge_runtime.model.spec import ModelSpec
 
 MODEL_YAML = "model.yaml"

@@ -17,8 +17,8 @@ import numpy.typing as npt
 
 from edge_runtime.config.sections import ModelConfig
 from edge_runtime.errors import ModelError
+from edge_runtime.hashing import file_sha256
 from edge_runtime.inference import Backend, BackendOptions, StreamPool, create_backend
-from edge_runtime.inference.providers import file_sha256
 from edge_runtime.model.files import choose_kind, resolve, verify_hashes
 from edge_runtime.model.metadata import spec_from_metadata
 from edge_runtime.model.spec import ModelSpec, WindowInput

@@ -3,7 +3,8 @@
 Pipelines read ``current`` once per frame (the runner and its identity in one attribute), so every
 frame is inferred and labelled by the same model and a swap lands between two frames. The update
 manager sees a slot through its Slot protocol (update/ports.py): the version serving, a trial of a
-candidate folder, the swap, the counters of the pipelines using it, and closing a runner.
+candidate folder (golden.py: load, golden vectors, latency budget), the swap, the counters of the
+pipelines using it, and closing a runner.
 """
 
 from __future__ import annotations
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Protocol
 
 from edge_runtime.config.sections import ModelConfig
-from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.errors import EdgeRuntimeError, UpdateError
+from edge_runtime.model import golden
+from edge_runtime.model.files import resolve
 from edge_runtime.model.loader import backend_options, load_model
 from edge_runtime.model.runner import Runner
 from edge_runtime.model.window import make_runner
@@ -76,17 +79,26 @@ class ModelSlot:
             sum(u.inference_ms for u in self._users),
         )
 
-    def load(self, folder: Path) -> Runner:
-        """A candidate runner from ``folder`` with this slot's backend options (a fresh backend)."""
-        if self._load is None:
-            raise EdgeRuntimeError(f"model {self.key}: this slot cannot load other versions")
-        runner = self._load(folder)
-        logger.info("model %s: candidate %s", self.key, summary(runner))
-        return runner
+    def trial(self, folder: Path, *, max_latency_ms: float | None, latency_factor: float) -> Runner:
+        """A candidate runner from ``folder`` (a fresh backend with this slot's options) that passed
+        its golden vectors and the latency budget; UpdateError with the reason otherwise."""
+        load = self._load
+        if load is None:
+            raise UpdateError(f"model {self.key}: this slot cannot load other versions")
 
-    def serving(self) -> Runner:
-        """What serves now."""
-        return self.runner
+        def candidate() -> Runner:
+            runner = load(folder)
+            logger.info("model %s: candidate %s", self.key, summary(runner))
+            return runner
+
+        return golden.trial(
+            candidate,
+            self.runner,
+            folder,
+            label=self.key,
+            max_latency_ms=max_latency_ms,
+            latency_factor=latency_factor,
+        )
 
     def close(self, runner: Runner) -> None:
         """Release a runner that no longer serves."""
@@ -108,8 +120,13 @@ def load_runner(mc: ModelConfig, cache_dir: Path, path: Path | None = None) -> R
     return make_runner(model, top_k=mc.top_k, score_threshold=mc.score_threshold)
 
 
-def open_slot(key: str, mc: ModelConfig, cache_dir: Path, installed: Path | None) -> ModelSlot:
-    """The slot for ``models.<key>``: the ``installed`` update's folder if it loads, else the config's.
+Installed = Callable[[str], tuple[Path | None, str | None]]
+"""A bundle name -> the folder of an update installed for it (or None), and a note for the log."""
+
+
+def open_slot(key: str, mc: ModelConfig, cache_dir: Path, installed: Installed) -> ModelSlot:
+    """The slot for ``models.<key>``: the installed update's folder if there is one and it loads,
+    else the config's model (updates address bundles by the name in their model.yaml).
 
     An installed version that no longer loads (a damaged store, a runtime upgrade that refuses it)
     must not keep the device from running: the configured model serves and the log says why.
@@ -118,11 +135,25 @@ def open_slot(key: str, mc: ModelConfig, cache_dir: Path, installed: Path | None
     def load(folder: Path) -> Runner:
         return load_runner(mc, cache_dir, folder)
 
-    if installed is not None and installed != mc.path:
+    folder = _installed_folder(key, mc.path, installed)
+    if folder is not None and folder != mc.path:
         try:
-            return ModelSlot(key, load(installed), load)
+            return ModelSlot(key, load(folder), load)
         except EdgeRuntimeError as exc:
             logger.error(
-                "model %s: installed update at %s does not load (%s); using %s", key, installed, exc, mc.path
+                "model %s: installed update at %s does not load (%s); using %s", key, folder, exc, mc.path
             )
     return ModelSlot(key, load_runner(mc, cache_dir), load)
+
+
+def _installed_folder(key: str, path: Path, installed: Installed) -> Path | None:
+    try:
+        spec = resolve(path).spec
+    except EdgeRuntimeError:
+        return None  # loading the configured model says why it does not load
+    if spec is None:  # a bare model file: not a bundle an update can replace
+        return None
+    folder, note = installed(spec.name)
+    if note:
+        logger.warning("model %s: %s", key, note)
+    return folder

@@ -9,36 +9,18 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 
 import yaml
 
-from edge_runtime.errors import InputError, UpdateError
-from edge_runtime.model import MODEL_YAML, ModelRef, resolve
+from edge_runtime.errors import UpdateError
+from edge_runtime.hashing import file_sha256
 
 MAX_MEMBERS = 256
 GOLDEN_DIR = "golden"
-
-
-def bundle_members(ref: ModelRef) -> dict[str, Path]:
-    """Archive name -> file for a bundle folder (model files, labels, extra files model.yaml hashes)."""
-    if ref.spec is None:
-        raise InputError(f"{ref.folder}: a bundle needs a folder with a model.yaml (see models/README.md)")
-    members = {p.name: p for p in ref.files.values()}
-    if ref.spec.labels:
-        members[ref.spec.labels] = ref.folder / ref.spec.labels
-    for name in ref.spec.sha256:
-        if (ref.folder / name).is_file():
-            members.setdefault(name, ref.folder / name)
-    return members
-
-
-def model_yaml_with_version(folder: Path, version: str) -> bytes:
-    """The folder's model.yaml with ``version`` replaced (the version the predictions will show)."""
-    data = yaml.safe_load((folder / MODEL_YAML).read_text())
-    data["version"] = version
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True).encode()
+MODEL_YAML = "model.yaml"
 
 
 def write_tar(out: Path, files: dict[str, bytes | Path]) -> None:
@@ -54,6 +36,16 @@ def write_tar(out: Path, files: dict[str, bytes | Path]) -> None:
             info.uname = info.gname = ""
             tar.addfile(info, io.BytesIO(data))
     tmp.replace(out)
+
+
+def check_bytes(part: Path, size: int, sha256: str) -> None:
+    """The downloaded bundle has the signed size and sha256 (before anything parses its bytes)."""
+    actual = part.stat().st_size if part.exists() else -1
+    if actual != size:
+        raise UpdateError(f"bundle is {actual} bytes, the manifest says {size}")
+    digest = file_sha256(part)
+    if digest != sha256:
+        raise UpdateError(f"sha256 mismatch: bundle {digest[:12]}..., manifest {sha256[:12]}...")
 
 
 def _check_member(member: tarfile.TarInfo) -> None:
@@ -87,6 +79,15 @@ def extract(bundle: Path, dest: Path, *, max_bytes: int) -> None:
     fsync_tree(dest)
 
 
+def unpack(part: Path, dest: Path, name: str, version: str, *, max_bytes: int) -> None:
+    """Extract a verified bundle into ``dest`` (replacing what an earlier attempt left) and check
+    that it holds model ``name`` at ``version``."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    extract(part, dest, max_bytes=max_bytes)
+    check_contents(dest, name, version)
+
+
 def fsync_tree(root: Path) -> None:
     """fsync every file and folder under ``root`` (and ``root`` itself)."""
     for folder, _dirs, files in os.walk(root):
@@ -108,16 +109,24 @@ def fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def check_contents(folder: Path, name: str, version: str) -> ModelRef:
-    """The extracted bundle must be a model bundle of ``name`` at ``version``."""
-    try:
-        ref = resolve(folder)
-    except InputError as exc:
-        raise UpdateError(f"bundle content: {exc}") from exc
-    if ref.spec is None:
+def check_contents(folder: Path, name: str, version: str) -> None:
+    """The extracted bundle must hold a model.yaml of ``name`` at ``version``.
+
+    Only the identity is read here; the full validation is the slot's, when it loads the bundle.
+    """
+    path = folder / MODEL_YAML
+    if not path.is_file():
         raise UpdateError("bundle has no model.yaml")
-    if ref.spec.name != name:
-        raise UpdateError(f"bundle holds model {ref.spec.name!r}, the manifest says {name!r}")
-    if ref.spec.version != version:
-        raise UpdateError(f"bundle's model.yaml says version {ref.spec.version}, the manifest says {version}")
-    return ref
+    try:
+        data = yaml.safe_load(path.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise UpdateError(f"bundle content: {path}: {exc}") from exc
+    if not isinstance(data, dict):
+        raise UpdateError(f"bundle content: {path}: expected a mapping of model fields")
+    found = data.get("name")
+    if found != name:
+        raise UpdateError(f"bundle holds model {found!r}, the manifest says {name!r}")
+    said = data.get("version", "1")  # model.yaml's default, and numbers read as text (config/model_spec.py)
+    said = str(said) if isinstance(said, (int, float)) else said
+    if said != version:
+        raise UpdateError(f"bundle's model.yaml says version {said}, the manifest says {version}")

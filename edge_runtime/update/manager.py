@@ -1,115 +1,62 @@
 """The device side of model updates: a crash-safe state machine in its own thread.
 
     manifest -> verify signature, target, expiry, size, replay, downgrade      (rejected)
-      -> downloading (MQTT chunks or URL, resumable)                          (rejected)
-      -> verifying: size + sha256, safe extraction, install by one rename     (rejected)
-      -> testing: fresh backend, golden vectors, latency budget               (rejected)
-      -> swap between two frames, then a health window                        (rolled_back)
+      -> downloading: MQTT chunks or URL, resumable (download.py)              (rejected)
+      -> verifying: size + sha256, safe extraction, install by one rename      (rejected)
+      -> testing: each slot's trial: fresh backend, golden vectors, latency    (rejected)
+      -> watching: swap between two frames, then a health window               (rolled_back)
       -> active (committed; older versions pruned to ``keep``)
 
-Every state is saved in ``job.json`` before it is entered and ``active.json`` is the single commit
-point (see store.py), so a SIGKILL anywhere leaves the old model or the new one serving. States
-are published on the retained ``P/D/model/status``; during the health window the state is still
-``testing`` (step ``health_window``): ``active`` means committed.
+The admission checks are admission.py's; testing and the health window acceptance.py's.
+
+Every state is saved in ``job.json`` (job.py) before it is entered and ``active.json`` is the
+single commit point (see store.py), so a SIGKILL anywhere leaves the old model or the new one
+serving. States are published on the retained ``P/D/model/status`` (status.py); during the
+health window the state is still ``testing`` (step ``health_window``): ``active`` means committed.
+The daemon's side is behind ports.py; what serves at start is startup.py's.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import queue
-import shutil
-import signal
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from edge_runtime.errors import EdgeRuntimeError, UpdateError, first_line
-from edge_runtime.inference.providers import file_sha256
-from edge_runtime.update import bundle, golden
+from edge_runtime.errors import UpdateError
+from edge_runtime.update import bundle
+from edge_runtime.update.acceptance import HealthWindow, trial_all
+from edge_runtime.update.admission import check_admission
+from edge_runtime.update.download import Download
+from edge_runtime.update.job import Job, JobState, Transfer
 from edge_runtime.update.manifest import Envelope, Manifest, is_newer, peek_update_id, verify
+from edge_runtime.update.policy import UpdatePolicy
+from edge_runtime.update.ports import Candidate, Slot
+from edge_runtime.update.startup import resumed_ending
+from edge_runtime.update.status import StatusReporter
 from edge_runtime.update.store import BASE, Active, ModelStore
-from edge_runtime.update.transfer import ChunkFile, http_download
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+__all__ = ["UpdateManager", "UpdatePolicy"]
+
 logger = logging.getLogger(__name__)
 
-FAULT_ENV = "EDGE_RUNTIME_FAULT"  # test aid: "update:<point>" SIGKILLs the daemon at that point
 
-
-def fault_point(point: str) -> None:
-    """Kill the process at ``point`` when the fault-injection variable names it (tests only)."""
-    if os.environ.get(FAULT_ENV) == f"update:{point}":
-        logger.warning("update: fault injection at %s: SIGKILL", point)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-class Candidate(Protocol):
-    """A loaded model that could serve (the app's Predictor)."""
-
-    model: Any  # LoadedModel
-
-    def run(self, inputs: list[Any]) -> list[Any]:
-        """One backend call (serialised with the pipelines that use it)."""
-
-
-class Slot(Protocol):
-    """One configured model that updates may replace (implemented by the app)."""
-
-    key: str
-
-    def version(self) -> str:
-        """The version serving now."""
-
-    def load(self, folder: Path) -> Candidate:
-        """Load a candidate from ``folder`` with this slot's backend options."""
-
-    def serving(self) -> Candidate:
-        """What serves now."""
-
-    def swap(self, candidate: Candidate) -> Candidate:
-        """Serve ``candidate`` from the next frame on; returns what served before."""
-
-    def counters(self) -> tuple[int, int, float]:
-        """(frames inferred, frames failed, inference ms summed) of the pipelines using it."""
-
-    def close(self, candidate: Candidate) -> None:
-        """Release a candidate that no longer serves."""
-
-
-@dataclass(frozen=True, slots=True)
-class UpdatePolicy:
-    """Limits and the acceptance gate (from ``updates:`` in the config)."""
-
-    max_bundle_bytes: int
-    download_timeout_s: float
-    chunk_window: int
-    chunk_retry_s: float
-    health_window_s: float
-    max_errors: int
-    max_latency_ms: float | None
-    latency_factor: float
-    keep: int
-
-
-@dataclass
-class _Swap:
-    """The health window after a swap: what served before, counters at the swap."""
-
-    previous: dict[str, Candidate]
-    marks: dict[str, tuple[int, int, float]]
-    until: float
-    record: Active
+def _no_checkpoint(_point: str) -> None:
+    pass
 
 
 class UpdateManager:
-    """Consumes update manifests and chunks from the MQTT link; publishes model/status."""
+    """Consumes update manifests and chunks from the MQTT link; publishes model/status.
+
+    ``checkpoint`` is the test seam: it is called with the name of each step as the job reaches it
+    (accepted, downloading, downloaded, extracted, installed, tested, swapped, watching,
+    committed). Only the crash tests pass one (update/faults.py); a daemon runs without.
+    """
 
     def __init__(
         self,
@@ -123,21 +70,24 @@ class UpdateManager:
         publish_status: Callable[[dict[str, Any]], None],
         send: Callable[[str, bytes], bool],
         subscribe: Callable[[str, bool], None],
+        checkpoint: Callable[[str], None] | None = None,
     ) -> None:
         self.device, self.groups, self.keys, self.store = device, groups, keys, store
         self.slots, self.policy = slots, policy
-        self._publish_status, self._send, self._subscribe = publish_status, send, subscribe
+        self.status = StatusReporter(device, slots, publish_status)
+        self._send, self._subscribe = send, subscribe
+        self._checkpoint = checkpoint or _no_checkpoint
         self.inbox: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize=2000)
         self.stop_event = threading.Event()
-        self.job: dict[str, Any] | None = None
-        self.last_status: dict[str, Any] | None = None
-        self._chunks: ChunkFile | None = None
-        self._last_chunk_at = 0.0
-        self._last_request_at = 0.0
-        self._outstanding: set[int] = set()
-        self._last_progress_sent = -1.0
-        self._swap: _Swap | None = None
+        self.job: Job | None = None
+        self._download: Download | None = None
+        self._window: HealthWindow | None = None
         self._thread = threading.Thread(target=self._run, name="updates", daemon=True)
+
+    @property
+    def last_status(self) -> dict[str, Any] | None:
+        """The last model/status body published."""
+        return self.status.last
 
     # -- wiring ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -148,9 +98,8 @@ class UpdateManager:
         """Stop the thread; an unfinished job stays on disk and resumes at the next start."""
         self.stop_event.set()
         self._thread.join(timeout)
-        if self._chunks is not None:
-            self._chunks.close()
-            self._chunks = None
+        if self._download is not None:
+            self._download.close()
 
     def submit(self, payload: bytes) -> None:
         """An update manifest arrived (called from the dispatcher thread)."""
@@ -174,7 +123,8 @@ class UpdateManager:
             self._resume()
         except Exception:
             logger.exception("update: cannot resume the saved job")
-            self._finish("rejected", "could not resume after restart")
+            if self.job is not None:
+                self._finish("rejected", "could not resume after restart")
         while not self.stop_event.is_set():
             try:
                 kind, a, b = self.inbox.get(timeout=0.2)
@@ -195,14 +145,12 @@ class UpdateManager:
         job = self.job
         if job is None:
             return
-        if job["state"] == "downloading" and job["transfer"].get("type") == "chunks":
-            self._drive_chunks()
-        elif job["state"] == "downloading":
-            self._download_url()
-        elif job["state"] == "watching":
-            self._watch()
-        if self.job is not None and self.job["state"] not in ("downloading", "watching"):
-            self._advance()
+        if job.state == JobState.DOWNLOADING:
+            self._download_step(job)
+        elif job.state == JobState.WATCHING:
+            self._watch(job)
+        if self.job is not None and self.job.state not in (JobState.DOWNLOADING, JobState.WATCHING):
+            self._advance(self.job)
 
     # -- manifests -------------------------------------------------------------------------------
     def _on_manifest(self, payload: bytes) -> None:
@@ -211,394 +159,159 @@ class UpdateManager:
         except UpdateError as exc:
             self._reject_message(peek_update_id(payload), None, str(exc))
             return
-        m = env.manifest
-        if self.job is not None and self.job["update"] == env.update_id:
+        if self.job is not None and self.job.update == env.update_id:
             return  # the update in progress, delivered again (QoS 1 may redeliver)
         try:
-            self._admit(env)
+            transfer = self._admit(env)
         except UpdateError as exc:
-            self._reject_message(env.update_id, m, str(exc))
+            self._reject_message(env.update_id, env.manifest, str(exc))
             return
-        self._begin(env)
+        self._begin(env, transfer)
 
-    def _admit(self, env: Envelope) -> None:
+    def _admit(self, env: Envelope) -> Transfer:
         """Every check that needs no bytes; UpdateError with the reason."""
-        m, pol = env.manifest, self.policy
-        m.check_target(self.device, self.groups)
-        m.check_time()
-        if m.size > pol.max_bundle_bytes:
-            raise UpdateError(f"bundle is {m.size} bytes, over the limit of {pol.max_bundle_bytes}")
-        slots = self.slots.get(m.name)
-        if not slots:
-            raise UpdateError(f"no model named {m.name!r} here (have: {', '.join(self.slots) or 'none'})")
-        outcome = self.store.outcome(env.update_id)
-        if outcome is not None:
-            raise UpdateError(f"replay: update {env.update_id} was already processed ({outcome})")
-        current = slots[0].version()
-        if not is_newer(m.version, current):
-            raise UpdateError(f"downgrade: version {m.version} is not newer than the active {current}")
+        check_admission(
+            env,
+            device=self.device,
+            groups=self.groups,
+            policy=self.policy,
+            slots=self.slots,
+            store=self.store,
+        )
         if self.job is not None:
-            if not (self.job["state"] == "downloading" and is_newer(m.version, self.job["version"])):
-                raise UpdateError(f"busy with update {self.job['update']} (version {self.job['version']})")
-            logger.info("update: %s supersedes %s", env.update_id, self.job["update"])
+            m = env.manifest
+            if not (self.job.state == JobState.DOWNLOADING and is_newer(m.version, self.job.version)):
+                raise UpdateError(f"busy with update {self.job.update} (version {self.job.version})")
+            logger.info("update: %s supersedes %s", env.update_id, self.job.update)
             self._finish("rejected", f"superseded by version {m.version}")
-        _check_transfer(env.transfer, m)
+        return Transfer.check(env.transfer)
 
     def _reject_message(self, update: str | None, m: Manifest | None, reason: str) -> None:
         logger.warning("update %s rejected: %s", update or "?", reason)
-        self._status("rejected", update=update, manifest=m, reason=reason)
+        self.status.publish("rejected", self.job, update=update, manifest=m, reason=reason)
 
-    def _begin(self, env: Envelope) -> None:
+    def _begin(self, env: Envelope, transfer: Transfer) -> None:
         m = env.manifest
-        self.job = {
-            "update": env.update_id,
-            "name": m.name,
-            "version": m.version,
-            "sha256": m.sha256,
-            "size": m.size,
-            "transfer": env.transfer,
-            "state": "downloading",
-            "deadline": time.time() + self.policy.download_timeout_s,
-            "started": time.time(),
-        }
-        self.store.save_job(self.job)
+        self.job = job = Job.begin(
+            env.update_id, m, transfer, download_timeout_s=self.policy.download_timeout_s
+        )
+        self.store.save_job(job)
         logger.info("update %s: %s version %s accepted; downloading", env.update_id, m.name, m.version)
-        self._status("downloading", progress=0.0)
-        fault_point("accepted")
+        self.status.publish("downloading", job, progress=0.0)
+        self._checkpoint("accepted")
 
     # -- download ----------------------------------------------------------------------------------
-    def _part(self) -> Path:
-        assert self.job is not None
-        return self.store.staging / f"{self.job['update']}.part"
+    def _part(self, job: Job) -> Path:
+        return self.store.staging / f"{job.update}.part"
 
-    def _chunk_topic(self) -> str:
-        assert self.job is not None
-        return str(self.job["transfer"]["topic"])
-
-    def _open_chunks(self) -> ChunkFile:
-        if self._chunks is None:
-            assert self.job is not None
-            t = self.job["transfer"]
-            self._chunks = ChunkFile(self._part(), int(self.job["size"]), int(t["chunk_size"]))
-            self._subscribe(f"{self._chunk_topic()}/chunk/+", True)
-            self._last_chunk_at = time.monotonic()
-        return self._chunks
+    def _downloader(self, job: Job) -> Download:
+        if self._download is None:
+            self._download = Download(
+                job,
+                self._part(job),
+                self.policy,
+                device=self.device,
+                send=self._send,
+                subscribe=self._subscribe,
+                progress=lambda fraction: self.status.publish("downloading", job, progress=fraction),
+                checkpoint=self._checkpoint,
+                stop=self.stop_event,
+            )
+        return self._download
 
     def _on_chunk(self, topic: str, index: int, data: bytes) -> None:
         job = self.job
-        if job is None or job["state"] != "downloading" or job["transfer"].get("topic") != topic:
-            return
-        chunks = self._open_chunks()
-        if chunks.write(index, data):
-            self._last_chunk_at = time.monotonic()
-            if chunks.progress >= 0.5:
-                fault_point("downloading")
+        if job is not None and job.state == JobState.DOWNLOADING:
+            self._downloader(job).on_chunk(topic, index, data)
 
-    def _drive_chunks(self) -> None:
-        assert self.job is not None
-        chunks = self._open_chunks()
-        now = time.monotonic()
-        if chunks.done:
-            chunks.close()
-            self._chunks = None
-            self._subscribe(f"{self._chunk_topic()}/chunk/+", False)
-            self._enter("verifying")
-            return
-        if time.time() > self.job["deadline"]:
-            self._fail(
-                f"download timed out after {self.policy.download_timeout_s:.0f} s "
-                f"({chunks.progress:.0%} received)"
-            )
-            return
-        self._outstanding = {i for i in self._outstanding if not chunks.received[i]}
-        stalled = min(now - self._last_chunk_at, now - self._last_request_at) >= self.policy.chunk_retry_s
-        if not self._outstanding or stalled:
-            self._request_chunks(chunks)
-        if now - self._last_chunk_at > 1.0:
-            chunks.save()
-        self._progress(chunks.progress)
-
-    def _request_chunks(self, chunks: ChunkFile) -> None:
-        missing = chunks.missing(self.policy.chunk_window)
-        body = json.dumps({"device": self.device, "chunks": missing}).encode()
-        if self._send(f"{self._chunk_topic()}/request", body):
-            self._outstanding = set(missing)
-        self._last_request_at = time.monotonic()
-        chunks.save()
-
-    def _download_url(self) -> None:
-        assert self.job is not None
-        url = str(self.job["transfer"]["url"])
-        deadline = time.monotonic() + max(0.0, self.job["deadline"] - time.time())
+    def _download_step(self, job: Job) -> None:
         try:
-            http_download(
-                url,
-                self._part(),
-                int(self.job["size"]),
-                stop=self.stop_event,
-                deadline=deadline,
-                progress=self._url_progress,
-            )
+            done = self._downloader(job).step()
         except UpdateError as exc:
-            if self.stop_event.is_set():
-                return  # resumes at the next start
             self._fail(str(exc))
             return
-        self._enter("verifying")
-
-    def _url_progress(self, fraction: float) -> None:
-        self._progress(fraction)
-        if fraction >= 0.5:
-            fault_point("downloading")
-
-    def _progress(self, fraction: float) -> None:
-        if fraction - self._last_progress_sent >= 0.1 or (fraction >= 1.0 > self._last_progress_sent):
-            self._last_progress_sent = fraction
-            self._status("downloading", progress=round(fraction, 3))
+        if done:
+            self._download = None
+            self._enter(job, JobState.VERIFYING)
 
     # -- verify, install, test, swap -------------------------------------------------------------------
-    def _enter(self, state: str, **extra: Any) -> None:
-        assert self.job is not None
-        self.job.update(state=state, **extra)
-        self.store.save_job(self.job)
+    def _enter(self, job: Job, state: JobState) -> None:
+        job.state = state
+        self.store.save_job(job)
 
-    def _advance(self) -> None:
+    def _advance(self, job: Job) -> None:
         """Run the blocking steps of the current job until it waits for something (or ends)."""
-        assert self.job is not None
         try:
-            if self.job["state"] == "verifying":
-                fault_point("downloaded")
-                self._status("verifying")
-                self._verify_and_install()
-                self._enter("testing")
-            if self.job["state"] == "testing":
-                fault_point("installed")
-                self._status("testing", step="golden_vectors")
-                candidates = self._test()
-                fault_point("tested")
-                self._swap_in(candidates)
+            if job.state == JobState.VERIFYING:
+                self._checkpoint("downloaded")
+                self.status.publish("verifying", job)
+                self._verify_and_install(job)
+                self._enter(job, JobState.TESTING)
+            if job.state == JobState.TESTING:
+                self._checkpoint("installed")
+                self.status.publish("testing", job, step="golden_vectors")
+                candidates = trial_all(
+                    self.slots[job.name], self.store.folder(job.name, job.version), self.policy
+                )
+                self._checkpoint("tested")
+                self._swap_in(job, candidates)
         except UpdateError as exc:
             self._fail(str(exc))
 
-    def _verify_and_install(self) -> None:
-        assert self.job is not None
-        part = self._part()
-        size = part.stat().st_size if part.exists() else -1
-        if size != self.job["size"]:
-            raise UpdateError(f"bundle is {size} bytes, the manifest says {self.job['size']}")
-        digest = file_sha256(part)
-        if digest != self.job["sha256"]:
-            raise UpdateError(
-                f"sha256 mismatch: bundle {digest[:12]}..., manifest {self.job['sha256'][:12]}..."
-            )
-        self.job["verified"] = True
-        tmp = self.store.staging / f"{self.job['update']}.extract"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        bundle.extract(part, tmp, max_bytes=4 * self.policy.max_bundle_bytes)
-        bundle.check_contents(tmp, self.job["name"], self.job["version"])
-        fault_point("extracted")
-        self.store.install(self.job["name"], self.job["version"], tmp)
+    def _verify_and_install(self, job: Job) -> None:
+        part = self._part(job)
+        bundle.check_bytes(part, job.size, job.sha256)
+        job.verified = True
+        tmp = self.store.staging / f"{job.update}.extract"
+        bundle.unpack(part, tmp, job.name, job.version, max_bytes=4 * self.policy.max_bundle_bytes)
+        self._checkpoint("extracted")
+        self.store.install(job.name, job.version, tmp)
 
-    def _test(self) -> dict[str, Candidate]:
-        assert self.job is not None
-        folder = self.store.folder(self.job["name"], self.job["version"])
-        loaded: dict[str, Candidate] = {}
-        try:
-            for slot in self.slots[self.job["name"]]:
-                try:
-                    candidate = slot.load(folder)
-                except EdgeRuntimeError as exc:
-                    raise UpdateError(f"model does not load: {first_line(exc)}") from exc
-                loaded[slot.key] = candidate
-                report = golden.check_golden(candidate.model, folder)
-                self._check_latency(slot, candidate, folder, report)
-                logger.info(
-                    "update %s: %s passed %d golden vector(s) (worst %.2f of tolerance), p50 %.1f ms",
-                    self.job["update"],
-                    slot.key,
-                    report.vectors,
-                    report.worst_ratio,
-                    report.latency_p50_ms,
-                )
-        except BaseException:
-            for key, candidate in loaded.items():
-                self._slot(key).close(candidate)
-            raise
-        return loaded
-
-    def _check_latency(
-        self, slot: Slot, candidate: Candidate, folder: Path, report: golden.GoldenReport
-    ) -> None:
-        """The absolute budget on the golden runs' median; the relative one against the serving model
-        timed on the same input, interleaved run by run, so other load on the machine (the
-        pipelines, other daemons) weighs on both alike. The fastest of each is compared."""
-        pol = self.policy
-        if pol.max_latency_ms is not None and report.latency_p50_ms > pol.max_latency_ms:
-            raise UpdateError(
-                f"latency {report.latency_p50_ms:.1f} ms is over the budget of {pol.max_latency_ms:.1f} ms"
-            )
-        serving = slot.serving()
-        inputs = golden.first_inputs(folder, candidate.model.backend.kind)
-        specs = list(serving.model.backend.input_specs)
-        if len(specs) != len(inputs) or any(
-            tuple(s.shape) != a.shape or s.dtype != a.dtype for s, a in zip(specs, inputs, strict=False)
-        ):
-            logger.info("update: the serving model takes other inputs; relative latency not compared")
-            return
-        new: list[float] = []
-        old: list[float] = []
-        for i in range(6):
-            for runs, model in ((new, candidate), (old, serving)):
-                t0 = time.perf_counter()
-                model.run(inputs)
-                if i:  # the first call of each warms up
-                    runs.append((time.perf_counter() - t0) * 1e3)
-        if min(new) > pol.latency_factor * min(old):
-            raise UpdateError(
-                f"latency {min(new):.1f} ms is over {pol.latency_factor:g}x the serving model's "
-                f"{min(old):.1f} ms on the same input"
-            )
-
-    def _slot(self, key: str) -> Slot:
-        assert self.job is not None
-        return next(s for s in self.slots[self.job["name"]] if s.key == key)
-
-    def _swap_in(self, candidates: dict[str, Candidate]) -> None:
-        assert self.job is not None
-        name, version = self.job["name"], self.job["version"]
-        old = self.store.active(name)
+    def _swap_in(self, job: Job, candidates: dict[str, Candidate]) -> None:
+        old = self.store.active(job.name)
         previous = [old.version, *old.previous] if old else [BASE]
-        record = Active(version=version, previous=previous, committed=False, update=self.job["update"])
-        self._enter("watching")  # first: a restart from here on means "rolled back" unless committed
-        self.store.set_active(name, record)  # uncommitted: a restart serves the previous version
-        fault_point("swapped")
-        marks = {key: self._slot(key).counters() for key in candidates}
-        before = {key: self._slot(key).swap(c) for key, c in candidates.items()}
-        until = time.monotonic() + self.policy.health_window_s
-        self._swap = _Swap(before, marks, until, record)
-        logger.info(
-            "update %s: %s version %s serving; health window %.0f s",
-            self.job["update"],
-            name,
-            version,
-            self.policy.health_window_s,
-        )
-        self._status("testing", step="health_window")
+        record = Active(version=job.version, previous=previous, committed=False, update=job.update)
+        # first: a restart from here on means "rolled back" unless committed
+        self._enter(job, JobState.WATCHING)
+        self.store.set_active(job.name, record)  # uncommitted: a restart serves the previous version
+        self._checkpoint("swapped")
+        self._window = HealthWindow.open(job.name, self.slots[job.name], candidates, record, self.policy)
+        self.status.publish("testing", job, step="health_window")
 
-    def _watch(self) -> None:
-        assert self.job is not None and self._swap is not None
-        fault_point("watching")
-        sw = self._swap
-        for key in sw.previous:
-            inferred, errors, total_ms = self._slot(key).counters()
-            n0, e0, t0 = sw.marks[key]
-            if errors - e0 > self.policy.max_errors:
-                self._rollback(f"{errors - e0} frame(s) failed in the health window")
-                return
-            n, ms = inferred - n0, total_ms - t0
-            budget = self.policy.max_latency_ms
-            if budget is not None and n >= 5 and ms / n > budget:
-                self._rollback(f"mean inference {ms / n:.1f} ms in the health window, budget {budget:.1f} ms")
-                return
-        if time.monotonic() >= sw.until:
-            self._commit()
-
-    def _commit(self) -> None:
-        assert self.job is not None and self._swap is not None
-        sw, name = self._swap, self.job["name"]
-        sw.record.committed = True
-        self.store.set_active(name, sw.record)
-        fault_point("committed")
-        for key, candidate in sw.previous.items():
-            self._slot(key).close(candidate)
-        removed = self.store.prune(name)
-        logger.info(
-            "update %s: %s version %s active (pruned: %s)",
-            self.job["update"],
-            name,
-            self.job["version"],
-            ", ".join(removed) or "nothing",
-        )
-        self._swap = None
-        self._finish("active", None)
-
-    def _rollback(self, reason: str) -> None:
-        assert self.job is not None and self._swap is not None
-        sw, name = self._swap, self.job["name"]
-        for key, candidate in sw.previous.items():
-            self._slot(key).close(self._slot(key).swap(candidate))
-        rollback_active(self.store, name, sw.record)
-        logger.warning("update %s: rolled back to the previous model: %s", self.job["update"], reason)
-        self._swap = None
-        self._finish("rolled_back", reason)
+    def _watch(self, job: Job) -> None:
+        window = self._window
+        assert window is not None
+        self._checkpoint("watching")
+        reason = window.verdict()
+        if reason is not None:
+            window.roll_back(self.store, reason)
+        elif window.over:
+            window.commit(self.store, self._checkpoint)
+        else:
+            return
+        self._window = None
+        self._finish("active" if reason is None else "rolled_back", reason)
 
     # -- endings -------------------------------------------------------------------------------------
     def _fail(self, reason: str) -> None:
         assert self.job is not None
-        logger.warning("update %s rejected: %s", self.job["update"], reason)
+        logger.warning("update %s rejected: %s", self.job.update, reason)
         self._finish("rejected", reason)
 
     def _finish(self, outcome: str, reason: str | None) -> None:
         job = self.job
         assert job is not None
-        if self._chunks is not None:
-            self._chunks.close()
-            self._chunks = None
-        if job.get("verified"):  # unverified bytes prove nothing: the same update may come again
-            self.store.record(job["update"], job["name"], job["version"], outcome, reason)
-        self._status(outcome, reason=reason)
+        if self._download is not None:
+            self._download.close()
+            self._download = None
+        if job.verified:  # unverified bytes prove nothing: the same update may come again
+            self.store.record(job.update, job.name, job.version, outcome, reason)
+        self.status.publish(outcome, job, reason=reason)
         self.store.save_job(None)
         self.store.clean_staging()
         if outcome != "active":
-            self._remove_unused_version(job)
+            self.store.remove_unused(job.name, job.version)
         self.job = None
-        self._last_progress_sent = -1.0
-        self._last_request_at = 0.0
-        self._outstanding = set()
-
-    def _remove_unused_version(self, job: dict[str, Any]) -> None:
-        record = self.store.active(job["name"])
-        if record is None or (record.version != job["version"] and job["version"] not in record.previous):
-            folder = self.store.folder(job["name"], job["version"])
-            if folder.exists():
-                shutil.rmtree(folder, ignore_errors=True)
-
-    # -- status ---------------------------------------------------------------------------------------
-    def _status(
-        self,
-        state: str,
-        *,
-        update: str | None = None,
-        manifest: Manifest | None = None,
-        reason: str | None = None,
-        progress: float | None = None,
-        step: str | None = None,
-    ) -> None:
-        job = self.job
-        if manifest is not None or update is not None or job is None:  # about a message, not the job
-            uid = update
-            name, version = (manifest.name, manifest.version) if manifest else (None, None)
-        else:
-            uid, name, version = job["update"], job["name"], job["version"]
-        body = {
-            "state": state,
-            "update": uid,
-            "name": name,
-            "version": version,
-            "reason": reason,
-            "progress": progress,
-            "step": step,
-            "active_version": self._active_version(name),
-            "device": self.device,
-            "ts": round(time.time(), 3),
-        }
-        self.last_status = body
-        self._publish_status(body)
-
-    def _active_version(self, name: str | None) -> str | None:
-        slots = self.slots.get(name or "") or next(iter(self.slots.values()), [])
-        return slots[0].version() if slots else None
 
     # -- restart ---------------------------------------------------------------------------------------
     def _resume(self) -> None:
@@ -607,72 +320,16 @@ class UpdateManager:
             self.store.clean_staging()
             return
         self.job = job
-        if job["state"] == "watching":
-            record = self.store.active(job["name"])
-            if record is not None and record.version == job["version"] and record.committed:
-                self.store.prune(job["name"])  # it was committed just before the restart
-                self._finish("active", None)
-            else:  # the app served the previous version at start: the window never completed
-                self._finish("rolled_back", "the daemon restarted before the health window ended")
+        ending = resumed_ending(self.store, job)
+        if ending is not None:
+            outcome, reason = ending
+            if outcome == "rejected":
+                logger.warning("update %s rejected: %s", job.update, reason)
+            self._finish(outcome, reason)
             return
-        if job["state"] == "downloading" and time.time() > job["deadline"]:
-            self._fail("download timed out (daemon restarted)")
-            return
-        self.store.clean_staging(keep={job["update"]})
-        logger.info("update %s: resuming in state %s", job["update"], job["state"])
-        if job["state"] == "downloading":
-            self._status("downloading", progress=None)
-        if job["state"] == "verifying":
-            part = self._part()
-            if not part.exists():
-                self._fail("downloaded bundle missing after restart")
-
-
-def _check_transfer(transfer: dict[str, Any], m: Manifest) -> None:
-    kind = transfer.get("type")
-    if kind == "url":
-        if not isinstance(transfer.get("url"), str):
-            raise UpdateError("transfer: 'url' missing")
-        return
-    if kind == "chunks":
-        size, topic = transfer.get("chunk_size"), transfer.get("topic")
-        if not isinstance(size, int) or not isinstance(topic, str) or not topic:
-            raise UpdateError("transfer: chunks need 'topic' and 'chunk_size'")
-        if any(c in topic for c in "+#"):
-            raise UpdateError("transfer: chunk topic must not contain wildcards")
-        if not 0 < size <= 1024 * 1024:
-            raise UpdateError(f"transfer: chunk_size {size} out of range (1..1048576)")
-        return
-    raise UpdateError(f"transfer type {kind!r} unknown (expected chunks or url)")
-
-
-def rollback_active(store: ModelStore, name: str, record: Active) -> None:
-    """Point ``active.json`` back at the previous version (or the config's model)."""
-    if not record.previous or record.previous[0] == BASE:
-        path = store.root / name / "active.json"
-        path.unlink(missing_ok=True)
-        bundle.fsync_dir(path.parent)
-        return
-    store.set_active(name, Active(version=record.previous[0], previous=record.previous[1:], committed=True))
-
-
-def startup_model_path(store: ModelStore, name: str, config_path: Path) -> tuple[Path, str | None]:
-    """The folder to load for model ``name`` at start, and why if it is not the committed choice.
-
-    An uncommitted record means the daemon died inside a health window: the new model never
-    proved itself, so the previous one serves (like an A/B boot that was never confirmed).
-    """
-    record = store.active(name)
-    if record is None:
-        return config_path, None
-    note = None
-    if not record.committed:
-        rollback_active(store, name, record)
-        note = f"version {record.version} was not committed before the restart; rolled back"
-        record = store.active(name)
-        if record is None:
-            return config_path, note
-    folder = store.folder(name, record.version)
-    if not (folder / "model.yaml").is_file():
-        return config_path, f"installed version {record.version} is missing; using the configured model"
-    return folder, note
+        self.store.clean_staging(keep={job.update})
+        logger.info("update %s: resuming in state %s", job.update, job.state.value)
+        if job.state == JobState.DOWNLOADING:
+            self.status.publish("downloading", job, progress=None)
+        if job.state == JobState.VERIFYING and not self._part(job).exists():
+            self._fail("downloaded bundle missing after restart")

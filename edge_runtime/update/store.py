@@ -15,6 +15,7 @@ serves either the old model or the new one, never a half-installed one.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import time
@@ -23,6 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_runtime.update.bundle import fsync_dir
+from edge_runtime.update.job import Job
+
+logger = logging.getLogger(__name__)
 
 BASE = "base"  # the model the config's path names (not in the store)
 HISTORY_LIMIT = 200
@@ -86,6 +90,20 @@ class ModelStore:
         """The commit point (atomic)."""
         write_json_atomic(self.root / name / "active.json", asdict(record))
 
+    def roll_back(self, name: str, record: Active) -> None:
+        """Point ``active.json`` back at the version before ``record`` (or the config's model)."""
+        if not record.previous or record.previous[0] == BASE:
+            path = self.root / name / "active.json"
+            path.unlink(missing_ok=True)
+            fsync_dir(path.parent)
+            return
+        previous = Active(version=record.previous[0], previous=record.previous[1:], committed=True)
+        self.set_active(name, previous)
+
+    def names(self) -> list[str]:
+        """The model names with an ``active.json`` record."""
+        return sorted(path.parent.name for path in self.root.glob("*/active.json"))
+
     def install(self, name: str, version: str, extracted: Path) -> Path:
         """Move a complete, fsynced extraction into place with one rename."""
         final = self.folder(name, version)
@@ -110,6 +128,14 @@ class ModelStore:
                 removed.append(child.name)
         return removed
 
+    def remove_unused(self, name: str, version: str) -> None:
+        """Delete ``version`` of ``name`` unless it is active or kept as a previous one."""
+        record = self.active(name)
+        if record is None or (record.version != version and version not in record.previous):
+            folder = self.folder(name, version)
+            if folder.exists():
+                shutil.rmtree(folder, ignore_errors=True)
+
     def clean_staging(self, keep: set[str] | None = None) -> None:
         """Remove staged files, except those whose name starts with an id in ``keep``."""
         keep = keep or set()
@@ -122,19 +148,26 @@ class ModelStore:
                 child.unlink(missing_ok=True)
 
     # -- records ----------------------------------------------------------------------------------
-    def job(self) -> dict[str, Any] | None:
-        """The update in progress."""
+    def job(self) -> Job | None:
+        """The update in progress; a job.json that holds no job is discarded (with a warning)."""
         data = read_json(self.root / "job.json")
-        return data if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            return None
+        try:
+            return Job.from_json(data)
+        except (KeyError, TypeError, ValueError) as exc:  # no update id to report it under
+            logger.warning("update: job.json holds no resumable job (%s); discarded", exc)
+            self.save_job(None)
+            return None
 
-    def save_job(self, job: dict[str, Any] | None) -> None:
+    def save_job(self, job: Job | None) -> None:
         """Persist (or, with None, clear) the update in progress."""
         path = self.root / "job.json"
         if job is None:
             path.unlink(missing_ok=True)
             fsync_dir(self.root)
         else:
-            write_json_atomic(path, job)
+            write_json_atomic(path, job.to_json())
 
     def history(self) -> list[dict[str, Any]]:
         """Past outcomes, oldest first."""

@@ -4,14 +4,19 @@ A device runs the same inputs through the candidate model in a fresh backend and
 dequantised outputs: ``|out - ref| <= atol + rtol * max|ref|`` for every output tensor, where
 ``atol`` is at least ``atol_steps`` quantisation steps for a quantised output (runtimes round
 int8 arithmetic differently on different CPUs). It also times the runs for the latency budget.
+
+``trial`` is the acceptance test of an update candidate (``ModelSlot.trial`` calls it): load,
+golden vectors, then the latency budget, absolute and relative to the serving model.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,11 +24,15 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge_runtime.errors import UpdateError
+from edge_runtime.errors import EdgeRuntimeError, UpdateError, first_line
 from edge_runtime.inference import BackendOptions
-from edge_runtime.model import LoadedModel, Runner, load_model, resolve
+from edge_runtime.model.files import resolve
+from edge_runtime.model.loader import LoadedModel, load_model
+from edge_runtime.model.runner import Runner
 from edge_runtime.preprocess.tensor import dequantize
 from edge_runtime.types import TensorSpec
+
+logger = logging.getLogger(__name__)
 
 GOLDEN_JSON = "golden/golden.json"
 DEFAULT_TOLERANCE = {"rtol": 0.05, "atol": 1e-3, "atol_steps": 3}
@@ -146,3 +155,74 @@ def check_golden(model: LoadedModel, folder: Path, *, repeat: int = 3) -> Golden
         raise UpdateError(f"golden vectors differ beyond tolerance: {worst_name} ({worst:.1f}x the allowed)")
     p50 = statistics.median(times) if times else 0.0
     return GoldenReport(int(info["vectors"]), worst, worst_name, p50, min(times, default=0.0))
+
+
+def trial(
+    load: Callable[[], Runner],
+    serving: Runner,
+    folder: Path,
+    *,
+    label: str,
+    max_latency_ms: float | None,
+    latency_factor: float,
+) -> Runner:
+    """The candidate ``load`` gives from ``folder``, once it passed its golden vectors and the
+    latency budget; UpdateError with the reason otherwise (the candidate closed)."""
+    try:
+        candidate = load()
+    except EdgeRuntimeError as exc:
+        raise UpdateError(f"model does not load: {first_line(exc)}") from exc
+    try:
+        report = check_golden(candidate.model, folder)
+        check_latency(
+            candidate, serving, folder, report, max_latency_ms=max_latency_ms, latency_factor=latency_factor
+        )
+    except BaseException:
+        candidate.close()
+        raise
+    logger.info(
+        "update: %s passed %d golden vector(s) (worst %.2f of tolerance), p50 %.1f ms",
+        label,
+        report.vectors,
+        report.worst_ratio,
+        report.latency_p50_ms,
+    )
+    return candidate
+
+
+def check_latency(
+    candidate: Runner,
+    serving: Runner,
+    folder: Path,
+    report: GoldenReport,
+    *,
+    max_latency_ms: float | None,
+    latency_factor: float,
+) -> None:
+    """The absolute budget on the golden runs' median; the relative one against the serving model
+    timed on the same input, interleaved run by run, so other load on the machine (the
+    pipelines, other daemons) weighs on both alike. The fastest of each is compared."""
+    if max_latency_ms is not None and report.latency_p50_ms > max_latency_ms:
+        raise UpdateError(
+            f"latency {report.latency_p50_ms:.1f} ms is over the budget of {max_latency_ms:.1f} ms"
+        )
+    inputs = first_inputs(folder, candidate.model.backend.kind)
+    specs = list(serving.model.backend.input_specs)
+    if len(specs) != len(inputs) or any(
+        tuple(s.shape) != a.shape or s.dtype != a.dtype for s, a in zip(specs, inputs, strict=False)
+    ):
+        logger.info("update: the serving model takes other inputs; relative latency not compared")
+        return
+    new: list[float] = []
+    old: list[float] = []
+    for i in range(6):
+        for runs, model in ((new, candidate), (old, serving)):
+            t0 = time.perf_counter()
+            model.run(inputs)
+            if i:  # the first call of each warms up
+                runs.append((time.perf_counter() - t0) * 1e3)
+    if min(new) > latency_factor * min(old):
+        raise UpdateError(
+            f"latency {min(new):.1f} ms is over {latency_factor:g}x the serving model's "
+            f"{min(old):.1f} ms on the same input"
+        )

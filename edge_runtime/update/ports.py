@@ -1,0 +1,37 @@
+"""What the update manager needs from the daemon: one ``Slot`` per configured model.
+
+The model layer implements it (``edge_runtime.model.ModelSlot``); loading, golden vectors and
+latency checks happen on that side, so nothing in ``update/`` imports the model layer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol
+
+# Opaque here: a loaded model version that does not serve yet (the model layer's Runner), passed
+# back to the slot that made it. Any, so that a slot's own narrower type satisfies the protocol.
+Candidate = Any
+
+
+class Slot(Protocol):
+    """One configured model that updates may replace."""
+
+    key: str
+
+    def version(self) -> str:
+        """The version serving now."""
+
+    def trial(self, folder: Path, *, max_latency_ms: float | None, latency_factor: float) -> Candidate:
+        """Load the bundle in ``folder`` with this slot's backend options, run its golden vectors and
+        the latency budget (absolute, and relative to the serving model timed interleaved on golden
+        input 0); raise UpdateError with the reason, closing what it loaded."""
+
+    def swap(self, candidate: Candidate) -> Candidate:
+        """Serve ``candidate`` from the next frame on; returns what served before."""
+
+    def counters(self) -> tuple[int, int, float]:
+        """(frames inferred, frames failed, inference ms summed) over the pipelines using it."""
+
+    def close(self, candidate: Candidate) -> None:
+        """Release a candidate that no longer serves."""
