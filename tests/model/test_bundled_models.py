@@ -15,7 +15,7 @@ from edge_runtime.model import InferenceResult, LoadedModel, Runner, load_model
 from edge_runtime.model.golden import golden_inputs
 from edge_runtime.postprocess.nms import iou_matrix
 
-from .conftest import CLASSIFIER, DETECTOR, MODELS, image
+from ..conftest import CLASSIFIER, DETECTOR, MODELS, image
 
 BACKENDS = ["onnx", "tflite"]
 IMAGES = ["astronaut", "chelsea", "coffee", "rocket"]
@@ -163,7 +163,7 @@ def test_exact_int8_gives_exact_products_where_the_default_kernels_may_saturate(
     from edge_runtime.inference.onnx import OnnxBackend
     from edge_runtime.model import backend_options
 
-    model = Path(__file__).parent / "data" / "saturating_int8.onnx"
+    model = Path(__file__).parents[1] / "data" / "saturating_int8.onnx"
     config = tmp_path / "edge.yaml"
     config.write_text(
         f"models:\n  m:\n    path: {model}\n    exact_int8: true\n"
