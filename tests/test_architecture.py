@@ -12,7 +12,17 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "edge_runtime"
 
 STAGES = {"capture", "inference", "preprocess", "postprocess", "publish", "health", "update"}
-LEAVES = {"config", "types", "errors", "hashing", "mqttclient", "backoff", "channel", "scheduling"}
+LEAVES = {
+    "config",
+    "types",
+    "errors",
+    "hashing",
+    "mqttclient",
+    "backoff",
+    "channel",
+    "scheduling",
+    "throttle",
+}
 COMPOSITION = {"app", "pipeline", "service", "cli", "commands", "model", "__main__", "__init__"}
 
 
