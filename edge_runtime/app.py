@@ -19,13 +19,12 @@ import uuid
 from typing import Any
 
 from edge_runtime import __version__
-from edge_runtime.capture import make_source
 from edge_runtime.config.sections import Config
 from edge_runtime.errors import EdgeRuntimeError, ModelError
 from edge_runtime.health import telemetry
 from edge_runtime.health.system import SystemProbe
 from edge_runtime.model import ModelSlot, open_slot, source_mismatch, summary
-from edge_runtime.pipeline import Pipeline
+from edge_runtime.pipeline import Pipeline, build_pipeline
 from edge_runtime.publish import payloads
 from edge_runtime.publish.mqtt import MqttLink
 from edge_runtime.publish.outbox import Outbox, open_outbox
@@ -120,12 +119,10 @@ class Daemon:
             slots=slots,
             policy=UpdatePolicy.of(uc),
             publish_status=self._publish_model_status,
-            send=lambda topic, body: link.publish(topic, body, qos=0) is not None,
-            subscribe=lambda topic, on: link.route(topic, updates.chunk_message if on else None),
+            link=link,
             checkpoint=faults.from_environment(),  # None unless EDGE_RUNTIME_FAULT is set (tests)
         )
-        for topic in (self.topics.model_update, *map(self.topics.group_update, self.cfg.device.groups)):
-            link.route(topic, lambda _topic, payload: updates.submit(payload))
+        updates.listen([self.topics.model_update, *map(self.topics.group_update, self.cfg.device.groups)])
         return updates
 
     def _publish_model_status(self, body: dict[str, Any]) -> None:
@@ -146,17 +143,7 @@ class Daemon:
                 logger.error("pipeline %s not started: %s", pc.name, reason)
                 continue
             assert slot is not None
-            pipeline = Pipeline(
-                pc.name,
-                make_source(pc.name, pc.source, mqtt=self.cfg.mqtt, device=self.cfg.device.id),
-                slot,
-                self.outbox,
-                topic=self.topics.predictions(pc.name),
-                device=self.cfg.device.id,
-                every_n_frames=pc.every_n_frames,
-                max_fps=pc.max_fps,
-                streams=slot.runner.streams,
-            )
+            pipeline = build_pipeline(pc, slot, self.outbox, self.cfg, self.topics.predictions(pc.name))
             pipeline.start()
             self.pipelines.append(pipeline)
             logger.info("pipeline %s: %s -> %s", pc.name, pc.source.type, pc.model)

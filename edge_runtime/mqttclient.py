@@ -40,6 +40,7 @@ class Broker:
     username: str | None = None
     password: str | None = None
     tls: BrokerTls | None = None
+    tls_source: str = "mqtt.tls"  # where the TLS settings came from, for error messages
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
@@ -82,7 +83,7 @@ def make_client(broker: Broker, client_id: str, *, reconnect_on_failure: bool = 
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
         except (OSError, ssl.SSLError, ValueError) as exc:
-            raise ConfigError(f"mqtt.tls: cannot use the TLS files: {exc}") from exc
+            raise ConfigError(f"{broker.tls_source}: cannot use the TLS files: {exc}") from exc
         client.tls_insecure_set(tls.insecure)
     return client
 

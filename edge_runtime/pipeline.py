@@ -40,8 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from edge_runtime.capture import SourceThread
+from edge_runtime.capture import SourceThread, make_source
 from edge_runtime.channel import Channel
+from edge_runtime.config.sections import Config, PipelineConfig
 from edge_runtime.errors import BackendClosedError
 from edge_runtime.health.metrics import PipelineMetrics
 from edge_runtime.model import ModelSlot, Runner
@@ -60,7 +61,7 @@ class _Job:
     item: Frame | Window | None  # None once inferred: the image is not kept for the post stage
     index: int
     runner: Runner
-    model: dict[str, str]
+    identity: dict[str, str]  # the payload's model object: name, version, sha256
     inputs: list[Any]
     context: Any
     stages: dict[str, float]
@@ -89,7 +90,7 @@ class Pipeline:
         self,
         name: str,
         source: SourceThread,
-        model: ModelSlot,
+        slot: ModelSlot,
         outbox: Outbox,
         *,
         topic: str,
@@ -98,11 +99,11 @@ class Pipeline:
         max_fps: float | None = None,
         streams: int = 1,
     ) -> None:
-        self.name, self.source, self.model, self.outbox = name, source, model, outbox
+        self.name, self.source, self.slot, self.outbox = name, source, slot, outbox
         self.topic, self.device = topic, device
         self.every_n_frames, self.max_fps = every_n_frames, max_fps
         self.metrics = PipelineMetrics()
-        model.track(self.metrics)  # the update health window reads the counters through the slot
+        slot.track(self.metrics)  # the update health window reads the counters through the slot
         self.stop_event = threading.Event()
         self._next_allowed = 0.0
         self._tickets = 0
@@ -212,11 +213,11 @@ class Pipeline:
         return False
 
     def _prepare(self, item: Frame | Window, ticket: int = -1) -> _Job:
-        runner, model = self.model.current
+        runner, identity = self.slot.current
         t0 = time.perf_counter()
         inputs, context = runner.prepare(_input(item))
         stages = {"capture": item.capture_ms, "preprocess": (time.perf_counter() - t0) * 1e3}
-        return _Job(item, item.index, runner, model, inputs, context, stages, ticket)
+        return _Job(item, item.index, runner, identity, inputs, context, stages, ticket)
 
     # -- stage 2: inference ------------------------------------------------------------------------
     def _infer_loop(self, key: str) -> None:
@@ -240,7 +241,7 @@ class Pipeline:
     def _infer(self, job: _Job) -> _Job:
         item = job.item
         assert item is not None
-        if job.runner is not self.model.current[0]:  # an update swapped the model since stage 1
+        if job.runner is not self.slot.current[0]:  # an update swapped the model since stage 1
             job = self._prepare(item, job.ticket)
         t0 = time.perf_counter()
         try:
@@ -330,7 +331,7 @@ class Pipeline:
         )
         latency = {k: round(v, 3) for k, v in stages.items()}
         frame_info, window_info = job.described  # a sensor window replaces the frame
-        body, model, task = result.payload(), job.model, result.task
+        body, model, task = result.payload(), job.identity, result.task
         return lambda seq: payloads.prediction(
             seq,
             device=self.device,
@@ -363,6 +364,21 @@ class Pipeline:
         while not q.put(item, timeout=0.5):
             if not any(c.is_alive() for c in consumers):
                 return
+
+
+def build_pipeline(pc: PipelineConfig, slot: ModelSlot, outbox: Outbox, cfg: Config, topic: str) -> Pipeline:
+    """The pipeline ``pc`` describes: its source, ``slot``'s model, results to ``topic``."""
+    return Pipeline(
+        pc.name,
+        make_source(pc.name, pc.source, mqtt=cfg.mqtt, device=cfg.device.id),
+        slot,
+        outbox,
+        topic=topic,
+        device=cfg.device.id,
+        every_n_frames=pc.every_n_frames,
+        max_fps=pc.max_fps,
+        streams=slot.runner.streams,
+    )
 
 
 def _input(item: Frame | Window) -> np.ndarray:

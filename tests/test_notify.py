@@ -469,7 +469,7 @@ def test_watchdog_thread_pings_every_half_interval() -> None:
     assert 5 <= len(pings) <= 10
 
 
-class BlockingPredictor:
+class BlockingRunner:
     """A model whose calls block until released: a hung inference call, on demand."""
 
     def __init__(self) -> None:
@@ -491,8 +491,8 @@ class BlockingPredictor:
 
 def test_a_hung_inference_call_is_named_and_its_blocked_source_is_not(tmp_path: Path) -> None:
     """A real Pipeline and lossless source; only the model is fake (its call hangs)."""
-    predictor = BlockingPredictor()
-    model = ModelSlot("m", predictor)  # type: ignore[arg-type]
+    runner = BlockingRunner()
+    model = ModelSlot("m", runner)  # type: ignore[arg-type]
     outbox = Outbox(tmp_path / "outbox.db")
     pipeline = Pipeline(
         "front",
@@ -505,15 +505,15 @@ def test_a_hung_inference_call_is_named_and_its_blocked_source_is_not(tmp_path: 
     daemon = SimpleNamespace(pipelines=[pipeline])
     pipeline.start()
     try:
-        assert predictor.entered.wait(10)
+        assert runner.entered.wait(10)
         time.sleep(0.6)  # the source fills the hand-off queue and waits on back-pressure
         found = stalls(progress(daemon), time.monotonic(), 0.3)  # type: ignore[arg-type]
         assert [(s.pipeline, s.stage) for s in found] == [("front", "processing")]
-        predictor.release.set()
+        runner.release.set()
         assert wait_for(lambda: pipeline.metrics.inferred >= 3, 10)
         assert stalls(progress(daemon), time.monotonic(), 0.3) == []  # type: ignore[arg-type]
     finally:
-        predictor.release.set()
+        runner.release.set()
         pipeline.stop(timeout=2)
         outbox.close()
 

@@ -27,7 +27,7 @@ FRAMES = len(list((ROOT / "tests" / "data").glob("*.jpg")))
 
 
 class Model:
-    """A fake predictor that names itself in every result and, like the real one, runs one call
+    """A fake runner that names itself in every result and, like the real one, runs one call
     per copy of the model at a time. ``prepare_gate`` holds its second prepare, ``run_gate`` its
     first run; ``delays`` slows the run of chosen frames (by call order)."""
 

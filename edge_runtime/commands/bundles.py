@@ -73,7 +73,7 @@ def _create(args: argparse.Namespace) -> int:
 def bundle_members(ref: ModelRef) -> dict[str, Path]:
     """Archive name -> file for a bundle folder (model files, labels, extra files model.yaml hashes)."""
     if ref.spec is None:
-        raise InputError(f"{ref.folder}: a bundle needs a folder with a model.yaml (see models/README.md)")
+        raise InputError(f"{ref.folder}: a bundle needs a folder with a model.yaml (see docs/models.md)")
     members = {p.name: p for p in ref.files.values()}
     if ref.spec.labels:
         members[ref.spec.labels] = ref.folder / ref.spec.labels

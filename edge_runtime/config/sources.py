@@ -185,4 +185,3 @@ SourceConfig = Annotated[
     | SensorSource,
     Field(discriminator="type"),
 ]
-LIVE_TYPES = frozenset({"camera", "gstreamer", "rtsp", "http"})

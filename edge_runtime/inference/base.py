@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-import numpy as np
 import numpy.typing as npt
 
 from edge_runtime.types import TensorSpec
@@ -73,9 +72,3 @@ def guess_layout(shape: Sequence[int]) -> str:
     if shape[3] in (1, 3, 4):
         return "NHWC"
     return "NCHW" if shape[1] in (1, 3, 4) else "other"
-
-
-def as_dtype(value: Any) -> np.dtype[np.generic]:
-    """A numpy dtype from a runtime's type description."""
-    dtype: np.dtype[np.generic] = np.dtype(value)
-    return dtype

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Protocol
 
 from edge_runtime.config.sections import ModelConfig
-from edge_runtime.errors import EdgeRuntimeError, UpdateError
+from edge_runtime.errors import EdgeRuntimeError, InputError, UpdateError
 from edge_runtime.model import golden
 from edge_runtime.model.files import resolve
 from edge_runtime.model.loader import backend_options, load_model
@@ -78,6 +78,15 @@ class ModelSlot:
             sum(u.errors for u in self._users),
             sum(u.inference_ms for u in self._users),
         )
+
+    def check_bundle(self, folder: Path) -> None:
+        """An extracted update bundle must be a model bundle (model.yaml valid, its files there)."""
+        try:
+            ref = resolve(folder)
+        except InputError as exc:
+            raise UpdateError(f"bundle content: {exc}") from exc
+        if ref.spec is None:
+            raise UpdateError("bundle has no model.yaml")
 
     def trial(self, folder: Path, *, max_latency_ms: float | None, latency_factor: float) -> Runner:
         """A candidate runner from ``folder`` (a fresh backend with this slot's options) that passed

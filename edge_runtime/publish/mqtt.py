@@ -8,6 +8,7 @@ matches the filters); a message no handler takes is logged and dropped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -24,10 +25,12 @@ from edge_runtime.config.sections import MqttConfig
 from edge_runtime.mqttclient import broker_of, make_client, session_properties
 from edge_runtime.publish.topics import Topics
 from edge_runtime.scheduling import yield_to_inference
+from edge_runtime.throttle import Throttle
 
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[str, bytes], None]  # (topic, payload), called on paho's thread: enqueue only
+_THROTTLE = Throttle(per_s=60.0, burst=5)  # lines anyone on the broker can cause, per topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +63,7 @@ class MqttLink:
         self.connects = 0
         self.last_error: str | None = None
         self._routes: set[str] = set()  # filters subscribed at run time (route); kept over reconnects
+        self._routes_lock = threading.Lock()
         self._stopping = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="mqtt", daemon=True)
@@ -119,11 +123,28 @@ class MqttLink:
                 self._stop.wait(next(delays))
                 continue
             delays = backoff_delays(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
-            while not self._stop.is_set():
-                if self._client.loop(timeout=0.5) != mqtt.MQTT_ERR_SUCCESS:
-                    break
+            self._serve()
             if not self._stopping:
                 self._stop.wait(next(delays))
+
+    def _serve(self) -> None:
+        """Run paho's network loop until the link drops or the link stops.
+
+        Nothing that arrives may end this thread: an exception out of paho (a callback of ours is
+        guarded too, see ``_deliver_to``) is logged and treated as a lost connection.
+        """
+        while not self._stop.is_set():
+            try:
+                if self._client.loop(timeout=0.5) != mqtt.MQTT_ERR_SUCCESS:
+                    return
+            except Exception:  # the supervisor loop of the link: reconnect rather than die
+                _THROTTLE.log(logger, logging.ERROR, "loop", "mqtt: network loop failed; reconnecting")
+                logger.debug("mqtt: network loop failure", exc_info=True)
+                self.connected.clear()
+                self.last_error = "network loop failed (see the log)"
+                with contextlib.suppress(Exception):
+                    self._client.disconnect()
+                return
 
     def _connect_failed(self, exc: BaseException) -> None:
         reason = f"cannot connect to {self.cfg.host}:{self.cfg.port}: {exc}"
@@ -143,7 +164,9 @@ class MqttLink:
         logger.info("mqtt: connected to %s:%d", self.cfg.host, self.cfg.port)
         birth = {"state": "online", **self._status(), "ts": time.time()}
         client.publish(self.topics.status, json.dumps(birth), qos=1, retain=True)
-        for topic in sorted({*self.topics.inbound(self.groups), *self._routes}):
+        with self._routes_lock:  # route() changes the set from other threads
+            routes = set(self._routes)
+        for topic in sorted({*self.topics.inbound(self.groups), *routes}):
             client.subscribe(topic, qos=1)
         self.connected.set()
 
@@ -163,7 +186,14 @@ class MqttLink:
 
     def _on_message(self, _c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         """A message no route takes (paho calls a route's handler instead when a filter matches)."""
-        logger.warning("inbound: nothing handles %s (commands: see docs/mqtt.md#commands)", message.topic)
+        topic = _topic_of(message)
+        _THROTTLE.log(  # one key for all topics: the volume stays bounded whatever the names
+            logger,
+            logging.WARNING,
+            "unhandled",
+            "inbound: nothing handles %s (see docs/mqtt.md#commands)",
+            topic,
+        )
 
     # -- used by the publisher thread ------------------------------------------------------------
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> int | None:
@@ -186,15 +216,17 @@ class MqttLink:
         """
         fixed = topic_filter in self.topics.inbound(self.groups)
         if handler is None:
-            self._client.message_callback_remove(topic_filter)
-            if not fixed:
-                self._routes.discard(topic_filter)
+            if not fixed:  # unsubscribe first: chunks still in flight are not "unhandled" then
+                with self._routes_lock:
+                    self._routes.discard(topic_filter)
                 if self.connected.is_set():
                     self._client.unsubscribe(topic_filter)
+            self._client.message_callback_remove(topic_filter)
             return
         self._client.message_callback_add(topic_filter, _deliver_to(handler))
         if not fixed:
-            self._routes.add(topic_filter)
+            with self._routes_lock:
+                self._routes.add(topic_filter)
             if self.connected.is_set():
                 self._client.subscribe(topic_filter, qos=1)
 
@@ -216,9 +248,25 @@ class MqttLink:
             self._thread.join(timeout)
 
 
+def _topic_of(message: mqtt.MQTTMessage) -> str:
+    """The message's topic; anyone may publish, so a name that is not UTF-8 is shown escaped."""
+    try:
+        return str(message.topic)
+    except UnicodeDecodeError:
+        return repr(bytes(message._topic))
+
+
 def _deliver_to(handler: Handler) -> Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None]:
+    """paho's callback for a route: the handler gets (topic, payload); nothing it raises reaches
+    paho (which would re-raise it out of the network loop)."""
+
     def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
-        handler(message.topic, bytes(message.payload))
+        try:
+            handler(message.topic, bytes(message.payload))
+        except Exception:  # hostile input must never end the link
+            topic = _topic_of(message)
+            _THROTTLE.log(logger, logging.ERROR, "handler", "inbound: a message on %s failed", topic)
+            logger.debug("inbound: handler failure on %s", topic, exc_info=True)
 
     return on_message
 

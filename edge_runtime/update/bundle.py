@@ -19,7 +19,6 @@ from edge_runtime.errors import UpdateError
 from edge_runtime.hashing import file_sha256
 
 MAX_MEMBERS = 256
-GOLDEN_DIR = "golden"
 MODEL_YAML = "model.yaml"
 
 
@@ -112,7 +111,7 @@ def fsync_dir(folder: Path) -> None:
 def check_contents(folder: Path, name: str, version: str) -> None:
     """The extracted bundle must hold a model.yaml of ``name`` at ``version``.
 
-    Only the identity is read here; the full validation is the slot's, when it loads the bundle.
+    Only the identity is read here; the model layer checks the rest (``Slot.check_bundle``).
     """
     path = folder / MODEL_YAML
     if not path.is_file():
@@ -126,7 +125,7 @@ def check_contents(folder: Path, name: str, version: str) -> None:
     found = data.get("name")
     if found != name:
         raise UpdateError(f"bundle holds model {found!r}, the manifest says {name!r}")
-    said = data.get("version", "1")  # model.yaml's default, and numbers read as text (config/model_spec.py)
+    said = data.get("version", "1")  # model.yaml's default, and numbers read as text (model/spec.py)
     said = str(said) if isinstance(said, (int, float)) else said
     if said != version:
         raise UpdateError(f"bundle's model.yaml says version {said}, the manifest says {version}")

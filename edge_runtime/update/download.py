@@ -1,7 +1,8 @@
 """Driving one job's download: chunks pulled over MQTT by index, or a URL, with progress reports.
 
 The manager's thread calls ``step`` on every turn of its loop while the job is downloading, and
-hands over the chunks the dispatcher received (``on_chunk``). Chunks are requested a window at a
+hands over the chunks the MQTT link received (``on_chunk``; the link's route for the chunk topic
+exists from the first chunk request until the download ends, either way). Chunks are requested a window at a
 time and again when none arrived for ``chunk_retry_s``; the bitmap of what arrived is saved after
 the data (transfer.py), so a restart asks only for the rest. A URL download blocks the thread
 until it completes, fails or the daemon stops (it resumes with ``Range`` at the next start).
@@ -66,6 +67,13 @@ class Download:
             self._chunks.close()
             self._chunks = None
 
+    def end(self) -> None:
+        """The job is over (whatever the outcome): close, and stop receiving its chunk topic."""
+        routed = self._chunks is not None
+        self.close()
+        if routed:
+            self._subscribe(f"{self._topic}/chunk/+", False)
+
     # -- chunks over MQTT ------------------------------------------------------------------------
     @property
     def _topic(self) -> str:
@@ -83,8 +91,7 @@ class Download:
         chunks = self._open_chunks()
         now = time.monotonic()
         if chunks.done:
-            self.close()
-            self._subscribe(f"{self._topic}/chunk/+", False)
+            self.end()
             return True
         if time.time() > self.job.deadline:
             raise UpdateError(

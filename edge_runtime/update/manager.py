@@ -33,7 +33,7 @@ from edge_runtime.update.download import Download
 from edge_runtime.update.job import Job, JobState, Transfer
 from edge_runtime.update.manifest import Envelope, Manifest, is_newer, peek_update_id, verify
 from edge_runtime.update.policy import UpdatePolicy
-from edge_runtime.update.ports import Candidate, Slot
+from edge_runtime.update.ports import Candidate, Link, Slot
 from edge_runtime.update.startup import resumed_ending
 from edge_runtime.update.status import StatusReporter
 from edge_runtime.update.store import BASE, Active, ModelStore
@@ -68,14 +68,12 @@ class UpdateManager:
         slots: dict[str, list[Slot]],
         policy: UpdatePolicy,
         publish_status: Callable[[dict[str, Any]], None],
-        send: Callable[[str, bytes], bool],
-        subscribe: Callable[[str, bool], None],
+        link: Link,
         checkpoint: Callable[[str], None] | None = None,
     ) -> None:
         self.device, self.groups, self.keys, self.store = device, groups, keys, store
-        self.slots, self.policy = slots, policy
+        self.slots, self.policy, self.link = slots, policy, link
         self.status = StatusReporter(device, slots, publish_status)
-        self._send, self._subscribe = send, subscribe
         self._checkpoint = checkpoint or _no_checkpoint
         self.inbox: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize=2000)
         self.stop_event = threading.Event()
@@ -83,11 +81,6 @@ class UpdateManager:
         self._download: Download | None = None
         self._window: HealthWindow | None = None
         self._thread = threading.Thread(target=self._run, name="updates", daemon=True)
-
-    @property
-    def last_status(self) -> dict[str, Any] | None:
-        """The last model/status body published."""
-        return self.status.last
 
     # -- wiring ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -101,14 +94,31 @@ class UpdateManager:
         if self._download is not None:
             self._download.close()
 
+    def listen(self, manifest_topics: list[str]) -> None:
+        """Take the manifests published on these topics (routed before the link connects)."""
+        for topic in manifest_topics:
+            self.link.route(topic, lambda _topic, payload: self.submit(payload))
+
+    def _send(self, topic: str, body: bytes) -> bool:
+        """A chunk request (QoS 0, straight to the link: a lost one is asked again)."""
+        return self.link.publish(topic, body, qos=0) is not None
+
+    def _subscribe(self, topic_filter: str, on: bool) -> None:
+        """Route a download's chunk topic here (``on``), or stop."""
+        self.link.route(topic_filter, self.chunk_message if on else None)
+
     def submit(self, payload: bytes) -> None:
-        """An update manifest arrived (called from the dispatcher thread)."""
+        """An update manifest arrived (called on paho's thread: it only enqueues)."""
         self._offer(("manifest", payload, None))
 
     def chunk_message(self, topic: str, data: bytes) -> None:
-        """A message on ``<transfer topic>/chunk/<index>`` arrived (called from the dispatcher)."""
+        """A message on ``<transfer topic>/chunk/<index>`` arrived (on paho's thread: enqueue only).
+
+        The index must be plain ASCII digits: ``str.isdigit`` also accepts characters such as
+        "²" that ``int`` refuses.
+        """
         base, _, index = topic.rpartition("/chunk/")
-        if index.isdigit():
+        if index.isascii() and index.isdecimal() and len(index) <= 9:
             self._offer(("chunk", (base, int(index)), data))
 
     def _offer(self, item: tuple[str, Any, Any]) -> None:
@@ -264,6 +274,7 @@ class UpdateManager:
         job.verified = True
         tmp = self.store.staging / f"{job.update}.extract"
         bundle.unpack(part, tmp, job.name, job.version, max_bytes=4 * self.policy.max_bundle_bytes)
+        self.slots[job.name][0].check_bundle(tmp)  # model.yaml and the files it names, no runtime yet
         self._checkpoint("extracted")
         self.store.install(job.name, job.version, tmp)
 
@@ -302,7 +313,7 @@ class UpdateManager:
         job = self.job
         assert job is not None
         if self._download is not None:
-            self._download.close()
+            self._download.end()
             self._download = None
         if job.verified:  # unverified bytes prove nothing: the same update may come again
             self.store.record(job.update, job.name, job.version, outcome, reason)

@@ -1,4 +1,4 @@
-"""What the update manager needs from the daemon: one ``Slot`` per configured model.
+"""What the update manager needs from the daemon: one ``Slot`` per configured model, and the link.
 
 The model layer implements it (``edge_runtime.model.ModelSlot``); loading, golden vectors and
 latency checks happen on that side, so nothing in ``update/`` imports the model layer.
@@ -6,6 +6,7 @@ latency checks happen on that side, so nothing in ``update/`` imports the model 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,6 +23,10 @@ class Slot(Protocol):
     def version(self) -> str:
         """The version serving now."""
 
+    def check_bundle(self, folder: Path) -> None:
+        """The extracted bundle's model.yaml and the files it names, as the loader reads them (no
+        runtime involved); UpdateError ``bundle content: ...`` when they are not a model bundle."""
+
     def trial(self, folder: Path, *, max_latency_ms: float | None, latency_factor: float) -> Candidate:
         """Load the bundle in ``folder`` with this slot's backend options, run its golden vectors and
         the latency budget (absolute, and relative to the serving model timed interleaved on golden
@@ -35,3 +40,13 @@ class Slot(Protocol):
 
     def close(self, candidate: Candidate) -> None:
         """Release a candidate that no longer serves."""
+
+
+class Link(Protocol):
+    """The MQTT link (publish/mqtt.py ``MqttLink``): routes inbound topics, sends small messages."""
+
+    def route(self, topic_filter: str, handler: Callable[[str, bytes], None] | None) -> None:
+        """Give messages on ``topic_filter`` to ``handler(topic, payload)`` (None: stop)."""
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> int | None:
+        """Hand a message to the broker now; None when not connected."""

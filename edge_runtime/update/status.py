@@ -1,4 +1,4 @@
-"""The body of the retained ``P/D/model/status`` (README: Model updates)::
+"""The body of the retained ``P/D/model/status`` (docs/mqtt.md, Model status)::
 
     {"state", "update", "name", "version", "reason", "progress", "step", "active_version", "device", "ts"}
 
@@ -23,7 +23,6 @@ class StatusReporter:
         self, device: str, slots: dict[str, list[Slot]], publish: Callable[[dict[str, Any]], None]
     ) -> None:
         self.device, self.slots, self._publish = device, slots, publish
-        self.last: dict[str, Any] | None = None
 
     def publish(
         self,
@@ -54,7 +53,6 @@ class StatusReporter:
             "device": self.device,
             "ts": round(time.time(), 3),
         }
-        self.last = body
         self._publish(body)
 
     def _active_version(self, name: str | None) -> str | None:

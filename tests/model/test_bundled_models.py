@@ -27,8 +27,8 @@ VIBRATION = MODELS / "vibration_anomaly"
 def _run(bundle: Path, backend: str, names: list[str]) -> dict[str, InferenceResult]:
     model: LoadedModel = load_model(bundle, backend, BackendOptions(threads=2))
     try:
-        predictor = Runner(model)
-        return {n: predictor.predict(cv2.imread(str(image(n)))) for n in names}
+        runner = Runner(model)
+        return {n: runner.predict(cv2.imread(str(image(n)))) for n in names}
     finally:
         model.close()
 

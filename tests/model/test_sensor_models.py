@@ -43,9 +43,9 @@ WINDOW, HOP = 256, 128
 @pytest.fixture(scope="module", params=["onnx", "tflite"])
 def detector(request: pytest.FixtureRequest) -> Iterator[WindowRunner]:
     model = load_model(VIBRATION, request.param, BackendOptions(threads=1))
-    predictor = make_runner(model)
-    assert isinstance(predictor, WindowRunner)
-    yield predictor
+    runner = make_runner(model)
+    assert isinstance(runner, WindowRunner)
+    yield runner
     model.close()
 
 
@@ -53,9 +53,9 @@ def load(name: str) -> LoadedModel:
     return load_model(WINDOW_MODELS / name, "onnx", BackendOptions(threads=1))
 
 
-def flags(predictor: WindowRunner, stream: np.ndarray) -> list[bool]:
+def flags(runner: WindowRunner, stream: np.ndarray) -> list[bool]:
     """The flag of every window (256 samples, hop 128) of a stream."""
-    results = [predictor.predict(stream[s : s + WINDOW]) for s in range(0, len(stream) - WINDOW + 1, HOP)]
+    results = [runner.predict(stream[s : s + WINDOW]) for s in range(0, len(stream) - WINDOW + 1, HOP)]
     assert all(isinstance(r, WindowResult) and r.task == "anomaly" for r in results)
     return [r.flag for r in results]
 
@@ -94,9 +94,9 @@ def test_onnx_and_tflite_agree_on_flags() -> None:
     got = []
     for backend in ("onnx", "tflite"):
         model = load_model(VIBRATION, backend, BackendOptions(threads=1))
-        predictor = make_runner(model)
-        assert isinstance(predictor, WindowRunner)
-        got.append(flags(predictor, stream))
+        runner = make_runner(model)
+        assert isinstance(runner, WindowRunner)
+        got.append(flags(runner, stream))
         model.close()
     assert got[0] == got[1]
 
@@ -112,8 +112,8 @@ def test_report_records_detection_and_false_positive_rates() -> None:
 def test_a_config_threshold_overrides_model_yaml() -> None:
     model = load_model(VIBRATION, "onnx", BackendOptions(threads=1))
     try:
-        predictor = make_runner(model, score_threshold=0.0)
-        result = predictor.predict(vib.machine_stream(5, WINDOW))
+        runner = make_runner(model, score_threshold=0.0)
+        result = runner.predict(vib.machine_stream(5, WINDOW))
         assert isinstance(result, WindowResult) and result.threshold == 0.0 and result.flag
     finally:
         model.close()
@@ -163,9 +163,9 @@ def test_classification_of_windows() -> None:
 
 def test_reconstruction_error_is_the_anomaly_score() -> None:
     model = load("autoencoder")
-    predictor = make_runner(model)
-    quiet = predictor.predict(np.full((8, 2), 1.0))
-    loud = predictor.predict(np.full((8, 2), 3.0))
+    runner = make_runner(model)
+    quiet = runner.predict(np.full((8, 2), 1.0))
+    loud = runner.predict(np.full((8, 2), 3.0))
     assert isinstance(quiet, WindowResult) and isinstance(loud, WindowResult)
     assert quiet.score == pytest.approx(0.25) and not quiet.flag
     assert loud.score == pytest.approx(2.25) and loud.flag

@@ -82,3 +82,39 @@ def test_the_committing_thread_sends_its_rows_and_takes_the_acks_that_came_meanw
         outbox.close()
     assert [m["seq"] for m in recorder.on("/fast")] == [1, 2, 3, 4]
     assert publisher.published == 4 and outbox.pending == 0
+
+
+def test_a_failing_handler_never_ends_the_link_and_a_dropped_route_delivers_nothing(
+    broker: Broker, recorder: Recorder
+) -> None:
+    """Anyone may publish on a routed topic: a handler that raises on a hostile message is logged
+    and the link goes on receiving and publishing. A route that is dropped is unsubscribed."""
+    cfg = MqttConfig(host="127.0.0.1", port=broker.port, topic_prefix="t")
+    link = MqttLink(cfg, Topics("t", "dev"), client_id="dev", groups=[], status=dict)
+    got: list[tuple[str, bytes]] = []
+
+    def handler(topic: str, payload: bytes) -> None:
+        if payload == b"boom":
+            raise ValueError("hostile payload")
+        got.append((topic, payload))
+
+    link.route("t/x/chunk/+", handler)
+    link.start()
+    try:
+        assert link.connected.wait(10)
+        assert recorder.subscribed.wait(10)
+        for payload in (b"boom", "²".encode(), b"ok"):
+            recorder.client.publish("t/x/chunk/1", payload, qos=1)
+        assert wait_for(lambda: len(got) == 2, 10), got
+        assert link.connected.is_set()
+        assert link.publish("t/alive", b"{}", 1) is not None
+        assert wait_for(lambda: len(recorder.on("/alive")) == 1, 10), "the link stopped publishing"
+        link.route("t/x/chunk/+", None)
+        recorder.client.publish("t/x/chunk/2", b"late", qos=1)
+        recorder.client.publish("t/x/chunk/3", b"later", qos=1)
+        assert wait_for(lambda: len(recorder.on("/chunk/3")) == 1, 10)
+        assert link.publish("t/alive", b"{}", 1) is not None
+        assert wait_for(lambda: len(recorder.on("/alive")) == 2, 10)
+    finally:
+        link.stop()
+    assert [p for _t, p in got] == ["²".encode(), b"ok"], "nothing after the route was dropped"

@@ -18,6 +18,7 @@ from edge_runtime.update import faults
 from edge_runtime.update.acceptance import HealthWindow, trial_all
 from edge_runtime.update.bundle import extract
 from edge_runtime.update.job import Job, JobState, Transfer
+from edge_runtime.update.manager import UpdateManager
 from edge_runtime.update.manifest import (
     Manifest,
     generate_keys,
@@ -301,6 +302,9 @@ class FakeSlot:
     def version(self) -> str:
         return self.serving
 
+    def check_bundle(self, folder: Path) -> None:
+        pass
+
     def trial(self, folder: Path, *, max_latency_ms: float | None, latency_factor: float) -> str:
         if self.fail:
             raise UpdateError(self.fail)
@@ -385,3 +389,43 @@ def test_a_saved_job_ends_or_goes_on_after_a_restart(tmp_path: Path) -> None:
     assert resumed_ending(store, job) == ("rejected", "download timed out (daemon restarted)")
     job.deadline = time.time() + 60
     assert resumed_ending(store, job) is None
+
+
+class FakeLink:
+    """The MQTT link as the manager sees it (update/ports.py ``Link``): records routes and sends."""
+
+    def __init__(self) -> None:
+        self.routes: dict[str, object] = {}
+        self.sent: list[tuple[str, bytes]] = []
+
+    def route(self, topic_filter: str, handler: object) -> None:
+        if handler is None:
+            self.routes.pop(topic_filter, None)
+        else:
+            self.routes[topic_filter] = handler
+
+    def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> int | None:
+        self.sent.append((topic, payload))
+        return len(self.sent)
+
+
+def test_chunk_indices_that_are_not_plain_digits_are_ignored(tmp_path: Path) -> None:
+    """Anyone can publish on a chunk topic; "²" passes str.isdigit but not int()."""
+    link = FakeLink()
+    manager = UpdateManager(
+        device="d",
+        groups=[],
+        keys=[],
+        store=ModelStore(tmp_path),
+        slots={},
+        policy=_policy(),
+        publish_status=lambda _body: None,
+        link=link,
+    )
+    manager.listen(["p/d/model/update"])
+    assert set(link.routes) == {"p/d/model/update"}
+    for topic in ("T/chunk/²", "T/chunk/-1", "T/chunk/1e3", "T/chunk/" + "9" * 30, "T/chunk/", "T/chunk/٣"):
+        manager.chunk_message(topic, b"x")
+    assert manager.inbox.empty()
+    manager.chunk_message("T/chunk/7", b"x")
+    assert manager.inbox.get_nowait() == ("chunk", ("T", 7), b"x")
