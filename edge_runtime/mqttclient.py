@@ -41,6 +41,9 @@ class Broker:
     password: str | None = None
     tls: BrokerTls | None = None
     tls_source: str = "mqtt.tls"  # where the TLS settings came from, for error messages
+    # MQTT v5 Maximum Packet Size: the broker drops larger messages for this client instead of
+    # sending them, so an oversized publish on a subscribed topic never reaches the process
+    max_packet_bytes: int | None = None
 
     def __str__(self) -> str:
         return f"{self.host}:{self.port}"
@@ -56,6 +59,7 @@ def broker_of(cfg: MqttConfig) -> Broker:
         username=cfg.username,
         password=cfg.password,
         tls=BrokerTls(tls.ca_file, tls.cert_file, tls.key_file, tls.insecure) if tls else None,
+        max_packet_bytes=cfg.max_packet_bytes,
     )
 
 
@@ -88,8 +92,12 @@ def make_client(broker: Broker, client_id: str, *, reconnect_on_failure: bool = 
     return client
 
 
-def session_properties(expiry_s: int) -> Properties:
-    """CONNECT properties asking the broker to keep the session ``expiry_s`` seconds (0: not at all)."""
+def connect_properties(broker: Broker, expiry_s: int) -> Properties:
+    """CONNECT properties: keep the session ``expiry_s`` seconds (0: not at all), and the largest
+    packet this client takes (``broker.max_packet_bytes``; the broker drops larger messages for it).
+    """
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = expiry_s
+    if broker.max_packet_bytes is not None:
+        props.MaximumPacketSize = broker.max_packet_bytes
     return props

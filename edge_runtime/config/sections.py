@@ -80,6 +80,13 @@ class MqttConfig(Section):
     reconnect_min_s: float = Field(1.0, gt=0, description="first reconnect delay")
     reconnect_max_s: float = Field(30.0, gt=0, description="longest reconnect delay")
     max_inflight: int = Field(100, ge=1, le=65535, description="unacknowledged publishes at once")
+    max_packet_bytes: int = Field(
+        1024 * 1024 + 64 * 1024,
+        ge=128 * 1024,
+        le=268_435_460,
+        description="largest MQTT packet taken from the broker (MQTT v5 Maximum Packet Size): the broker "
+        "drops larger messages for this device; default: a 1 MiB update chunk plus 64 KiB for its headers",
+    )
 
     @model_validator(mode="after")
     def _one_password_source(self) -> MqttConfig:

@@ -22,7 +22,7 @@ import paho.mqtt.client as mqtt
 
 from edge_runtime.backoff import backoff_delays
 from edge_runtime.config.sections import MqttConfig
-from edge_runtime.mqttclient import broker_of, make_client, session_properties
+from edge_runtime.mqttclient import broker_of, connect_properties, make_client
 from edge_runtime.publish.topics import Topics
 from edge_runtime.scheduling import yield_to_inference
 from edge_runtime.throttle import Throttle
@@ -113,7 +113,7 @@ class MqttLink:
                         self.cfg.port,
                         self.cfg.keepalive,
                         clean_start=True,
-                        properties=session_properties(0),
+                        properties=connect_properties(broker_of(self.cfg), 0),
                     )
                     first = False
                 else:

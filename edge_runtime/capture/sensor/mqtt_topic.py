@@ -20,7 +20,7 @@ from edge_runtime.capture.sensor.drivers import Reading, parse_lines
 from edge_runtime.capture.sensor.samples import LineParser, LineSplitter
 from edge_runtime.config.sections import MqttConfig
 from edge_runtime.errors import ConfigError, DeviceLostError
-from edge_runtime.mqttclient import broker_of, make_client, session_properties
+from edge_runtime.mqttclient import Broker, broker_of, connect_properties, make_client
 
 SESSION_EXPIRY_S = 300  # the broker keeps our subscription and queued messages this long
 
@@ -54,8 +54,8 @@ class MqttTopicDriver:
         """Always None while connected (a lost connection raises from read)."""
         return None
 
-    def _new_client(self) -> mqtt.Client:
-        client = make_client(broker_of(self.cfg), self.client_id)
+    def _new_client(self, broker: Broker) -> mqtt.Client:
+        client = make_client(broker, self.client_id)
         client.on_connect = self._on_connect
         client.on_subscribe = lambda *_: self._subscribed.set()
         client.on_disconnect = lambda *_: self._lost.set()
@@ -78,11 +78,12 @@ class MqttTopicDriver:
         """Connect and subscribe (OSError or DeviceLostError when the broker is not there)."""
         self._subscribed.clear()
         self._lost.clear()
+        broker = broker_of(self.cfg)  # the daemon link's limits too (mqtt.max_packet_bytes)
         try:
-            self._client = self._new_client()
+            self._client = self._new_client(broker)
         except ConfigError as exc:  # unusable TLS files: retried like an absent broker, and said
             raise DeviceLostError(f"{self.cfg.host}:{self.cfg.port}: {exc}") from exc
-        props = session_properties(SESSION_EXPIRY_S)
+        props = connect_properties(broker, SESSION_EXPIRY_S)
         try:
             self._client.connect(
                 self.cfg.host, self.cfg.port, self.cfg.keepalive, clean_start=False, properties=props
