@@ -80,6 +80,9 @@ class MqttConfig(Section):
     reconnect_min_s: float = Field(1.0, gt=0, description="first reconnect delay")
     reconnect_max_s: float = Field(30.0, gt=0, description="longest reconnect delay")
     max_inflight: int = Field(100, ge=1, le=65535, description="unacknowledged publishes at once")
+    connect_timeout_s: float = Field(
+        10.0, gt=0, description="a connection attempt without the broker's CONNACK this long has failed"
+    )
     max_packet_bytes: int = Field(
         1024 * 1024 + 64 * 1024,
         ge=128 * 1024,

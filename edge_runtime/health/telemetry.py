@@ -68,6 +68,8 @@ class LinkView(Protocol):
     def reconnects(self) -> int: ...
     @property
     def last_error(self) -> str | None: ...
+    @property
+    def failed_connects(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +141,7 @@ def health(
             "connected": link.connected.is_set(),
             "reconnects": link.reconnects,
             "last_error": link.last_error,
+            "failed_connects": link.failed_connects,
         },
         "system": probe.snapshot(),
         "models": {n: {k: v for k, v in d.items() if k != "name"} for n, d in models.items()},

@@ -53,6 +53,7 @@ class MqttLink:
         client_id: str,
         groups: list[str],
         status: Callable[[], dict[str, Any]],
+        failure_log: Throttle | None = None,
     ) -> None:
         self.cfg, self.topics, self.groups, self._status = cfg, topics, groups, status
         self.connected = threading.Event()
@@ -61,7 +62,15 @@ class MqttLink:
         self.on_ack: Callable[[bool], None] | None = None
         self.reconnects = 0
         self.connects = 0
+        self.failed_connects = 0  # attempts that ended without a successful CONNACK
         self.last_error: str | None = None
+        self._where = f"{cfg.host}:{cfg.port}"
+        self._first = True  # connect() the first time, reconnect() after
+        self._accepted = False  # this attempt got a successful CONNACK
+        self._attempt_error: str | None = None  # why this attempt failed, when known
+        self._paho_error: str | None = None  # the first error paho logged in this attempt
+        # each reason at most once per window: a broker away for a day is a few lines, not 3,000
+        self._failure_log = failure_log or Throttle(per_s=300.0, burst=1, max_keys=32)
         self._routes: set[str] = set()  # filters subscribed at run time (route); kept over reconnects
         self._routes_lock = threading.Lock()
         self._stopping = False
@@ -100,40 +109,69 @@ class MqttLink:
         """Connect, run the network loop until the link drops, back off (with jitter), repeat.
 
         Our own loop rather than paho's ``loop_start``: paho swallows the reason a connection
-        attempt failed (refused, DNS, a certificate from the wrong CA), and users need to see it.
+        attempt failed (refused, DNS, a certificate from the wrong CA, a connection closed or left
+        silent before CONNACK), and users need to see it. The backoff starts over only after the
+        broker accepted a connection: a server that takes TCP connections and says nothing is
+        retried ever more slowly, like one that refuses them.
         """
         yield_to_inference()
         delays = backoff_delays(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
-        first = True
         while not self._stop.is_set() and not self._stopping:
-            try:
-                if first:
-                    self._client.connect(
-                        self.cfg.host,
-                        self.cfg.port,
-                        self.cfg.keepalive,
-                        clean_start=True,
-                        properties=connect_properties(broker_of(self.cfg), 0),
-                    )
-                    first = False
-                else:
-                    self._client.reconnect()
-            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-                self._connect_failed(exc)
-                self._stop.wait(next(delays))
-                continue
-            delays = backoff_delays(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
-            self._serve()
+            if self._attempt():
+                delays = backoff_delays(self.cfg.reconnect_min_s, self.cfg.reconnect_max_s)
             if not self._stopping:
                 self._stop.wait(next(delays))
 
-    def _serve(self) -> None:
-        """Run paho's network loop until the link drops or the link stops.
+    def _attempt(self) -> bool:
+        """One connection attempt, served until the link drops; True when the broker accepted it.
+
+        An attempt that ends without a successful CONNACK is counted and its reason logged and
+        shown in health (``_attempt_failed``).
+        """
+        self._accepted, self._attempt_error, self._paho_error = False, None, None
+        # paho formats every line it logs for on_log (a line per packet): listen only until CONNACK
+        self._client.on_log = self._on_paho_log
+        try:
+            if self._first:
+                rc = self._client.connect(
+                    self.cfg.host,
+                    self.cfg.port,
+                    self.cfg.keepalive,
+                    clean_start=True,
+                    properties=connect_properties(broker_of(self.cfg), 0),
+                )
+                self._first = False
+            else:
+                rc = self._client.reconnect()
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            self._client.on_log = None
+            if not self._stopping:
+                self._attempt_failed(f"cannot connect to {self._where}: {exc}")
+            return False
+        if rc == mqtt.MQTT_ERR_SUCCESS:
+            self._serve(time.monotonic())
+        self._client.on_log = None
+        if self._accepted:
+            return True
+        if not self._stopping:
+            self._attempt_failed(self._attempt_error or self._closed_before_connack())
+        return False
+
+    def _serve(self, started: float) -> None:
+        """Run paho's network loop until the link drops, the link stops, or no CONNACK came
+        within ``mqtt.connect_timeout_s`` of ``started``.
 
         Nothing that arrives may end this thread: an exception out of paho (a callback of ours is
         guarded too, see ``_deliver_to``) is logged and treated as a lost connection.
         """
+        timeout = self.cfg.connect_timeout_s
         while not self._stop.is_set():
+            if not self._accepted and time.monotonic() - started > timeout:
+                self._attempt_error = (
+                    f"no CONNACK from {self._where} within {timeout:g} s (mqtt.connect_timeout_s)"
+                )
+                self._drop()
+                return
             try:
                 if self._client.loop(timeout=0.5) != mqtt.MQTT_ERR_SUCCESS:
                     return
@@ -141,25 +179,43 @@ class MqttLink:
                 _THROTTLE.log(logger, logging.ERROR, "loop", "mqtt: network loop failed; reconnecting")
                 logger.debug("mqtt: network loop failure", exc_info=True)
                 self.connected.clear()
-                self.last_error = "network loop failed (see the log)"
-                with contextlib.suppress(Exception):
-                    self._client.disconnect()
+                if self._accepted:
+                    self.last_error = "network loop failed (see the log)"
+                else:
+                    self._attempt_error = "network loop failed before CONNACK (see the log)"
+                self._drop()
                 return
 
-    def _connect_failed(self, exc: BaseException) -> None:
-        reason = f"cannot connect to {self.cfg.host}:{self.cfg.port}: {exc}"
-        if reason != self.last_error:  # the same reason again is not news
-            logger.warning("mqtt: %s", reason)
-        else:
-            logger.debug("mqtt: %s", reason)
+    def _drop(self) -> None:
+        """Close the connection from this thread (its DISCONNECT goes out at once if it can)."""
+        with contextlib.suppress(Exception):
+            self._client.disconnect()
+            self._client.loop(timeout=0)
+
+    def _closed_before_connack(self) -> str:
+        """Why an attempt ended after the TCP connect but before any CONNACK."""
+        reason = f"connection to {self._where} closed before CONNACK"
+        if self._paho_error:
+            reason += f": {self._paho_error}"
+        tls = self.cfg.tls
+        if tls is not None and tls.cert_file is None:
+            reason += " (mqtt.tls.cert_file is not set: does the broker require a client certificate?)"
+        return reason
+
+    def _attempt_failed(self, reason: str) -> None:
+        """Count a failed attempt, keep its reason for health, log it (each reason at most once per
+        ``failure_log`` window, saying how many attempts it held back)."""
+        self.failed_connects += 1
         self.last_error = reason
+        self._failure_log.log(logger, logging.WARNING, reason, "mqtt: %s", reason)
 
     # -- paho callbacks: set state / enqueue only ------------------------------------------------
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if reason.is_failure:
-            self.last_error = f"broker refused the connection: {reason}"
-            logger.error("mqtt: %s", self.last_error)
+        if reason.is_failure:  # logged and counted when the attempt ends (the broker closes it)
+            self._attempt_error = f"broker {self._where} refused the connection: {reason}"
             return
+        self._accepted = True
+        client.on_log = None  # paho's lines are needed only until CONNACK
         self.connects += 1
         logger.info("mqtt: connected to %s:%d", self.cfg.host, self.cfg.port)
         birth = {"state": "online", **self._status(), "ts": time.time()}
@@ -170,7 +226,17 @@ class MqttLink:
             client.subscribe(topic, qos=1)
         self.connected.set()
 
+    def _on_paho_log(self, _c: mqtt.Client, _u: Any, level: int, line: str) -> None:
+        """While connecting: the first error paho logs is why the attempt failed (paho says it
+        nowhere else, e.g. a TLS connection the broker closed for want of a client certificate)."""
+        if level == mqtt.MQTT_LOG_ERR and self._paho_error is None:
+            self._paho_error = line[:300]  # the broker's words can be anything: bounded
+
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if not self._accepted and self._attempt_error is None and str(reason) == "Keep alive timeout":
+            # paho gives up a silent connection after the keepalive, CONNACK or not
+            keepalive = self.cfg.keepalive
+            self._attempt_error = f"no CONNACK from {self._where} within {keepalive} s (mqtt.keepalive)"
         was_connected = self.connected.is_set()
         self.connected.clear()
         if was_connected and not self._stopping:

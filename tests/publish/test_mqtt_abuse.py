@@ -22,7 +22,7 @@ from tests.broker import Broker, Recorder, wait_for
 from tests.daemon import DaemonProcess, synthetic_config
 
 CMD = "edge/cam-test/cmd"
-CONNECTED = {"connected": True, "reconnects": 0, "last_error": None}
+CONNECTED = {"connected": True, "reconnects": 0, "last_error": None, "failed_connects": 0}
 MB = 1024 * 1024
 
 
