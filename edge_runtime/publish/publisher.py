@@ -19,6 +19,7 @@ import threading
 from edge_runtime.publish.mqtt import Ack, MqttLink
 from edge_runtime.publish.outbox import Outbox
 from edge_runtime.scheduling import yield_to_inference
+from edge_runtime.throttle import Throttle
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +33,9 @@ class Publisher:
     def __init__(self, outbox: Outbox, link: MqttLink, *, max_inflight: int = 100) -> None:
         self.outbox, self.link, self.max_inflight = outbox, link, max_inflight
         self.published = 0
+        # an ACL that denies a topic refuses every message on it, each several times: a few lines
+        # a minute say so (health counts them all in outbox.rejected)
+        self._refusals = Throttle(per_s=60.0, burst=3)
         self.stop_event = threading.Event()
         self._inflight: dict[int, int] = {}  # mid -> row id
         self._cursor = 0  # highest row id handed to paho in this connection
@@ -168,14 +172,24 @@ class Publisher:
             if ack.ok:
                 delivered.append(row_id)
             elif self.outbox.refused(row_id):
-                logger.error(
+                self._refusals.log(
+                    logger,
+                    logging.ERROR,
+                    "given up",
                     "publisher: broker refused message %d %d times (%s); giving it up",
                     row_id,
                     self.outbox.max_attempts,
                     ack.reason,
                 )
             else:
-                logger.warning("publisher: broker refused message %d (%s); will retry", row_id, ack.reason)
+                self._refusals.log(
+                    logger,
+                    logging.WARNING,
+                    "refused",
+                    "publisher: broker refused message %d (%s); will retry",
+                    row_id,
+                    ack.reason,
+                )
                 self._rewind = True
         if delivered:
             self.outbox.delivered(delivered)

@@ -2,7 +2,8 @@
 
 Real daemons behind a real mosquitto: an oversized message on a subscribed topic is dropped by the
 broker (the daemon's CONNECT says the largest packet it takes, ``mqtt.max_packet_bytes``), a flood
-of unhandled commands costs a few log lines, not one per message.
+of unhandled commands and a topic the broker refuses to take each cost a few log lines, not one
+or five per message.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from edge_runtime.capture.sensor.mqtt_topic import MqttTopicDriver
 from edge_runtime.capture.sensor.samples import LineParser
 from edge_runtime.config.sections import MqttConfig
 from tests.broker import Broker, Recorder, wait_for
-from tests.daemon import DaemonProcess, synthetic_config
+from tests.daemon import DaemonProcess, make_config, make_video, synthetic_config
 
 CMD = "edge/cam-test/cmd"
 CONNECTED = {"connected": True, "reconnects": 0, "last_error": None, "failed_connects": 0}
@@ -98,6 +99,39 @@ def test_oversized_commands_never_reach_the_daemon_and_a_flood_costs_a_few_log_l
         if daemon.proc.poll() is None:
             daemon.kill()
         health.close()
+
+
+DENY_PREDICTIONS = """\
+topic read #
+topic write edge/cam-test/status
+topic write edge/cam-test/health
+topic write edge/cam-test/model/status
+"""
+
+
+def test_a_topic_the_broker_refuses_costs_a_few_log_lines_not_five_per_message(tmp_path: Path) -> None:
+    """An ACL that denies the predictions topic refuses every prediction 5 times (then it is
+    given up and counted in health); the publisher says so in at most 3 lines of each kind."""
+    acl = tmp_path / "deny.acl"
+    acl.write_text(DENY_PREDICTIONS)
+    broker = Broker(tmp_path, extra=f"acl_file {acl}").start()
+    health = Recorder(broker.port, "edge/cam-test/health")
+    frames = 30
+    config = make_config(tmp_path, broker.port, make_video(tmp_path / "v.mp4", frames))
+    daemon = DaemonProcess(config, tmp_path / "daemon.log")
+    try:
+        assert wait_for(lambda: any(h["outbox"]["rejected"] >= frames for h in health.on("/health")), 90), (
+            daemon.log()[-3000:]
+        )
+        log = daemon.log()
+        retries, given_up = log.count("will retry"), log.count("giving it up")
+        assert 1 <= retries <= 3 and 1 <= given_up <= 3, log[-3000:]
+        assert daemon.terminate() == 0
+    finally:
+        if daemon.proc.poll() is None:
+            daemon.kill()
+        health.close()
+        broker.kill()
 
 
 def test_the_sensor_driver_takes_no_packet_over_the_same_limit(
