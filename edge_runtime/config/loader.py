@@ -16,7 +16,10 @@ from pydantic import ValidationError
 
 from edge_runtime.config.sections import Config
 from edge_runtime.config.yamlsource import PathKey, YamlDocument, format_errors, load_yaml
+from edge_runtime.config.yamltree import dotted
 from edge_runtime.errors import ConfigError
+
+MAX_PROBLEMS = 50  # lines reported for one file; the rest is counted
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
@@ -102,9 +105,22 @@ def _missing_files(cfg: Config) -> list[tuple[PathKey, str]]:
     return out
 
 
+def _capped(path: Path, lines: list[str]) -> list[str]:
+    """At most MAX_PROBLEMS lines: a hostile file must not fill a terminal or the journal."""
+    if len(lines) <= MAX_PROBLEMS:
+        return lines
+    return [*lines[:MAX_PROBLEMS], f"{path}: ... and {len(lines) - MAX_PROBLEMS} more problems"]
+
+
 def collect_problems(path: Path) -> tuple[Config | None, list[str]]:
-    """Parse ``path``; the Config (or None) and every problem as ``FILE:LINE: key: message``."""
-    doc = load_yaml(path)
+    """Parse ``path``; the Config (or None) and every problem as ``FILE:LINE: key: message``.
+
+    No exception but a bug escapes: a file that is not a config at all is one problem line.
+    """
+    try:
+        doc = load_yaml(path)
+    except ConfigError as exc:
+        return None, str(exc).splitlines()
     if not isinstance(doc.data, dict):
         return None, [f"{path}:1: (top level): expected a mapping of sections"]
     problems: list[tuple[PathKey, str]] = []
@@ -112,20 +128,20 @@ def collect_problems(path: Path) -> tuple[Config | None, list[str]]:
     base = path.resolve().parent
     for pattern in _PATH_KEYS:
         _resolve_paths(data, pattern, base)
-    lines = [f"{path}:{doc.line_of(loc)}: {'.'.join(map(str, loc))}: {msg}" for loc, msg in problems]
+    lines = [f"{path}:{doc.line_of(loc)}: {dotted(loc)}: {msg}" for loc, msg in problems]
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        return None, lines + format_errors(YamlDocument(path, data, doc.lines), exc, Config)
+        return None, _capped(path, lines + format_errors(YamlDocument(path, data, doc.lines), exc, Config))
     found = cfg.problems() + _missing_files(cfg)
-    lines += [f"{path}:{doc.line_of(loc)}: {'.'.join(map(str, loc))}: {msg}" for loc, msg in found]
+    lines += [f"{path}:{doc.line_of(loc)}: {dotted(loc)}: {msg}" for loc, msg in found]
     try:
         password = _read_password(cfg, base)
     except (OSError, UnicodeDecodeError) as exc:
         lines.append(f"{path}:{doc.line_of(('mqtt', 'password_file'))}: mqtt.password_file: {exc}")
         password = None
     if lines:
-        return None, lines
+        return None, _capped(path, lines)
     if password != cfg.mqtt.password:
         cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(update={"password": password})})
     return cfg, []
