@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from .certs import make_ca
+
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / "scripts" / "install.sh"
 UNINSTALL = REPO / "scripts" / "uninstall.sh"
@@ -288,7 +290,8 @@ def test_install_board_picks_dropins_and_config(tmp_path: Path, board: str) -> N
 
 @pytest.mark.parametrize("board", sorted(BOARDS))
 def test_installed_config_is_valid_with_models_in_prefix(tmp_path: Path, board: str) -> None:
-    """The installed config names the models under PREFIX/models and passes `edge-runtime validate`."""
+    """The installed config names the models under PREFIX/models and passes `edge-runtime validate`
+    of the staged image (``--root``: its paths, unit and credentials are looked up below it)."""
     root = tmp_path / "root"
     install(root, "--board", board)
     config = (root / "etc/edge-runtime/config.yaml").read_text()
@@ -296,16 +299,9 @@ def test_installed_config_is_valid_with_models_in_prefix(tmp_path: Path, board: 
     assert f"path: {PREFIX}/models/" in config
     if board.endswith("coral-pcie"):
         assert re.search(r"^\s+device: pci:0\b", config, re.MULTILINE)
-    # Where the target would have /opt/edge-runtime, the staged tree has ROOT/opt/edge-runtime.
-    here = tmp_path / "config.yaml"
-    here.write_text(config.replace(f"{PREFIX}/models/", f"{root}{PREFIX}/models/"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "edge_runtime", "validate", str(here)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    if "ca_file: /etc/edge-runtime/ca.crt" in config:  # the Jetson example talks TLS to its broker
+        make_ca(root / "etc/edge-runtime", "ca")
+    proc = validate(root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -502,3 +498,17 @@ def test_uninstall_dry_run_changes_nothing(tmp_path: Path) -> None:
     assert snapshot(root) == before
     assert any(line.endswith("/etc/edge-runtime") for line in actions(proc.stdout))
     assert "dry run: nothing was changed" in proc.stdout
+
+
+# -- validation as the service will see its files --------------------------------------------------
+def validate(root: Path, config: str = "/etc/edge-runtime/config.yaml") -> subprocess.CompletedProcess[str]:
+    """`edge-runtime validate --root ROOT CONFIG` as an operator runs it: outside the unit."""
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    return subprocess.run(
+        [sys.executable, "-m", "edge_runtime", "validate", "--root", str(root), config],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
