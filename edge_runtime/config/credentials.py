@@ -159,7 +159,13 @@ class UnitCredentials:
             )
         if src.source.startswith("/"):
             here = self.root / src.source.lstrip("/")
-            if here.exists():
+            try:
+                here.stat()
+            except PermissionError:  # there, maybe: the file check says it cannot be reached
+                return Found(here, f"credential {ident} from {src.source}", src.encrypted)
+            except (OSError, ValueError):
+                pass
+            else:
                 return Found(here, f"credential {ident} from {src.source}", src.encrypted)
             return Found(
                 None,
@@ -167,13 +173,22 @@ class UnitCredentials:
                 "so the service would not start (243/CREDENTIALS)",
             )
         folders = (CREDSTORE_ENCRYPTED + CREDSTORE) if src.encrypted else CREDSTORE
+        closed = []
         for folder in folders:
             here = self.root / folder / src.source
-            if here.exists():
-                encrypted = src.encrypted or folder.endswith(".encrypted")
-                return Found(here, f"credential {ident} from /{folder}/{src.source}", encrypted)
+            try:
+                here.stat()
+            except PermissionError:  # /etc/credstore is 0700 root: systemd reads it as root
+                closed.append(f"/{folder}")
+                continue
+            except (OSError, ValueError):
+                continue
+            encrypted = src.encrypted or folder.endswith(".encrypted")
+            return Found(here, f"credential {ident} from /{folder}/{src.source}", encrypted)
         looked = ", ".join(f"/{f}" for f in folders)
+        unseen = f" (could not look into {', '.join(closed)}: run validate as root)" if closed else ""
         return Found(
             None,
-            f"credential {ident} ({src.where}) is {src.source} in none of {looked}, so systemd leaves it out",
+            f"credential {ident} ({src.where}) is {src.source} in none of {looked}{unseen}, "
+            "so systemd leaves it out",
         )

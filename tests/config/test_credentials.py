@@ -6,11 +6,15 @@ tests/test_systemd.py.
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from edge_runtime.config.credentials import UNIT, UnitCredentials, unit_files
+
+from .test_referenced_files import unprivileged
 
 
 def write(root: Path, rel: str, text: str) -> Path:
@@ -125,3 +129,22 @@ def test_dropins_apply_in_name_order_and_etc_hides_the_same_name_below(root: Pat
     ]
     units = UnitCredentials(root, files)
     assert units.loads["x"].source == "/etc" and units.loads["y"].source == "/b"
+
+
+def test_a_credstore_the_user_cannot_look_into_is_named(root: Path) -> None:
+    """/etc/credstore is 0700 root: a user who is not root is told so, not that nothing is there."""
+    write(root, "etc/credstore/edge-runtime.mqtt_password", "pw")
+    (root / "etc/credstore").chmod(0o700)
+    units = UnitCredentials.find(root)
+    assert units is not None
+    with tempfile.TemporaryDirectory() as name:  # a tree that user may walk down to the store
+        shared = Path(name)
+        shared.chmod(0o755)
+        (root / "etc").rename(shared / "etc")
+        units.root = shared
+        if os.geteuid() != 0:
+            (shared / "etc/credstore").chmod(0)
+        with unprivileged():
+            found = units.lookup("mqtt_password")
+    assert not found.ok
+    assert "(could not look into /etc/credstore: run validate as root)" in found.note
