@@ -27,7 +27,7 @@ from edge_runtime.config.files import (
 )
 from edge_runtime.config.sections import Config
 from edge_runtime.config.yamlsource import PathKey, YamlDocument, format_errors, load_yaml
-from edge_runtime.config.yamltree import dotted
+from edge_runtime.config.yamltree import dotted, printable
 from edge_runtime.errors import ConfigError
 
 MAX_PROBLEMS = 50  # lines reported for one file; the rest is counted
@@ -152,11 +152,12 @@ def _target_folder(path: Path, disk: Disk) -> Path:
     return folder
 
 
-def _capped(path: Path, lines: list[str]) -> list[str]:
-    """At most MAX_PROBLEMS lines: a hostile file must not fill a terminal or the journal."""
-    if len(lines) <= MAX_PROBLEMS:
-        return lines
-    return [*lines[:MAX_PROBLEMS], f"{path}: ... and {len(lines) - MAX_PROBLEMS} more problems"]
+def _reported(path: Path, lines: list[str]) -> list[str]:
+    """At most MAX_PROBLEMS lines, control characters escaped: a hostile file must not fill a
+    terminal or the journal, nor write to them what it likes."""
+    if len(lines) > MAX_PROBLEMS:
+        lines = [*lines[:MAX_PROBLEMS], f"{path}: ... and {len(lines) - MAX_PROBLEMS} more problems"]
+    return [printable(line) for line in lines]
 
 
 def collect_problems(path: Path, disk: Disk | None = None) -> tuple[Config | None, list[str]]:
@@ -169,9 +170,9 @@ def collect_problems(path: Path, disk: Disk | None = None) -> tuple[Config | Non
     try:
         doc = load_yaml(path)
     except ConfigError as exc:
-        return None, str(exc).splitlines()
+        return None, _reported(path, str(exc).splitlines())
     if not isinstance(doc.data, dict):
-        return None, [f"{path}:1: (top level): expected a mapping of sections"]
+        return None, _reported(path, [f"{path}:1: (top level): expected a mapping of sections"])
 
     def where(loc: PathKey, msg: str) -> str:
         return f"{path}:{doc.line_of(loc)}: {dotted(loc)}: {msg}"
@@ -188,13 +189,13 @@ def collect_problems(path: Path, disk: Disk | None = None) -> tuple[Config | Non
     try:
         cfg = Config.model_validate(data)
     except ValidationError as exc:
-        return None, _capped(path, lines + format_errors(YamlDocument(path, data, doc.lines), exc, Config))
+        return None, _reported(path, lines + format_errors(YamlDocument(path, data, doc.lines), exc, Config))
     lines += [where(loc, msg) for loc, msg in cfg.problems() + _file_problems(cfg, disk)]
     password, problem = _password(cfg, disk, base)
     if problem is not None:
         lines.append(where(("mqtt", "password_file"), problem))
     if lines:
-        return None, _capped(path, lines)
+        return None, _reported(path, lines)
     if password != cfg.mqtt.password:
         cfg = cfg.model_copy(update={"mqtt": cfg.mqtt.model_copy(update={"password": password})})
     return cfg, []

@@ -69,6 +69,11 @@ def shorten(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def printable(text: str) -> str:
+    """``text`` with control characters (a NUL in a path, an escape sequence) written as escapes."""
+    return text if text.isprintable() else "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def dotted(loc: Iterable[Any]) -> str:
     """``a.0.b`` for a key path, each key shortened; ``(top level)`` for the empty path."""
     text = ".".join(shorten(str(part), 40) for part in loc)

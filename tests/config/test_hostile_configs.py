@@ -108,6 +108,7 @@ HOSTILE: dict[str, tuple[str | bytes, int, str]] = {
     ),
     "NaN keepalive": (VALID + "mqtt:\n  reconnect_max_s: .nan\n", 9, "mqtt.reconnect_max_s:"),
     "NUL in a path": (VALID.replace(str(MODEL), '"/tmp/a\\0b"'), 3, "cannot be checked"),
+    "terminal escapes in a key": (VALID + '"\\e[2J\\e[31mred": 1\n', 8, "\\x1b[2J\\x1b[31mred: unknown key"),
     "control character": (VALID + "mqtt:\n  host: a\x07b\n", 9, "invalid YAML"),
     "not UTF-8": (VALID.encode() + b"mqtt:\n  host: \xff\xfe\n", 9, "not UTF-8 text"),
     "tab indentation": (VALID + "mqtt:\n\thost: x\n", 9, "invalid YAML"),
@@ -139,6 +140,7 @@ def test_hostile_file_gives_exit_2_and_one_line_with_its_line(tmp_path: Path, ki
     assert lines[0].startswith(f"{path}:{line}: "), lines[0]
     assert fragment in lines[0]
     assert len(lines[0]) < 600  # nothing of the file is echoed at length
+    assert lines[0].isprintable()  # control characters of the file come out escaped
 
     run = run_cli("run", path)
     assert run.code == 2 and f"{path}:{line}: " in run.err and "Traceback" not in run.err
