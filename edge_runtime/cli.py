@@ -71,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a config file; one FILE:LINE: key: message per problem")
     p.add_argument("config", help="YAML config file")
+    p.add_argument(
+        "--root",
+        metavar="DIR",
+        default=None,
+        help="check a staged image: CONFIG, the files it names and the systemd unit below DIR",
+    )
 
     sub.add_parser("config-schema", help="JSON Schema of the config file")
 

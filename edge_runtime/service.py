@@ -30,12 +30,13 @@ from types import FrameType
 from edge_runtime.app import Daemon
 from edge_runtime.config.loader import collect_problems
 from edge_runtime.config.sections import Config
-from edge_runtime.errors import ConfigError
 from edge_runtime.health.logformat import set_format
 from edge_runtime.health.notify import Notifier
 from edge_runtime.health.watchdog import Progress, Watchdog
 
 logger = logging.getLogger(__name__)
+
+RELOAD_PROBLEMS_LOGGED = 5  # of a rejected config's problems, in the one ERROR line of a reload
 
 
 def progress(daemon: Daemon | None) -> list[Progress]:
@@ -170,11 +171,15 @@ class Service:
         self.notifier.reloading(f"reloading {self.config_path}")
         try:
             cfg, problems = collect_problems(self.config_path)
-        except ConfigError as exc:  # unreadable file or broken YAML
-            cfg, problems = None, str(exc).splitlines()
-        if cfg is None:
-            logger.error("reload: keeping the running config: %s", "; ".join(problems))
-        else:
+        except Exception:  # a bug in the checks must not end a running daemon
+            logger.exception("reload: keeping the running config: checking %s failed", self.config_path)
+            cfg, problems = None, []
+        if cfg is None and problems:
+            shown = problems[:RELOAD_PROBLEMS_LOGGED]
+            more = len(problems) - len(shown)
+            tail = f" (and {more} more: edge-runtime validate {self.config_path})" if more > 0 else ""
+            logger.error("reload: keeping the running config: %s%s", "; ".join(shown), tail)
+        elif cfg is not None:
             self._swap(cfg)
         self.notifier.ready(self.status())
 

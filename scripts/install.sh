@@ -17,7 +17,7 @@
 #
 # Running it again is safe: files are rewritten only when their content changed, a config you
 # edited is never touched, drop-ins of another board are removed, and a running service is
-# restarted so it picks up the new code.
+# restarted so it picks up the new code (after its config passes validation by that code).
 #
 # Options:
 #   --board B     auto (default) | jetson | rpi | rpi-coral | rpi-coral-pcie | coral-usb |
@@ -32,9 +32,15 @@
 #   --dry-run     print every action, change nothing
 #   -h, --help    this text
 # Environment: PYTHON (default python3) creates the venv; EDGE_RUNTIME_DETECT_ROOT makes board
-# detection read /proc, /sys, /dev and /etc below that folder instead (for tests).
+# detection read /proc, /sys, /dev and /etc below that folder instead (for tests); SYSTEMCTL is
+# the systemctl to call (for tests: with --root, the service steps then run against it, and the
+# config is validated with the staged edge-runtime and unit, instead of being skipped).
 #
-# Exit status: 0 done, 2 bad usage, 1 an action failed.
+# An upgrade (the service was running) validates the config with the new code first, then
+# restarts the service; if the config is not valid for the new version it exits 1 and says so,
+# and the service keeps running the previous version until you fix the config and restart it.
+#
+# Exit status: 0 done, 2 bad usage, 1 an action failed (or an upgrade could not restart).
 set -euo pipefail
 umask 022
 
@@ -56,6 +62,7 @@ NO_START=0
 DRY_RUN=0
 PYTHON=${PYTHON:-python3}
 DETECT_ROOT=${EDGE_RUNTIME_DETECT_ROOT:-}
+SYSTEMCTL=${SYSTEMCTL:-}
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'; }
 bad_usage() { echo "install.sh: $*" >&2; echo "try: install.sh --help" >&2; exit 2; }
@@ -308,33 +315,60 @@ install_unit() {
 
 # -- systemd --------------------------------------------------------------------------------------
 start_service() {
-    local edge=$PREFIX/venv/bin/edge-runtime was_active=0
-    if [[ -n $ROOT ]]; then
+    local edge=$ROOT$PREFIX/venv/bin/edge-runtime was_active=0 systemctl=${SYSTEMCTL:-systemctl}
+    if [[ -n $ROOT && -z $SYSTEMCTL ]]; then
         echo "skipped under --root: systemctl daemon-reload && systemctl enable --now $UNIT"
         return
     fi
-    if [[ ! -d /run/systemd/system ]]; then
+    if [[ -z $SYSTEMCTL && ! -d /run/systemd/system ]]; then
         note "systemd is not running here (not PID 1): enable the service on the target with" \
             "systemctl daemon-reload && systemctl enable --now $UNIT"
         return
     fi
-    systemctl is-active --quiet "$UNIT" && was_active=1
-    act systemctl daemon-reload
-    act systemctl enable "$UNIT"
+    "$systemctl" is-active --quiet "$UNIT" && was_active=1
+    act "$systemctl" daemon-reload
+    act "$systemctl" enable "$UNIT"
     if [[ $NO_START == 1 ]]; then
-        note "--no-start: start it with systemctl start $UNIT"
+        if [[ $was_active == 1 ]]; then
+            note "--no-start: $UNIT keeps running the previous version until systemctl restart $UNIT"
+        else
+            note "--no-start: start it with systemctl start $UNIT"
+        fi
         return
     fi
-    if [[ $DRY_RUN == 0 && -x $edge ]] && ! "$edge" validate "$CONF_DIR/config.yaml"; then
+    # Validate with the new code, outside the unit: it looks credentials up where systemd will.
+    # An upgrade never leaves the old version running silently: it restarts into the new one, or
+    # exits non-zero saying why it did not.
+    if [[ $DRY_RUN == 0 ]] && ! validate_config "$edge"; then
+        if [[ $was_active == 1 ]]; then
+            fail "$CONF_DIR/config.yaml is not valid for the new version (see above): $UNIT was NOT" \
+                "restarted and still runs the previous version; fix the config, then systemctl restart $UNIT"
+        fi
         note "$CONF_DIR/config.yaml is not valid yet (see above): fix it, then systemctl start $UNIT"
         return
     fi
     if [[ $was_active == 1 ]]; then
-        act systemctl restart "$UNIT"
+        act "$systemctl" restart "$UNIT" || fail "$UNIT did not restart with the new version:" \
+            "systemctl status $UNIT, journalctl -u $UNIT"
     else
-        act systemctl start "$UNIT"
+        act "$systemctl" start "$UNIT" || fail "$UNIT did not start: systemctl status $UNIT, journalctl -u $UNIT"
     fi
     note "running: systemctl status $UNIT, journalctl -u $UNIT -f"
+}
+
+# validate_config EDGE: the installed config checked by the installed edge-runtime (under --root:
+# the staged ones, with the staged unit and credentials).
+validate_config() {
+    local edge=$1
+    if [[ ! -x $edge ]]; then
+        fail "cannot check $CONF_DIR/config.yaml: $PREFIX/venv/bin/edge-runtime is missing" \
+            "(with --no-venv, install edge-runtime there first)"
+    fi
+    if [[ -n $ROOT ]]; then
+        "$edge" validate --root "$ROOT" "$CONF_DIR/config.yaml"
+    else
+        "$edge" validate "$CONF_DIR/config.yaml"
+    fi
 }
 
 final_notes() {

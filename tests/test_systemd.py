@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from .certs import make_ca, make_server_cert
+
 REPO = Path(__file__).resolve().parents[1]
 INSTALL = REPO / "scripts" / "install.sh"
 UNINSTALL = REPO / "scripts" / "uninstall.sh"
@@ -65,7 +67,8 @@ def run_script(
     script: Path, *args: str, env: dict[str, str] | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """Run install.sh/uninstall.sh; on an unexpected exit status fail with its output."""
-    full_env = {k: v for k, v in os.environ.items() if k != "EDGE_RUNTIME_DETECT_ROOT"}
+    outside = ("EDGE_RUNTIME_DETECT_ROOT", "CREDENTIALS_DIRECTORY", "SYSTEMCTL")  # as from a shell
+    full_env = {k: v for k, v in os.environ.items() if k not in outside}
     full_env.update(env or {})
     proc = subprocess.run(
         ["bash", str(script), *args], check=False, capture_output=True, text=True, env=full_env, timeout=120
@@ -288,7 +291,8 @@ def test_install_board_picks_dropins_and_config(tmp_path: Path, board: str) -> N
 
 @pytest.mark.parametrize("board", sorted(BOARDS))
 def test_installed_config_is_valid_with_models_in_prefix(tmp_path: Path, board: str) -> None:
-    """The installed config names the models under PREFIX/models and passes `edge-runtime validate`."""
+    """The installed config names the models under PREFIX/models and passes `edge-runtime validate`
+    of the staged image (``--root``: its paths, unit and credentials are looked up below it)."""
     root = tmp_path / "root"
     install(root, "--board", board)
     config = (root / "etc/edge-runtime/config.yaml").read_text()
@@ -296,16 +300,9 @@ def test_installed_config_is_valid_with_models_in_prefix(tmp_path: Path, board: 
     assert f"path: {PREFIX}/models/" in config
     if board.endswith("coral-pcie"):
         assert re.search(r"^\s+device: pci:0\b", config, re.MULTILINE)
-    # Where the target would have /opt/edge-runtime, the staged tree has ROOT/opt/edge-runtime.
-    here = tmp_path / "config.yaml"
-    here.write_text(config.replace(f"{PREFIX}/models/", f"{root}{PREFIX}/models/"))
-    proc = subprocess.run(
-        [sys.executable, "-m", "edge_runtime", "validate", str(here)],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    if "ca_file: /etc/edge-runtime/ca.crt" in config:  # the Jetson example talks TLS to its broker
+        make_ca(root / "etc/edge-runtime", "ca")
+    proc = validate(root)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -502,3 +499,226 @@ def test_uninstall_dry_run_changes_nothing(tmp_path: Path) -> None:
     assert snapshot(root) == before
     assert any(line.endswith("/etc/edge-runtime") for line in actions(proc.stdout))
     assert "dry run: nothing was changed" in proc.stdout
+
+
+# -- validation as the service will see its files, and upgrades ----------------------------------
+# install.sh validates the installed config with the new edge-runtime before it restarts the
+# service. Here the staged image gets an edge-runtime that runs this checkout, and SYSTEMCTL points
+# install.sh at a stand-in that records its calls (is-active answers as the test says), so the
+# service steps run under --root without a systemd.
+def validate(root: Path, config: str = "/etc/edge-runtime/config.yaml") -> subprocess.CompletedProcess[str]:
+    """`edge-runtime validate --root ROOT CONFIG` as an operator runs it: outside the unit."""
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    return subprocess.run(
+        [sys.executable, "-m", "edge_runtime", "validate", "--root", str(root), config],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def stage_edge_runtime(root: Path, prefix: str = PREFIX) -> None:
+    """PREFIX/venv/bin/edge-runtime in the image: this checkout, run by this interpreter."""
+    path = root / prefix.lstrip("/") / "venv/bin/edge-runtime"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/sh\nexec {sys.executable} -m edge_runtime "$@"\n')
+    path.chmod(0o755)
+
+
+def fake_systemctl(tmp_path: Path, active: bool, failing: str = "none") -> tuple[Path, Path]:
+    """A systemctl that logs each call; ``is-active`` says ``active``; the verb ``failing`` fails."""
+    log, script = tmp_path / "systemctl.log", tmp_path / "systemctl"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> "{log}"\n'
+        f'case "$1" in is-active) exit {0 if active else 3} ;; {failing}) exit 1 ;; esac\n'
+    )
+    script.chmod(0o755)
+    return script, log
+
+
+def upgrade(
+    tmp_path: Path, root: Path, *, active: bool = True, failing: str = "none", args: tuple[str, ...] = ()
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """install.sh again over an installed image (the upgrade command): its result and systemctl calls."""
+    script, log = fake_systemctl(tmp_path, active, failing)
+    proc = run_script(
+        INSTALL, "--root", str(root), "--board", "generic", *args, env={"SYSTEMCTL": str(script)}, check=False
+    )
+    return proc, log.read_text().splitlines() if log.exists() else []
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    """A staged install for the generic board with a working edge-runtime in its venv."""
+    root = tmp_path / "root"
+    install(root, "--board", "generic")
+    stage_edge_runtime(root)
+    return root
+
+
+def edit_config(root: Path, old: str, new: str) -> Path:
+    config = root / "etc/edge-runtime/config.yaml"
+    text = config.read_text()
+    assert old in text
+    config.write_text(text.replace(old, new, 1))
+    return config
+
+
+def test_upgrade_restarts_the_service_once_the_new_version_validates_the_config(
+    tmp_path: Path, image: Path
+) -> None:
+    proc, calls = upgrade(tmp_path, image)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert calls == [
+        "is-active --quiet edge-runtime.service",
+        "daemon-reload",
+        "enable edge-runtime.service",
+        "restart edge-runtime.service",
+    ]
+    assert "/etc/edge-runtime/config.yaml: ok" in proc.stdout
+
+
+def test_upgrade_with_a_config_the_new_version_refuses_exits_1_and_does_not_restart(
+    tmp_path: Path, image: Path
+) -> None:
+    """Before: "not valid yet", exit 0, no restart: the old version went on running unnoticed."""
+    config = edit_config(
+        image, "  host: ${MQTT_HOST:-localhost}", "  host: ${MQTT_HOST:-localhost}\n  port: nope"
+    )
+    proc, calls = upgrade(tmp_path, image)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"{config}:10: mqtt.port: Input should be a valid integer" in proc.stderr
+    assert "was NOT restarted and still runs the previous version" in proc.stderr
+    assert not any(c.startswith(("restart", "start", "stop")) for c in calls), calls
+
+
+def test_first_install_with_a_config_not_valid_yet_leaves_the_service_stopped(
+    tmp_path: Path, image: Path
+) -> None:
+    edit_config(image, "  host: ${MQTT_HOST:-localhost}", "  hots: broker")
+    proc, calls = upgrade(tmp_path, image, active=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "is not valid yet (see above): fix it, then systemctl start" in proc.stdout
+    assert "mqtt.hots: unknown key; did you mean 'host'?" in proc.stderr
+    assert not any(c.startswith(("restart", "start")) for c in calls), calls
+
+
+def test_upgrade_whose_restart_fails_exits_1(tmp_path: Path, image: Path) -> None:
+    proc, calls = upgrade(tmp_path, image, failing="restart")
+    assert proc.returncode == 1
+    assert "did not restart with the new version" in proc.stderr
+    assert calls[-1] == "restart edge-runtime.service"
+
+
+def test_upgrade_with_no_start_says_the_previous_version_keeps_running(tmp_path: Path, image: Path) -> None:
+    proc, calls = upgrade(tmp_path, image, args=("--no-start",))
+    assert proc.returncode == 0
+    assert "keeps running the previous version until systemctl restart" in proc.stdout
+    assert "restart edge-runtime.service" not in calls
+
+
+MQTT_WITH_CREDENTIALS = """\
+  host: ${MQTT_HOST:-localhost}
+  username: edge
+  password_file: mqtt_password
+  tls:
+    ca_file: /etc/edge-runtime/ca.crt
+    cert_file: /etc/edge-runtime/client.crt
+    key_file: ${CREDENTIALS_DIRECTORY}/tls_key"""
+
+
+def documented_credentials(root: Path) -> Path:
+    """The credential set-up of docs/systemd.md: credstore files, the config naming them."""
+    etc = root / "etc/edge-runtime"
+    _, ca_key, ca_cert = make_ca(etc, "ca")
+    cert, key = make_server_cert(etc, ca_key, ca_cert)
+    cert.rename(etc / "client.crt")
+    store = root / "etc/credstore"
+    store.mkdir(mode=0o700)
+    (store / "edge-runtime.mqtt_password").write_text("the-password")
+    key.rename(store / "edge-runtime.tls_key")
+    return edit_config(root, "  host: ${MQTT_HOST:-localhost}", MQTT_WITH_CREDENTIALS)
+
+
+def test_validate_outside_the_unit_finds_the_credentials_where_systemd_will(image: Path) -> None:
+    """Before: "password file mqtt_password not found (looked in /etc/edge-runtime/mqtt_password)"
+    and "environment variable CREDENTIALS_DIRECTORY is not set", so the documented reload
+    procedure failed at its validate step."""
+    documented_credentials(image)
+    proc = validate(image)
+    assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("missing", "key", "message"),
+    [
+        (
+            "edge-runtime.mqtt_password",
+            "mqtt.password_file",
+            "password file mqtt_password not found (looked in "
+            "/run/credentials/edge-runtime.service/mqtt_password: credential mqtt_password "
+            "(/etc/systemd/system/edge-runtime.service:103) is edge-runtime.mqtt_password in none of "
+            "/etc/credstore, /run/credstore, /usr/local/lib/credstore, /usr/lib/credstore, so systemd "
+            "leaves it out; /etc/edge-runtime/mqtt_password (here {image}/etc/edge-runtime/mqtt_password) "
+            "does not exist)",
+        ),
+        (
+            "edge-runtime.tls_key",
+            "mqtt.tls.key_file",
+            "/run/credentials/edge-runtime.service/tls_key: credential tls_key "
+            "(/etc/systemd/system/edge-runtime.service:104) is edge-runtime.tls_key in none of "
+            "/etc/credstore, /run/credstore, /usr/local/lib/credstore, /usr/lib/credstore, so systemd "
+            "leaves it out",
+        ),
+    ],
+)
+def test_a_credential_systemd_will_not_find_fails_validation_and_the_upgrade(
+    tmp_path: Path, image: Path, missing: str, key: str, message: str
+) -> None:
+    config = documented_credentials(image)
+    (image / "etc/credstore" / missing).unlink()
+    line = next(
+        i
+        for i, text in enumerate(config.read_text().splitlines(), 1)
+        if text.strip().startswith(key.rsplit(".", maxsplit=1)[-1])
+    )
+    proc = validate(image)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [f"{config}:{line}: {key}: {message.format(image=image)}"]
+    upgraded, calls = upgrade(tmp_path, image)
+    assert upgraded.returncode == 1 and "restart edge-runtime.service" not in calls
+
+
+def test_credentials_from_paths_of_the_optional_dropin(image: Path) -> None:
+    """optional/credentials-paths.conf: absolute paths; a missing one would fail every start."""
+    config = documented_credentials(image)
+    shutil.copy(REPO / "systemd/optional/credentials-paths.conf", image / DROPIN_DIR / "credentials.conf")
+    proc = validate(image)
+    assert proc.returncode == 2
+    assert "/etc/edge-runtime/secrets/client.key" in proc.stderr and "243/CREDENTIALS" in proc.stderr
+    secrets = image / "etc/edge-runtime/secrets"
+    secrets.mkdir()
+    (image / "etc/credstore/edge-runtime.tls_key").rename(secrets / "client.key")
+    (image / "etc/credstore/edge-runtime.mqtt_password").rename(secrets / "mqtt_password")
+    proc = validate(image)
+    assert proc.returncode == 0, proc.stderr
+    assert config.is_file()
+
+
+def test_inside_the_unit_the_credentials_directory_is_used_as_it_is(tmp_path: Path, image: Path) -> None:
+    """ExecStartPre=edge-runtime validate, or run: $CREDENTIALS_DIRECTORY is the truth."""
+    config = documented_credentials(image)
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "mqtt_password").write_text("pw\n")
+    shutil.copy(image / "etc/credstore/edge-runtime.tls_key", creds / "tls_key")
+    shutil.rmtree(image / "etc/credstore")
+    text = config.read_text().replace("/etc/edge-runtime/", f"{image}/etc/edge-runtime/")
+    config.write_text(text.replace(f"{PREFIX}/models/", f"{image}{PREFIX}/models/"))
+    env = dict(os.environ, CREDENTIALS_DIRECTORY=str(creds))
+    command = [sys.executable, "-m", "edge_runtime", "validate", str(config)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr

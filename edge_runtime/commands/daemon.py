@@ -10,8 +10,10 @@ import os
 import sys
 from pathlib import Path
 
+from edge_runtime.config.files import Disk
 from edge_runtime.config.loader import collect_problems, load_config
 from edge_runtime.config.sections import Config
+from edge_runtime.errors import InputError
 from edge_runtime.health.notify import Notifier, watchdog_interval
 from edge_runtime.service import Service
 
@@ -19,13 +21,23 @@ logger = logging.getLogger(__name__)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Exit 0 when valid; else one ``FILE:LINE: key: message`` line per problem and exit 2."""
-    _, problems = collect_problems(Path(args.config))
+    """Exit 0 when valid; else one ``FILE:LINE: key: message`` line per problem and exit 2.
+
+    The files the config names are checked as the service will find them; outside the unit, its
+    systemd credentials are looked up where systemd will look (:class:`Disk`).
+    """
+    root = Path(args.root or "/")
+    if args.root is not None and not root.is_dir():
+        raise InputError(f"--root {root}: not a directory")
+    config = Path(args.config)
+    if args.root is not None and config.is_absolute() and not config.is_relative_to(root):
+        config = root / config.relative_to("/")  # a path on the target
+    _, problems = collect_problems(config, Disk.for_validate(root))
     for line in problems:
         print(line, file=sys.stderr)
     if problems:
         return 2
-    print(f"{args.config}: ok")
+    print(f"{config}: ok")
     return 0
 
 

@@ -11,12 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from edge_runtime.config.sources import SourceConfig
 from edge_runtime.config.vocabulary import ACCELERATORS
+from edge_runtime.config.yamltree import shorten
 
 
 class Section(BaseModel):
-    """Base: unknown keys rejected, values frozen after load."""
+    """Base: unknown keys rejected, values frozen after load, no infinite or NaN numbers (a
+    ``.inf`` timeout would reach ``Event.wait`` and end a thread in OverflowError)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def state_path(name: str) -> Path:
@@ -40,7 +42,7 @@ class DeviceConfig(Section):
     def _no_topic_wildcards(cls, v: Any) -> Any:
         for item in [v] if isinstance(v, str) else v:
             if any(c in item for c in "+#/") or not item:
-                raise ValueError(f"{item!r} must be non-empty and contain none of + # /")
+                raise ValueError(f"{shorten(item)!r} must be non-empty and contain none of + # /")
         return v
 
 
@@ -163,7 +165,7 @@ class ModelConfig(Section):
     @classmethod
     def _known_accelerator(cls, v: str) -> str:
         if v not in ACCELERATORS:
-            raise ValueError(f"unknown accelerator {v!r}; use one of {', '.join(ACCELERATORS)}")
+            raise ValueError(f"unknown accelerator {shorten(v)!r}; use one of {', '.join(ACCELERATORS)}")
         return v
 
 
@@ -232,9 +234,11 @@ class Config(Section):
         seen: set[str] = set()
         for i, p in enumerate(self.pipelines):
             if p.name in seen:
-                out.append((("pipelines", i, "name"), f"duplicate pipeline name {p.name!r}"))
+                out.append((("pipelines", i, "name"), f"duplicate pipeline name {shorten(p.name)!r}"))
             seen.add(p.name)
             if p.model not in self.models:
-                known = ", ".join(sorted(self.models))
-                out.append((("pipelines", i, "model"), f"unknown model {p.model!r} (models: {known})"))
+                known = shorten(", ".join(sorted(self.models)), 200)
+                out.append(
+                    (("pipelines", i, "model"), f"unknown model {shorten(p.model)!r} (models: {known})")
+                )
         return out

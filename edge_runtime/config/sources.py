@@ -7,9 +7,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge_runtime.config.yamltree import shorten
+
 
 class _Source(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Reconnect(_Source):
@@ -171,7 +173,7 @@ class SensorSource(_Source):
             raise ValueError("channel names must be unique")
         unknown = sorted(set(self.normalize) - set(self.channels))
         if unknown:
-            raise ValueError(f"normalize names unknown channel(s) {', '.join(unknown)}")
+            raise ValueError(f"normalize names unknown channel(s) {shorten(', '.join(unknown), 200)}")
         return self
 
 

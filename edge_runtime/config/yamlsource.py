@@ -1,25 +1,27 @@
 """Load YAML while remembering where every key came from, and report errors as ``file:line: key``.
 
 pydantic reports error locations as paths (``("models", "classifier", "threads")``); users need
-lines. We compose the YAML node tree once, build plain data from it and a map from each path to
-its line, and use that map to turn validation errors into ``FILE:LINE: dotted.path: message``.
+lines. :mod:`edge_runtime.config.yamltree` builds plain data from the file (within bounds a hostile
+file cannot pass) and a map from each path to its line, and that map turns validation errors into
+``FILE:LINE: dotted.path: message``.
 """
 
 from __future__ import annotations
 
 import difflib
+import stat
 import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
+from edge_runtime.config.yamltree import PathKey, YamlLimits, build, dotted, shorten
 from edge_runtime.errors import ConfigError
 
-PathKey = tuple[str | int, ...]
+__all__ = ["PathKey", "YamlDocument", "YamlLimits", "format_errors", "load_yaml", "parse_model"]
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -41,39 +43,37 @@ class YamlDocument:
         return self.lines.get((), 1)
 
 
-def _build(node: yaml.Node, at: PathKey, lines: dict[PathKey, int]) -> Any:
-    lines.setdefault(at, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node))
-            key_path = (*at, key)
-            lines[key_path] = key_node.start_mark.line + 1
-            out[key] = _build(value_node, key_path, lines)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_build(item, (*at, i), lines) for i, item in enumerate(node.value)]
-    return yaml.safe_load(yaml.serialize(node))
-
-
-def load_yaml(path: Path) -> YamlDocument:
-    """Read ``path``; raise :class:`ConfigError` naming the file (and line) when unreadable."""
+def _read_text(path: Path, max_bytes: int) -> str:
+    """The file's text; ConfigError naming the file when it cannot be a config file."""
     try:
-        text = path.read_text(encoding="utf-8")
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise ConfigError(f"{path}: a directory, not a file")
+        if not stat.S_ISREG(info.st_mode):  # a FIFO would block, a device never end
+            raise ConfigError(f"{path}: not a regular file")
+        with path.open("rb") as fh:
+            raw = fh.read(max_bytes + 1)
     except FileNotFoundError as exc:
         raise ConfigError(f"{path}: file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    except PermissionError as exc:
+        raise ConfigError(f"{path}: not readable (permission denied)") from exc
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
+        raise ConfigError(f"{path}: cannot read: {getattr(exc, 'strerror', None) or exc}") from exc
+    if len(raw) > max_bytes:
+        raise ConfigError(f"{path}: larger than {max_bytes // 1024} KiB; not a config file?")
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else 1
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}:{line}: invalid YAML: {problem}") from exc
-    lines: dict[PathKey, int] = {}
-    data = {} if node is None else _build(node, (), lines)
-    return YamlDocument(path=path, data=data, lines=lines)
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {raw[exc.start]:#04x})") from None
+
+
+def load_yaml(path: Path, limits: YamlLimits | None = None) -> YamlDocument:
+    """Read ``path``; raise :class:`ConfigError` naming the file (and line) when it is unreadable,
+    not YAML, or past ``limits`` (:mod:`edge_runtime.config.yamltree` says which)."""
+    limits = limits or YamlLimits()
+    data, lines = build(_read_text(path, limits.max_bytes), path, limits)
+    return YamlDocument(path=path, data={} if data is None else data, lines=lines)
 
 
 def _data_path(data: Any, loc: tuple[str | int, ...]) -> PathKey:
@@ -153,11 +153,10 @@ def format_errors(doc: YamlDocument, exc: ValidationError, model: type[BaseModel
     for err in exc.errors():
         raw = tuple(p for p in err["loc"] if isinstance(p, (str, int)))
         loc = _data_path(doc.data, raw)
-        dotted = ".".join(str(p) for p in loc) or "(top level)"
-        message = err["msg"]
+        message = shorten(err["msg"], 300)
         if err["type"] == "extra_forbidden":
             message = _unknown_key(model, raw)
-        out.append(f"{doc.path}:{doc.line_of(loc)}: {dotted}: {message}")
+        out.append(f"{doc.path}:{doc.line_of(loc)}: {dotted(loc)}: {message}")
     return out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from edge_runtime.config.loader import collect_problems, load_config
 from edge_runtime.errors import ConfigError
 
+from ..certs import make_ca
 from ..conftest import ROOT, run_cli
 
 MINIMAL = f"""\
@@ -32,9 +34,23 @@ def _write(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("name", ["demo", "jetson", "rpi-coral", "generic-arm"])
-def test_every_example_config_validates(name: str) -> None:
-    result = run_cli("validate", ROOT / "configs" / f"{name}.yaml")
+def staged_repository(tmp_path: Path) -> Path:
+    """A root holding this repository's configs (copies), models and samples at their own paths,
+    and a CA at /etc/edge-runtime/ca.crt (the TLS examples name it): ``validate --root`` checks
+    the examples as a device with that CA would."""
+    root = tmp_path / "root"
+    repo = root / ROOT.relative_to("/")
+    shutil.copytree(ROOT / "configs", repo / "configs")
+    for folder in ("models", "samples"):
+        (repo / folder).symlink_to(ROOT / folder)
+    (root / "etc/edge-runtime").mkdir(parents=True)
+    make_ca(root / "etc/edge-runtime", "ca")
+    return root
+
+
+@pytest.mark.parametrize("name", ["demo", "jetson", "rpi-coral", "generic-arm", "sensor-demo"])
+def test_every_example_config_validates(tmp_path: Path, name: str) -> None:
+    result = run_cli("validate", "--root", staged_repository(tmp_path), ROOT / "configs" / f"{name}.yaml")
     assert result.code == 0, result.err
 
 
