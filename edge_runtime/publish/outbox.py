@@ -182,15 +182,20 @@ class Outbox:
         their seqs used; with ``drop=False`` it raises :class:`OutboxUnavailableError` instead and
         uses nothing (the caller keeps them and tries again).
         """
+        if not items:
+            return []
         seqs: list[int] = []
         stored = 0
+        retained = False  # any retained (state) message: coalescing to do
         with self._lock:
             meta = dict(self._meta)
             for item in items:
                 seq = int(meta.get(f"seq:{item.topic}", 0)) + 1
                 meta[f"seq:{item.topic}"] = seq
                 seqs.append(seq)
-            refusal = self._state.refusal(data=any(not item.retain for item in items))
+                retained = retained or item.retain
+            state = self._state
+            refusal = state.refusal(data=not retained or not all(i.retain for i in items))
             if refusal is None:
                 now = time.time()
                 rows = [
@@ -198,29 +203,30 @@ class Outbox:
                     for i, s in zip(items, seqs, strict=True)
                 ]
                 try:
-                    stored = self._commit(rows, meta)
+                    stored = self._commit(rows, meta, retained)
                 except sqlite3.Error as exc:
-                    self._state.failed(exc)
+                    state.failed(exc)
                     refusal = str(self.error)
             if refusal is not None:
                 if not drop:
                     raise OutboxUnavailableError(f"outbox {self.path}: {refusal}")
                 meta["dropped"] = self.dropped + len(items)
                 self._meta, self._unsaved = meta, True
-                self._state.dropped(len(items))
+                state.dropped(len(items))
                 return seqs
-            self._state.worked()
+            if state.failure is not None:
+                state.worked()
         if stored:
             self.on_added()
         return seqs
 
-    def _commit(self, rows: list[_Row], meta: dict[str, int]) -> int:
+    def _commit(self, rows: list[_Row], meta: dict[str, int], retained: bool) -> int:
         """The transaction of :meth:`put_many` (lock held); the rows stored. Raises sqlite3.Error."""
         tally = self._tally
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            replaced = self._coalesce(rows, tally)
-            full = any(self._over(rows, tally))
+            replaced = self._coalesce(rows, tally) if retained else []
+            full = self._over(rows, tally) != (0, 0)
             if replaced or full:  # rows will go: count them on a copy until the commit
                 tally = tally.copy()
             if replaced:  # superseded states leave in the same transaction
@@ -230,7 +236,8 @@ class Outbox:
                 # in batches: one page write per batch, not one more per commit)
                 self._delete_rows(self._done, meta, tally)
             dropped = self._make_room(rows, meta, tally) if full else 0
-            rows = [(self._last_id + 1 + i, *row[1:]) for i, row in enumerate(rows)]
+            first = self._last_id + 1
+            rows = [(first + i, *row[1:]) for i, row in enumerate(rows)]
             self._db.executemany(
                 "INSERT INTO messages (id, topic, payload, qos, retain, created, seq)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -242,15 +249,15 @@ class Outbox:
         except BaseException:
             self._rollback()
             raise
-        for row in rows:
-            tally.rows, tally.size = tally.rows + 1, tally.size + len(row[2])
-            if row[4]:
-                tally.control_rows, tally.control_size = (
-                    tally.control_rows + 1,
-                    tally.control_size + len(row[2]),
-                )
-                tally.retained[row[1]] = row[0]
-        self._done.difference_update(replaced)
+        tally.rows += len(rows)
+        tally.size += sum(len(row[2]) for row in rows)
+        if retained:
+            for row in rows:
+                if row[4]:
+                    tally.control_rows += 1
+                    tally.control_size += len(row[2])
+                    tally.retained[row[1]] = row[0]
+            self._done.difference_update(replaced)
         if deleted:
             self._done.clear()
         self._meta, self._tally, self._unsaved = meta, tally, False
@@ -267,9 +274,11 @@ class Outbox:
 
     def _over(self, rows: list[_Row], tally: Tally) -> tuple[int, int]:
         """How far the data rows (not retained ones) would be over the caps: (messages, bytes)."""
-        data = [r for r in rows if not r[4]]
-        count = tally.rows - tally.control_rows + len(data) - self.max_messages
-        size = tally.size - tally.control_size + sum(len(r[2]) for r in data) - self.max_bytes
+        count = tally.rows - tally.control_rows - self.max_messages
+        size = tally.size - tally.control_size - self.max_bytes
+        for row in rows:
+            if not row[4]:
+                count, size = count + 1, size + len(row[2])
         return max(0, count), max(0, size)
 
     def _make_room(self, rows: list[_Row], meta: dict[str, int], tally: Tally) -> int:

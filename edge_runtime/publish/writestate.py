@@ -58,6 +58,8 @@ class WriteState:
         if now >= self._next_check:
             self._next_check = now + self.check_s
             self._check_room()
+        elif self.failure is None and self.low is None:  # the common case, first
+            return None
         if self.failure is not None and now < self._retry_at:
             return self.failure
         if self.low is not None and data:  # the reserve is for retained states and bookkeeping
