@@ -20,7 +20,7 @@ from typing import Any
 
 from edge_runtime import __version__
 from edge_runtime.config.sections import Config
-from edge_runtime.errors import EdgeRuntimeError, ModelError
+from edge_runtime.errors import EdgeRuntimeError, ModelError, OutboxUnavailableError
 from edge_runtime.health import telemetry
 from edge_runtime.health.system import SystemProbe
 from edge_runtime.model import ModelSlot, open_slot, source_mismatch, summary
@@ -175,11 +175,19 @@ class Daemon:
             self.publish_health()
 
     def publish_health(self) -> None:
-        """Commit one health message to the outbox."""
-        assert self.outbox is not None
+        """Commit one health message to the outbox; while it cannot store one (a full disk), send
+        it directly through the link, without a seq, saying why (``outbox.error``)."""
+        assert self.outbox is not None and self.link is not None
         try:
             body = self.health()
-            self.outbox.put(self.topics.health, lambda seq: payloads.health(seq, body), qos=self.cfg.mqtt.qos)
+            qos = self.cfg.mqtt.qos
+            try:
+                self.outbox.put(
+                    self.topics.health, lambda seq: payloads.health(seq, body), qos=qos, drop=False
+                )
+            except OutboxUnavailableError:
+                body["outbox"]["error"] = self.outbox.error  # the refusal may be news to this body
+                self.link.publish(self.topics.health, payloads.health(None, body), qos)
         except Exception:
             logger.exception("health report failed")
 

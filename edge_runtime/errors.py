@@ -64,3 +64,7 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
     """The first line of an exception's message (third-party messages can be pages long)."""
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0][:limit]
+
+
+class OutboxUnavailableError(EdgeRuntimeError):
+    """The outbox cannot store messages now (a full disk, an I/O error); nothing was stored."""

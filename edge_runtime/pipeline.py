@@ -43,15 +43,17 @@ import numpy as np
 from edge_runtime.capture import SourceThread, make_source
 from edge_runtime.channel import Channel
 from edge_runtime.config.sections import Config, PipelineConfig
-from edge_runtime.errors import BackendClosedError
+from edge_runtime.errors import BackendClosedError, OutboxUnavailableError
 from edge_runtime.health.metrics import PipelineMetrics
 from edge_runtime.model import ModelSlot, Runner
 from edge_runtime.publish import payloads
 from edge_runtime.publish.outbox import Outbox, Outgoing
 from edge_runtime.scheduling import yield_to_inference
+from edge_runtime.throttle import Throttle
 from edge_runtime.types import Frame, Window
 
 logger = logging.getLogger(__name__)
+_PAUSES = Throttle(per_s=60.0, burst=10)  # pause/resume lines: one per outbox state change, bounded
 
 
 @dataclass(slots=True)
@@ -98,10 +100,13 @@ class Pipeline:
         every_n_frames: int = 1,
         max_fps: float | None = None,
         streams: int = 1,
+        pause_s: float = 0.5,
     ) -> None:
         self.name, self.source, self.slot, self.outbox = name, source, slot, outbox
         self.topic, self.device = topic, device
         self.every_n_frames, self.max_fps = every_n_frames, max_fps
+        # while the outbox cannot store, a file source's results try it again this often
+        self.pause_s = pause_s
         self.metrics = PipelineMetrics()
         slot.track(self.metrics)  # the update health window reads the counters through the slot
         self.stop_event = threading.Event()
@@ -297,15 +302,15 @@ class Pipeline:
                 return
             self._busy[stage] = time.monotonic()
             try:
-                self._publish(ready)
-            except Exception:  # e.g. the outbox cannot write: these results are lost, say so
+                self._publish(ready, stage)
+            except Exception:  # e.g. a payload that cannot be encoded: these results are lost, say so
                 for _ in ready:
                     self.metrics.failed_one()
                 logger.exception("pipeline %s: %d result(s) failed in post", self.name, len(ready))
             finally:
                 self._busy[stage] = None
 
-    def _publish(self, jobs: list[_Job]) -> None:
+    def _publish(self, jobs: list[_Job], stage: str) -> None:
         """Decode, then commit the results in one transaction."""
         messages, done = [], []
         for job in jobs:
@@ -315,9 +320,36 @@ class Pipeline:
             except Exception:  # one bad frame must not cost the others
                 self.metrics.failed_one()
                 logger.exception("pipeline %s: frame %d failed in post", self.name, job.index)
-        self.outbox.put_many(messages)
+        self._commit(messages, stage)
         for job in done:
             self.metrics.inferred_one(job.stages)
+
+    def _commit(self, messages: list[Outgoing], stage: str) -> None:
+        """Commit results to the outbox, or wait while it cannot store them (a full disk).
+
+        A file source's results wait here and the source waits behind them (back-pressure): its
+        frames are still in the file. A live source's are dropped by the outbox, counted in
+        ``outbox.dropped`` with their seqs used (the world does not wait), as are a file
+        source's once the pipeline stops.
+        """
+        paused = False
+        while True:
+            try:
+                self.outbox.put_many(messages, drop=not self.source.pausable or self.stop_event.is_set())
+                break
+            except OutboxUnavailableError as exc:
+                if not paused:
+                    _PAUSES.log(
+                        logger, logging.WARNING, self.name, "pipeline %s: paused while %s", self.name, exc
+                    )
+                    paused = True
+                self._busy[stage] = None  # a wait by design, not a hang (health/watchdog.py)
+                self.stop_event.wait(self.pause_s)
+                self._busy[stage] = time.monotonic()
+        if paused:
+            _PAUSES.log(
+                logger, logging.INFO, self.name, "pipeline %s: results are stored again; going on", self.name
+            )
 
     def _decode(self, job: _Job) -> Callable[[int], bytes]:
         """The result of one frame, as a payload factory for the outbox."""

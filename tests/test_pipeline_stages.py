@@ -160,6 +160,35 @@ def test_a_stop_while_the_source_waits_to_hand_over_loses_no_prepared_frame(tmp_
     assert [r["frame"]["index"] for r in rows] == list(range(len(rows)))
 
 
+def test_a_file_source_waits_while_the_outbox_cannot_store_and_loses_nothing(tmp_path: Path) -> None:
+    """The outbox cannot write (a trigger stands in for a full disk): the file pipeline's results
+    wait, the source waits behind them, nothing is dropped, and no stage looks hung to the
+    watchdog. Once writes work again every frame is committed, once, in order."""
+    outbox = Outbox(tmp_path / "outbox.db", retry_s=0.05)
+    outbox._db.execute(
+        "CREATE TRIGGER full BEFORE INSERT ON messages"
+        " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    )
+    model = Model("1")
+    source = ImagesSource("p", IMAGES, fps=0.0)
+    pipeline = Pipeline("p", source, ModelSlot("m", model), outbox, topic="t", device="d", pause_s=0.05)  # type: ignore[arg-type]
+    pipeline.start()
+    try:
+        assert wait_for(lambda: outbox.error is not None and model.runs >= 1, 10)
+        time.sleep(0.3)
+        assert not pipeline.done and pipeline.metrics.inferred == 0 and outbox.dropped == 0
+        assert wait_for(lambda: pipeline.busy_since is None, 5), "a paused pipeline is not a hung one"
+        outbox._db.execute("DROP TRIGGER full")  # space is back
+        assert wait_for(lambda: pipeline.done, 20)
+    finally:
+        pipeline.stop(timeout=2)
+    rows = [json.loads(m.payload) for m in outbox.fetch(0, 100)]
+    outbox.close()
+    assert outbox.dropped == 0 and pipeline.metrics.errors == 0 and pipeline.metrics.inferred == FRAMES
+    assert [r["frame"]["index"] for r in rows] == list(range(FRAMES))
+    assert [r["seq"] for r in rows] == list(range(1, FRAMES + 1))
+
+
 def test_a_frame_prepared_by_a_model_swapped_out_meanwhile_is_prepared_again(tmp_path: Path) -> None:
     """Model 1 is inside its first call and is preparing frame 1 when model 2 replaces it:
     frame 1 is prepared again and run by model 2, never run on model 1."""

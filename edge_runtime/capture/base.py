@@ -68,6 +68,10 @@ class SourceThread:
 
     lossless = False
     hosts_first_stage = False  # file sources may run the pipeline's first stage (attach)
+    # A file waits where it is: the pipeline may hold such a source back (back-pressure) for as
+    # long as its results cannot be stored, instead of dropping them. Live sources and sensors
+    # cannot wait (the world goes on), so their results are dropped and counted then.
+    pausable = False
 
     def __init__(self, name: str) -> None:
         self.name = name

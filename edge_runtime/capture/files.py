@@ -23,6 +23,7 @@ class VideoFileSource(SourceThread):
 
     lossless = True
     hosts_first_stage = True
+    pausable = True
 
     def __init__(
         self,
@@ -121,6 +122,7 @@ class ImagesSource(SourceThread):
 
     lossless = True
     hosts_first_stage = True
+    pausable = True
 
     def __init__(self, name: str, pattern: str, fps: float = 0.0, loop: bool = False) -> None:
         super().__init__(name)

@@ -110,6 +110,12 @@ class OutboxConfig(Section):
     synchronous: Literal["normal", "full"] = Field(
         "normal", description="normal: survives crashes; full: also survives power loss, slower"
     )
+    reserve_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=0,
+        description="free disk space kept: below it new messages are refused (dropped and counted) "
+        "so deletions and counters still write; 0 = none",
+    )
 
 
 class HealthConfig(Section):

@@ -42,9 +42,17 @@ class PipelineView(Protocol):
     def source(self) -> _Source: ...
 
 
-class OutboxView(Protocol):
-    """The outbox's counters (publish/outbox.py)."""
+class _Report(Protocol):
+    def report(self) -> dict[str, Any]: ...
 
+
+class OutboxView(Protocol):
+    """The outbox's counters and state (publish/outbox.py)."""
+
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def recovered(self) -> _Report | None: ...
     @property
     def pending(self) -> int: ...
     @property
@@ -136,6 +144,8 @@ def health(
             "pending_bytes": outbox.pending_bytes,
             "dropped": outbox.dropped,
             "rejected": outbox.rejected,
+            "error": outbox.error,
+            "recovered": None if outbox.recovered is None else outbox.recovered.report(),
         },
         "mqtt": {
             "connected": link.connected.is_set(),

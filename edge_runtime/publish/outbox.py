@@ -11,11 +11,24 @@ Durability: WAL journal with ``synchronous=NORMAL`` by default — a committed m
 crash or SIGKILL of the daemon (the WAL is in the OS page cache), and commits need no fsync, which
 keeps an SD card alive and commits fast. A power cut may lose the last moments of data; choose
 ``synchronous: full`` to fsync every commit when that matters more than flash wear and speed.
+
+Retained messages are states (``model/status``): a newer one replaces the one of its topic still
+queued, so they are at most one row per topic. They do not count against ``max_messages`` and
+``max_bytes`` and the drop policy never drops them, nor drops a result to make room for them.
+
+When the outbox cannot write (a full disk, an I/O error) or the file system's free space (with
+the database's own free pages) is below ``reserve_bytes``, new messages are refused: counted in
+``dropped`` with their ``seq`` used, so subscribers see the gap, or, for a caller that can wait
+(``drop=False``), refused with :class:`OutboxUnavailableError` and nothing used. The reserve keeps
+room for what must still write: deletions of delivered rows, the counters, retained states.
+:attr:`error` says why; one log line when it starts and one when writes work again. A damaged
+file is moved aside at open and its readable rows queued again (salvage.py).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -25,25 +38,14 @@ from pathlib import Path
 from typing import Literal
 
 from edge_runtime.config.sections import OutboxConfig
-from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.errors import EdgeRuntimeError, OutboxUnavailableError
+from edge_runtime.publish import salvage
+from edge_runtime.publish.outbox_file import SCHEMA, Tally, open_file
+from edge_runtime.publish.writestate import WriteState
 
 logger = logging.getLogger(__name__)
 
-MESSAGES_TABLE = """
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
-    topic TEXT NOT NULL,
-    payload BLOB NOT NULL,
-    qos INTEGER NOT NULL,
-    retain INTEGER NOT NULL,
-    created REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    seq INTEGER
-)"""
-META_TABLE = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)"
-SCHEMA = f"{MESSAGES_TABLE};\n{META_TABLE};\n"
-
-_MOVE_AT_MOST = 10_000  # rows an old-schema outbox may hold to be moved to the current table at a start
+__all__ = ["SCHEMA", "Message", "Outbox", "Outgoing", "open_outbox"]
 
 PayloadFactory = Callable[[int], bytes]  # seq -> payload bytes
 _Row = tuple[int, str, bytes, int, int, float, int]  # id, topic, payload, qos, retain, created, seq
@@ -86,76 +88,43 @@ class Outbox:
         drop_policy: Literal["oldest", "newest"] = "oldest",
         synchronous: Literal["normal", "full"] = "normal",
         max_attempts: int = 5,
+        reserve_bytes: int = 8 << 20,
+        retry_s: float = 1.0,
+        check_s: float = 0.25,
     ) -> None:
         self.path, self.max_messages, self.max_bytes = path, max_messages, max_bytes
         self.drop_policy, self.max_attempts = drop_policy, max_attempts
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            self._db.executescript(SCHEMA)
-            self._upgrade()
-        except (OSError, sqlite3.Error) as exc:
-            raise EdgeRuntimeError(f"{path}: cannot open the outbox: {exc}") from exc
         self._lock = threading.Lock()
-        self._meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
-        for topic, seq in self._db.execute(
-            "SELECT topic, MAX(seq) FROM messages WHERE seq IS NOT NULL GROUP BY topic"
-        ):
-            key = f"seq:{topic}"
-            self._meta[key] = max(int(self._meta.get(key, 0)), int(seq))
-        count, size = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM messages"
-        ).fetchone()
-        self._count, self._bytes = int(count), int(size)
-        self._last_id = int(self._db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0])
+        self._state = WriteState(
+            path, self._free, reserve_bytes=reserve_bytes, retry_s=retry_s, check_s=check_s
+        )
+        self._unsaved = False  # counters changed in memory only (written by the next transaction)
+        self._attempts: dict[int, int] = {}  # refusals that could not be written (see refused())
         self._done: set[int] = set()  # delivered rows, deleted in batches (delivered())
         self._done_since = 0.0
         self.on_added: Callable[[], None] = _nothing  # called after new rows are committed (publisher)
-        logger.info("outbox %s: %d pending message(s), %d dropped so far", path, self._count, self.dropped)
-
-    def _upgrade(self) -> None:
-        """Bring an outbox written by an earlier version to this schema (it keeps its rows)."""
-        columns = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
-        if "seq" not in columns:  # from before seq was kept in the rows (meta holds every seq)
-            self._db.execute("ALTER TABLE messages ADD COLUMN seq INTEGER")
-        sql = self._db.execute("SELECT sql FROM sqlite_master WHERE name = 'messages'").fetchone()[0]
-        if "AUTOINCREMENT" not in sql.upper():
-            return
-        # Its counter costs a page write per message: the rows move to a table without it, in one
-        # transaction (an interruption leaves the old table as it was). A long backlog stays where
-        # it is until a later start finds it short: moving 100,000 rows took 4 s here, and a start
-        # must not outlast systemd's timeout on a slow SD card.
-        rows = self._db.execute("SELECT COUNT(*) FROM messages").fetchone()[0]
-        if rows > _MOVE_AT_MOST:
-            logger.info("outbox %s: %d pending message(s) keep the old table for now", self.path, rows)
-            return
-        self._db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.execute("ALTER TABLE messages RENAME TO messages_old")
-            self._db.execute(MESSAGES_TABLE)
-            self._db.execute(
-                "INSERT INTO messages (id, topic, payload, qos, retain, created, attempts, seq)"
-                " SELECT id, topic, payload, qos, retain, created, attempts, seq FROM messages_old"
-            )
-            self._db.execute("DROP TABLE messages_old")
-            self._db.execute("COMMIT")
-        except BaseException:
-            self._rollback()
-            raise
-        if rows:
-            logger.info("outbox %s: %d pending message(s) moved to the current schema", self.path, rows)
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise EdgeRuntimeError(f"{path}: cannot open the outbox: {exc}") from exc
+        opened = open_file(path, synchronous)
+        self._db, self._meta, self._tally = opened.db, opened.meta, opened.tally
+        self._last_id, self._page_size = opened.last_id, opened.page_size
+        self.recovered: salvage.Recovery | None = opened.recovered  # a damaged file moved aside at open
+        logger.info(
+            "outbox %s: %d pending message(s), %d dropped so far", path, self._tally.rows, self.dropped
+        )
 
+    # -- counters ----------------------------------------------------------------------------------
     @property
     def pending(self) -> int:
         """Messages stored and not yet delivered."""
-        return max(0, self._count - len(self._done))
+        return max(0, self._tally.rows - len(self._done))
 
     @property
     def pending_bytes(self) -> int:
         """Payload bytes stored (rows delivered in the last moments included)."""
-        return self._bytes
+        return self._tally.size
 
     @property
     def delivered_waiting(self) -> tuple[int, float]:
@@ -164,7 +133,7 @@ class Outbox:
 
     @property
     def dropped(self) -> int:
-        """Messages dropped by the size policy, ever (persisted)."""
+        """Messages dropped (the size policy, or refused while the outbox could not write), ever."""
         return int(self._meta.get("dropped", 0))
 
     @property
@@ -172,67 +141,180 @@ class Outbox:
         """Messages the broker refused ``max_attempts`` times and that were given up (persisted)."""
         return int(self._meta.get("rejected", 0))
 
+    @property
+    def error(self) -> str | None:
+        """Why new messages are refused now (a failed write, too little free space), else None."""
+        return self._state.error
+
+    def _free(self) -> int | None:
+        """Bytes the outbox may still use: the file system's free space and the free pages of
+        the database (SQLite reuses them before the file grows); None when unknown."""
+        try:
+            stat = os.statvfs(self.path.parent)
+            pages = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
+        except (OSError, sqlite3.Error):
+            return None
+        return stat.f_bavail * stat.f_frsize + pages * self._page_size
+
     def last_seq(self, topic: str) -> int:
         """The last ``seq`` given out on ``topic`` (0 before the first)."""
         return int(self._meta.get(f"seq:{topic}", 0))
 
-    def put(self, topic: str, make_payload: PayloadFactory, qos: int = 1, retain: bool = False) -> int:
-        """Store one message; returns its seq."""
-        return self.put_many([Outgoing(topic, make_payload, qos, retain)])[0]
+    # -- put -----------------------------------------------------------------------------------------
+    def put(
+        self,
+        topic: str,
+        make_payload: PayloadFactory,
+        qos: int = 1,
+        retain: bool = False,
+        *,
+        drop: bool = True,
+    ) -> int:
+        """Store one message; returns its seq (see :meth:`put_many`)."""
+        return self.put_many([Outgoing(topic, make_payload, qos, retain)], drop=drop)[0]
 
-    def put_many(self, items: Sequence[Outgoing]) -> list[int]:
+    def put_many(self, items: Sequence[Outgoing], *, drop: bool = True) -> list[int]:
         """Store messages in one transaction (one commit); returns their seqs.
 
         When the store is full, delivered rows not deleted yet are deleted in the same
         transaction before the drop policy looks: a delivered row is never counted as dropped.
+        When the outbox cannot store them (:attr:`error`), the messages are dropped and counted,
+        their seqs used; with ``drop=False`` it raises :class:`OutboxUnavailableError` instead and
+        uses nothing (the caller keeps them and tries again).
         """
+        if not items:
+            return []
         seqs: list[int] = []
+        stored = 0
+        retained = False  # any retained (state) message: coalescing to do
         with self._lock:
             meta = dict(self._meta)
-            rows: list[_Row] = []
             for item in items:
                 seq = int(meta.get(f"seq:{item.topic}", 0)) + 1
                 meta[f"seq:{item.topic}"] = seq
                 seqs.append(seq)
-                payload = item.make_payload(seq)
-                rows.append((0, item.topic, payload, item.qos, int(item.retain), time.time(), seq))
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                count, size = self._count, self._bytes
-                new_bytes = sum(len(r[2]) for r in rows)
-                full = count + len(rows) > self.max_messages or size + new_bytes > self.max_bytes
-                deleted = bool(self._done) and full
-                if deleted:  # delivered rows make room first (otherwise the publisher deletes them
-                    # in batches: one page write per batch, not one more per commit)
-                    gone, freed_bytes = self._delete_rows(self._done, meta)
-                    count, size = count - gone, size - freed_bytes
-                dropped, gone, gone_bytes = self._make_room(rows, meta, count, size)
-                rows = [(self._last_id + 1 + i, *row[1:]) for i, row in enumerate(rows)]
-                self._db.executemany(
-                    "INSERT INTO messages (id, topic, payload, qos, retain, created, seq)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-                if dropped:  # the drop count changed, and maybe a topic's newest row went
-                    self._db.executemany(
-                        "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta.items()
-                    )
-                self._db.execute("COMMIT")
-            except BaseException as exc:
-                self._rollback()
-                if isinstance(exc, sqlite3.Error):
-                    raise EdgeRuntimeError(f"{self.path}: outbox write failed: {exc}") from exc
-                raise
-            if deleted:
-                self._done.clear()
-            self._meta = meta
-            self._count = count - gone + len(rows)
-            self._bytes = size - gone_bytes + sum(len(r[2]) for r in rows)
-            self._last_id += len(rows)
-        if rows:
+                retained = retained or item.retain
+            state = self._state
+            refusal = state.refusal(data=not retained or not all(i.retain for i in items))
+            if refusal is None:
+                now = time.time()
+                rows = [
+                    (0, i.topic, i.make_payload(s), i.qos, int(i.retain), now, s)
+                    for i, s in zip(items, seqs, strict=True)
+                ]
+                try:
+                    stored = self._commit(rows, meta, retained)
+                except sqlite3.Error as exc:
+                    state.failed(exc)
+                    refusal = str(self.error)
+            if refusal is not None:
+                if not drop:
+                    raise OutboxUnavailableError(f"outbox {self.path}: {refusal}")
+                meta["dropped"] = self.dropped + len(items)
+                self._meta, self._unsaved = meta, True
+                state.dropped(len(items))
+                return seqs
+            if state.failure is not None:
+                state.worked()
+        if stored:
             self.on_added()
         return seqs
 
+    def _commit(self, rows: list[_Row], meta: dict[str, int], retained: bool) -> int:
+        """The transaction of :meth:`put_many` (lock held); the rows stored. Raises sqlite3.Error."""
+        tally = self._tally
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            replaced = self._coalesce(rows, tally) if retained else []
+            full = self._over(rows, tally) != (0, 0)
+            if replaced or full:  # rows will go: count them on a copy until the commit
+                tally = tally.copy()
+            if replaced:  # superseded states leave in the same transaction
+                self._delete_rows(replaced, meta, tally)
+            deleted = bool(self._done) and full
+            if deleted:  # delivered rows make room first (otherwise the publisher deletes them
+                # in batches: one page write per batch, not one more per commit)
+                self._delete_rows(self._done, meta, tally)
+            dropped = self._make_room(rows, meta, tally) if full else 0
+            first = self._last_id + 1
+            rows = [(first + i, *row[1:]) for i, row in enumerate(rows)]
+            self._db.executemany(
+                "INSERT INTO messages (id, topic, payload, qos, retain, created, seq)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            if dropped or self._unsaved:  # the drop count changed, and maybe a topic's newest row went
+                self._save_meta(meta)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._rollback()
+            raise
+        tally.rows += len(rows)
+        tally.size += sum(len(row[2]) for row in rows)
+        if retained:
+            for row in rows:
+                if row[4]:
+                    tally.control_rows += 1
+                    tally.control_size += len(row[2])
+                    tally.retained[row[1]] = row[0]
+            self._done.difference_update(replaced)
+        if deleted:
+            self._done.clear()
+        self._meta, self._tally, self._unsaved = meta, tally, False
+        self._last_id += len(rows)
+        return len(rows)
+
+    def _coalesce(self, rows: list[_Row], tally: Tally) -> list[int]:
+        """Retained rows: only the last of each topic in ``rows`` stays; the stored ids it replaces."""
+        if not any(r[4] for r in rows):
+            return []
+        last = {r[1]: i for i, r in enumerate(rows) if r[4]}
+        rows[:] = [r for i, r in enumerate(rows) if not r[4] or last[r[1]] == i]
+        return [tally.retained[t] for t in last if t in tally.retained]
+
+    def _over(self, rows: list[_Row], tally: Tally) -> tuple[int, int]:
+        """How far the data rows (not retained ones) would be over the caps: (messages, bytes)."""
+        count = tally.rows - tally.control_rows - self.max_messages
+        size = tally.size - tally.control_size - self.max_bytes
+        for row in rows:
+            if not row[4]:
+                count, size = count + 1, size + len(row[2])
+        return max(0, count), max(0, size)
+
+    def _make_room(self, rows: list[_Row], meta: dict[str, int], tally: Tally) -> int:
+        """Apply the drop policy (in the transaction): drops from ``rows`` in place (newest) or
+        deletes the oldest stored data rows (oldest); returns how many messages were dropped.
+        Retained rows are never dropped and never make data rows go.
+        """
+        over_count, over_bytes = self._over(rows, tally)
+        if over_count <= 0 and over_bytes <= 0:
+            return 0
+        if self.drop_policy == "newest":
+            count = tally.rows - tally.control_rows
+            size = tally.size - tally.control_size
+            keep: list[_Row] = []
+            for r in rows:
+                if r[4] or (count + 1 <= self.max_messages and size + len(r[2]) <= self.max_bytes):
+                    keep.append(r)
+                    count, size = count + (not r[4]), size + (0 if r[4] else len(r[2]))
+            dropped = len(rows) - len(keep)
+            rows[:] = keep
+        else:
+            victims: list[int] = []
+            freed = 0
+            query = "SELECT id, LENGTH(payload) FROM messages WHERE NOT retain ORDER BY id"
+            for row_id, length in self._db.execute(query):
+                if len(victims) >= over_count and freed >= over_bytes:
+                    break
+                victims.append(row_id)
+                freed += length
+            self._db.executemany("DELETE FROM messages WHERE id = ?", ((v,) for v in victims))
+            tally.rows, tally.size = tally.rows - len(victims), tally.size - freed
+            dropped = len(victims)
+        meta["dropped"] = int(meta.get("dropped", 0)) + dropped
+        return dropped
+
+    # -- delete ------------------------------------------------------------------------------------------
     def _rollback(self) -> None:
         if self._db.in_transaction:
             try:
@@ -240,60 +322,29 @@ class Outbox:
             except sqlite3.Error:
                 logger.exception("outbox %s: rollback failed", self.path)
 
-    def _make_room(
-        self, rows: list[_Row], meta: dict[str, int], count: int, size: int
-    ) -> tuple[int, int, int]:
-        """Apply the drop policy to a store of ``count`` rows and ``size`` bytes (in the transaction).
+    def _save_meta(self, meta: dict[str, int]) -> None:
+        self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta.items())
 
-        Drops from ``rows`` in place (newest) or deletes stored rows (oldest); returns how many
-        messages were dropped, and the stored rows and bytes that left with them.
-        """
-        new_bytes = sum(len(r[2]) for r in rows)
-        over_count = count + len(rows) - self.max_messages
-        over_bytes = size + new_bytes - self.max_bytes
-        if over_count <= 0 and over_bytes <= 0:
-            return 0, 0, 0
-        if self.drop_policy == "newest":
-            keep: list[_Row] = []
-            for r in rows:
-                if count + 1 <= self.max_messages and size + len(r[2]) <= self.max_bytes:
-                    keep.append(r)
-                    count, size = count + 1, size + len(r[2])
-            dropped = len(rows) - len(keep)
-            meta["dropped"] = int(meta.get("dropped", 0)) + dropped
-            rows[:] = keep
-            return dropped, 0, 0
-        victims: list[int] = []
-        freed = 0
-        for row_id, length in self._db.execute("SELECT id, LENGTH(payload) FROM messages ORDER BY id"):
-            if len(victims) >= over_count and freed >= over_bytes:
-                break
-            victims.append(row_id)
-            freed += length
-        self._db.executemany("DELETE FROM messages WHERE id = ?", ((v,) for v in victims))
-        meta["dropped"] = int(meta.get("dropped", 0)) + len(victims)
-        return len(victims), len(victims), freed
-
-    def _delete_rows(self, ids: Iterable[int], meta: dict[str, int]) -> tuple[int, int]:
-        """Delete rows (in the transaction); the rows and bytes that went.
+    def _delete_rows(self, ids: Iterable[int], meta: dict[str, int], tally: Tally) -> None:
+        """Delete rows (in the transaction), counting them out of ``tally``.
 
         The seq of each topic that lost rows is written to ``meta``: it must outlive its rows.
         """
         id_list = list(ids)
-        count = size = 0
         topics: set[str] = set()
         for at in range(0, len(id_list), 500):
             chunk = id_list[at : at + 500]
             marks = ",".join("?" * len(chunk))
             gone = self._db.execute(
-                f"DELETE FROM messages WHERE id IN ({marks}) RETURNING topic, LENGTH(payload)", chunk
+                f"DELETE FROM messages WHERE id IN ({marks}) RETURNING id, topic, retain, LENGTH(payload)",
+                chunk,
             ).fetchall()
-            count += len(gone)  # an id may be gone already (dropped by the size policy)
-            size += sum(int(r[1]) for r in gone)
-            topics.update(r[0] for r in gone)
+            # an id may be gone already (dropped by the size policy, or a state replaced)
+            for row_id, topic, retain, length in gone:
+                tally.gone(int(row_id), str(topic), int(retain), int(length))
+                topics.add(str(topic))
         seqs = [(k, meta[k]) for k in (f"seq:{t}" for t in topics) if k in meta]
         self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", seqs)
-        return count, size
 
     @property
     def last_id(self) -> int:
@@ -301,22 +352,33 @@ class Outbox:
         return self._last_id
 
     def fetch(self, after_id: int, limit: int) -> list[Message]:
-        """Up to ``limit`` messages with id > ``after_id``, oldest first."""
-        if after_id >= self._last_id:  # nothing newer: no query (the publisher asks after every ack)
-            return []
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT id, topic, payload, qos, retain FROM messages WHERE id > ? ORDER BY id LIMIT ?",
-                (after_id, limit),
-            ).fetchall()
-        return [Message(r[0], r[1], bytes(r[2]), r[3], bool(r[4])) for r in rows]
+        """Up to ``limit`` messages with id > ``after_id``, oldest first (delivered ones skipped)."""
+        out: list[Message] = []
+        while after_id < self._last_id and len(out) < limit:  # nothing newer: no query
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT id, topic, payload, qos, retain FROM messages WHERE id > ? ORDER BY id LIMIT ?",
+                    (after_id, limit - len(out)),
+                ).fetchall()
+                done = self._done  # delivered, not deleted yet (e.g. on a disk that cannot write)
+                out += [
+                    Message(r[0], r[1], bytes(r[2]), r[3], bool(r[4]))
+                    for r in rows
+                    if not done or r[0] not in done
+                ]
+            if not rows:
+                break
+            after_id = rows[-1][0]
+        return out
 
     def ack(self, ids: Iterable[int]) -> None:
-        """Delete messages now (one transaction, one statement per 500 ids)."""
+        """Delete messages now (one transaction, one statement per 500 ids); if the disk cannot
+        write, they are deleted later and never sent again meanwhile."""
         id_list = list(ids)
         if not id_list:
             return
         with self._lock:
+            self._mark_done(id_list)
             self._delete_now(id_list)
 
     def delivered(self, ids: Iterable[int]) -> None:
@@ -325,54 +387,77 @@ class Outbox:
         them again on the next start.
         """
         with self._lock:
-            if not self._done:
-                self._done_since = time.monotonic()
-            self._done.update(ids)
+            self._mark_done(ids)
+
+    def _mark_done(self, ids: Iterable[int]) -> None:
+        if not self._done:
+            self._done_since = time.monotonic()
+        self._done.update(ids)
 
     def flush_delivered(self) -> None:
         """Delete the delivered rows now (the publisher's turn when no new rows commit)."""
         with self._lock:
-            if self._done:
+            if self._done and self._state.may_write():
                 self._delete_now(list(self._done))
 
     def _delete_now(self, ids: list[int]) -> None:
-        """Delete rows in a transaction of their own (lock held)."""
+        """Delete rows in a transaction of their own (lock held); a failed write keeps them marked."""
+        tally = self._tally.copy()
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            count, size = self._delete_rows(ids, self._meta)
+            self._delete_rows(ids, self._meta, tally)
+            if self._unsaved:
+                self._save_meta(self._meta)
             self._db.execute("COMMIT")
-        except BaseException as exc:
+        except sqlite3.Error as exc:
             self._rollback()
-            if isinstance(exc, sqlite3.Error):
-                raise EdgeRuntimeError(f"{self.path}: outbox delete failed: {exc}") from exc
+            self._state.failed(exc)
+            return
+        except BaseException:
+            self._rollback()
             raise
         self._done.difference_update(ids)
-        self._count -= count
-        self._bytes -= size
+        if self._attempts:
+            for row_id in ids:
+                self._attempts.pop(row_id, None)
+        self._tally, self._unsaved = tally, False
+        self._state.worked()
 
     def refused(self, row_id: int) -> bool:
-        """The broker refused a message; True when it was given up after ``max_attempts``."""
+        """The broker refused a message; True when it was given up after ``max_attempts``.
+
+        Where the count cannot be written (a full disk) it is kept in memory, so a message the
+        broker always refuses is still given up.
+        """
         with self._lock:
-            row = self._db.execute(
-                "UPDATE messages SET attempts = attempts + 1 WHERE id = ? RETURNING attempts", (row_id,)
-            ).fetchone()
-        if row is None or row[0] < self.max_attempts:
+            try:
+                row = self._db.execute(
+                    "UPDATE messages SET attempts = attempts + 1 WHERE id = ? RETURNING attempts", (row_id,)
+                ).fetchone()
+                attempts = None if row is None else int(row[0])
+            except sqlite3.Error as exc:
+                self._state.failed(exc)
+                attempts = self._attempts[row_id] = self._attempts.get(row_id, 0) + 1
+        if attempts is None or attempts < self.max_attempts:
             return False
-        self.ack([row_id])
         with self._lock:
             self._meta["rejected"] = self.rejected + 1
-            self._db.execute(
-                "INSERT OR REPLACE INTO meta (key, value) VALUES ('rejected', ?)", (self.rejected,)
-            )
+            self._unsaved = True
+        self.ack([row_id])  # writes the count with the deletion
         return True
 
     def close(self) -> None:
-        """Checkpoint and close the database."""
+        """Write what is only in memory, checkpoint and close the database."""
         with self._lock:
             try:
+                if self._unsaved:
+                    self._db.execute("BEGIN IMMEDIATE")
+                    self._save_meta(self._meta)
+                    self._db.execute("COMMIT")
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             except sqlite3.Error:
-                logger.warning("outbox %s: checkpoint failed at close", self.path)
+                self._rollback()
+                logger.warning("outbox %s: counters or checkpoint not written at close", self.path)
             self._db.close()
 
 
@@ -384,4 +469,5 @@ def open_outbox(cfg: OutboxConfig) -> Outbox:
         max_bytes=cfg.max_bytes,
         drop_policy=cfg.drop_policy,
         synchronous=cfg.synchronous,
+        reserve_bytes=cfg.reserve_bytes,
     )

@@ -47,6 +47,6 @@ def prediction(
     )
 
 
-def health(seq: int, body: dict[str, Any]) -> bytes:
-    """Health telemetry with its own id and seq."""
+def health(seq: int | None, body: dict[str, Any]) -> bytes:
+    """Health telemetry with its own id and seq (None: sent directly, not through the outbox)."""
     return encode({"id": new_id(), "seq": seq, **body})

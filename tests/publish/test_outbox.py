@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.errors import EdgeRuntimeError
+from edge_runtime.errors import OutboxUnavailableError
 from edge_runtime.publish.outbox import Outbox, Outgoing
 
 
@@ -175,10 +175,12 @@ def test_delivered_rows_make_room_before_anything_is_dropped(tmp_path: Path) -> 
     again.close()
 
 
-def test_a_failed_commit_leaves_the_store_and_its_counts_as_they_were(tmp_path: Path) -> None:
+def test_a_failed_commit_leaves_the_store_as_it_was_and_counts_the_refused_messages(tmp_path: Path) -> None:
     """A full disk (a trigger stands in for it) fails the insert: the drop policy's deletions and
-    the delivered rows' deletion in that transaction are rolled back, and so are the counts."""
-    box = Outbox(tmp_path / "o.db", max_messages=10, drop_policy="oldest")
+    the delivered rows' deletion in that transaction are rolled back. A caller that can wait gets
+    OutboxUnavailableError and nothing is used; otherwise the messages are dropped: counted, their
+    seqs used (a gap). The next write that works ends the state."""
+    box = Outbox(tmp_path / "o.db", max_messages=10, drop_policy="oldest", retry_s=0.0)
     for _ in range(10):
         box.put("a", lambda seq: b"x" * 100)
     box.delivered([box.fetch(0, 1)[0].id])
@@ -187,11 +189,18 @@ def test_a_failed_commit_leaves_the_store_and_its_counts_as_they_were(tmp_path: 
         " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
     )
     for _ in range(3):
-        with pytest.raises(EdgeRuntimeError, match="disk is full"):
-            box.put_many([Outgoing("boom", _payload), Outgoing("boom", _payload)])
+        with pytest.raises(OutboxUnavailableError, match="disk is full"):
+            box.put_many([Outgoing("boom", _payload), Outgoing("boom", _payload)], drop=False)
+    assert box.error is not None and "disk is full" in box.error and box.last_seq("boom") == 0
     rows, size = box._db.execute("SELECT COUNT(*), SUM(LENGTH(payload)) FROM messages").fetchone()
     assert (rows, size) == (10, 1000) and box.pending_bytes == 1000
     assert box.pending == 9 and box.delivered_waiting[0] == 1 and box.dropped == 0
-    box.put("a", lambda seq: b"x" * 100)  # the disk is back: the delivered row makes the room
-    assert box.pending == 10 and box.dropped == 0
+    assert box.put_many([Outgoing("boom", _payload), Outgoing("boom", _payload)]) == [1, 2]
+    assert box.dropped == 2 and box.pending == 9
+    box._db.execute("DROP TRIGGER full")  # the disk is back
+    assert box.put("boom", _payload) == 3  # the gap stays: seq 1 and 2 were dropped
+    assert box.error is None and box.pending == 10 and box.dropped == 2  # the delivered row made room
     box.close()
+    again = Outbox(tmp_path / "o.db")
+    assert again.dropped == 2 and again.put("boom", _payload) == 4
+    again.close()
