@@ -1,20 +1,20 @@
 """Command line: ``edge-runtime run | validate | config-schema | infer | bench | models``.
 
 Exit codes: 0 success, 2 bad usage or bad input (one-line reason on stderr, no traceback),
-1 internal or environmental failure.
+1 internal or environmental failure. Under journald the reason carries ``<3>`` (priority err),
+as the daemon's own error lines do, so ``journalctl -p warning`` shows why a start failed.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import sys
 from collections.abc import Sequence
 
 from edge_runtime import __version__
 from edge_runtime.config.vocabulary import ACCELERATORS
 from edge_runtime.errors import EdgeRuntimeError, InputError
-from edge_runtime.health.logformat import configure_logging
+from edge_runtime.health.logformat import configure_logging, print_error
 
 logger = logging.getLogger("edge_runtime")
 
@@ -170,10 +170,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(handler(args))
     except InputError as exc:
-        print(f"edge-runtime: error: {exc}", file=sys.stderr)
+        print_error(str(exc))
         return 2
     except EdgeRuntimeError as exc:
-        print(f"edge-runtime: error: {exc}", file=sys.stderr)
+        print_error(str(exc))
         return 1
     except KeyboardInterrupt:
         return 130

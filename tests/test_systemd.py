@@ -249,6 +249,28 @@ def test_unit_contract() -> None:
     assert all(not source.split(":", 1)[1].startswith("/") for source in credentials)
 
 
+def installed_settings(root: Path, key: str) -> list[str]:
+    """The values of ``key=`` in the installed unit and its drop-ins, in order."""
+    files = [root / UNIT_PATH, *sorted((root / DROPIN_DIR).glob("*.conf"))]
+    lines = [line.strip() for f in files for line in f.read_text().splitlines()]
+    return [line.split("=", 1)[1] for line in lines if line.startswith(f"{key}=")]
+
+
+@pytest.mark.parametrize("board", sorted(BOARDS))
+def test_a_board_is_allowed_only_the_devices_it_has(tmp_path: Path, board: str) -> None:
+    """The Coral PCIe's apex class and group only where the board has one, and no device named by
+    path that the board may lack: systemd warns "Couldn't stat device" at every start for it."""
+    root = tmp_path / "root"
+    install(root, "--board", board)
+    allowed = installed_settings(root, "DeviceAllow")
+    groups = " ".join(installed_settings(root, "SupplementaryGroups")).split()
+    coral_pcie = board.endswith("coral-pcie")
+    assert any("apex" in entry for entry in allowed) == coral_pcie, allowed
+    assert ("apex" in groups) == coral_pcie, groups
+    by_path = {entry.split()[0] for entry in allowed if entry.startswith("/")}
+    assert by_path <= ({"/dev/nvmap"} if board == "jetson" else set()), by_path  # nvmap: every Jetson
+
+
 # -- install.sh -----------------------------------------------------------------------------------
 def test_install_root_stages_expected_files_and_modes(tmp_path: Path) -> None:
     """--root: unit, drop-in, config (0640), example, models and share/systemd; no venv, no host changes."""

@@ -18,12 +18,16 @@ from typing import Any, Literal
 
 from edge_runtime.channel import Channel
 from edge_runtime.scheduling import yield_to_inference
+from edge_runtime.throttle import Throttle
 from edge_runtime.types import Frame, Window
 
 logger = logging.getLogger(__name__)
 
 SourceState = Literal["starting", "streaming", "reconnecting", "failed", "ended"]
 Sink = Callable[[Frame | Window, threading.Event], bool]  # (item, stop flag) -> False if stopped first
+
+# A lost camera or device is a problem worth `journalctl -p warning`; giving up is an error.
+_STATE_LEVELS = {"reconnecting": logging.WARNING, "failed": logging.ERROR}
 
 
 class Handoff:
@@ -84,6 +88,9 @@ class SourceThread:
         self.last_alive = time.monotonic()  # progress stamps for the watchdog (health/watchdog.py)
         self._waits = 0
         self._sink: Sink | None = None
+        # A camera or stream server that drops each connection after one frame would otherwise
+        # cost two log lines per reconnect for as long as it keeps doing so.
+        self._state_lines = Throttle(per_s=60.0, burst=6)
         self._thread = threading.Thread(target=self._main, name=f"source-{name}", daemon=True)
 
     def start(self) -> None:
@@ -117,9 +124,11 @@ class SourceThread:
         self._thread.join(timeout)
 
     def set_state(self, state: SourceState, reason: str | None = None) -> None:
-        """Record and log a state change."""
+        """Record and log a state change (``reconnecting`` at WARNING, ``failed`` at ERROR)."""
         if state != self.state:
-            logger.info("source %s: %s%s", self.name, state, f" ({reason})" if reason else "")
+            level = _STATE_LEVELS.get(state, logging.INFO)
+            detail = f" ({reason})" if reason else ""
+            self._state_lines.log(logger, level, "", "source %s: %s%s", self.name, state, detail)
         self.state = state
         self.last_alive = time.monotonic()
         if reason:

@@ -14,6 +14,7 @@ from edge_runtime.config.files import Disk
 from edge_runtime.config.loader import collect_problems, load_config
 from edge_runtime.config.sections import Config
 from edge_runtime.errors import InputError
+from edge_runtime.health.logformat import send_fault_dumps_to_journal
 from edge_runtime.health.notify import Notifier, watchdog_interval
 from edge_runtime.service import Service
 
@@ -80,6 +81,29 @@ def _single_thread_opencv() -> None:
     cv2.setNumThreads(1)
 
 
+def _quiet_native_video_logs(verbose: bool) -> None:
+    """Turn off what OpenCV and FFmpeg print to stderr themselves, unless asked for.
+
+    Both write from C, in their own format and without a priority, on every failed open: two
+    lines per reconnect attempt of a camera that is away (``[tcp @ 0x...] Connection to ...
+    refused``, ``[ WARN:0@...] global cap.cpp:... open VIDEOIO(FFMPEG) ...``). The source says
+    why itself, once, in our format (``source NAME: reconnecting (...)``). Measured with
+    opencv-python-headless 5.1: OpenCV reads ``OPENCV_LOG_LEVEL`` only when it is imported
+    (already done here), so its level is set through ``cv2.utils.logging``; FFmpeg's level
+    (``OPENCV_FFMPEG_LOGLEVEL``, an ``AV_LOG_*`` number: -8 is quiet) is read when FFmpeg is
+    first used, which is after this. OpenCV keeps its errors (rare, and each one a reason).
+    A variable already in the environment, or ``-v``, leaves that library as it is (debugging).
+    """
+    import cv2
+
+    if verbose:
+        return
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    if "OPENCV_FFMPEG_LOGLEVEL" not in os.environ and "OPENCV_FFMPEG_DEBUG" not in os.environ:
+        os.environ["OPENCV_FFMPEG_LOGLEVEL"] = "-8"  # AV_LOG_QUIET
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the daemon in the foreground until SIGTERM/SIGINT; SIGHUP reloads the config.
 
@@ -88,6 +112,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     """
     _limit_malloc_arenas()
     _single_thread_opencv()
+    _quiet_native_video_logs(bool(args.verbose))
+    if send_fault_dumps_to_journal():
+        logger.debug("fault handler dumps go to the journal at priority err")
     path = Path(args.config)
     cfg = load_config(path)
     interval = watchdog_interval()

@@ -22,6 +22,22 @@ class Reconnect(_Source):
     give_up_after: int | None = Field(None, ge=1, description="failed attempts before 'failed' (None: never)")
 
 
+class LiveReconnect(Reconnect):
+    """The backoff of a camera or stream: capped low, so one that comes back streams again soon.
+
+    A failed attempt at a camera costs little (a refused connection, or one open timeout), while
+    a long delay is time without frames after the camera is back. With ``max_s`` 2 a camera that
+    returns is streaming again within about 2.4 s (the delay with jitter) plus its open time.
+    """
+
+    max_s: float = Field(
+        2.0,
+        gt=0,
+        description="longest retry delay (+-20% jitter); a camera that is back streams again "
+        "within about this long plus its open time",
+    )
+
+
 class _Live(_Source):
     fps: float | None = Field(None, ge=0, description="requested capture rate")
     width: int | None = Field(
@@ -32,7 +48,9 @@ class _Live(_Source):
     )
     open_timeout_s: float = Field(10.0, gt=0, description="opening the stream")
     read_timeout_s: float = Field(5.0, gt=0, description="no frame for this long = reconnect")
-    reconnect: Reconnect = Field(default_factory=Reconnect, description="retries after a lost stream")
+    reconnect: LiveReconnect = Field(
+        default_factory=LiveReconnect, description="retries after a lost stream (backoff capped at max_s)"
+    )
 
 
 class CameraSource(_Live):

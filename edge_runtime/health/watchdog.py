@@ -35,6 +35,18 @@ hand-off's back-pressure loop, so only the pipeline is named.
 
 When the pings stop, the stalled stages are logged once at WARNING and shown in ``STATUS=``;
 when progress resumes before systemd acts, that is logged too.
+
+Timing
+------
+The rule is checked every ``check_s`` (1 s by default, half the interval when that is shorter);
+pings go out about every half interval, as systemd asks, and at once when a stall clears. The
+checks cost a few attribute reads, so checking often is free, and it does not move the pings:
+what it shortens is the time from the stall limit to the WARNING and ``STATUS=`` line (at most
+``check_s`` instead of half an interval). It cannot shorten the kill: systemd acts one interval
+after the *last ping*, and the last ping can come up to the stall limit after the hang began. So
+from a hang to systemd's SIGABRT takes between ``limit + interval/2`` and ``limit + interval``
+(with ``WatchdogSec=30s``, where the limit is the interval: 45 to 60 s); docs/systemd.md has the
+whole sequence.
 """
 
 from __future__ import annotations
@@ -88,10 +100,11 @@ def stalls(progress: Sequence[Progress], now: float, limit: float) -> list[Stall
 
 
 class Watchdog:
-    """Every ``interval_s / 2``: ping when :func:`stalls` finds nothing, else hold the pings.
+    """Every ``check_s``: apply :func:`stalls`; every ``interval_s / 2`` ping unless it found one.
 
     ``ping`` sends ``WATCHDOG=1``; ``report`` shows a stall (``STATUS=``). ``probe`` returns the
     current stamps; an empty list (no pipelines, e.g. while a reload swaps the daemon) is progress.
+    ``check_s`` defaults to 1 s, or half the interval when that is shorter (module docstring).
     """
 
     def __init__(
@@ -103,31 +116,41 @@ class Watchdog:
         stall_limit_s: float,
         report: Callable[[str], object] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        check_s: float | None = None,
     ) -> None:
         self.probe, self.ping, self.report, self.clock = probe, ping, report, clock
         self.interval_s, self.stall_limit_s = interval_s, stall_limit_s
+        self.check_s = min(interval_s / 2, 1.0) if check_s is None else min(check_s, interval_s / 2)
         self.stalled: list[Stall] = []
+        self._last_ping: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="watchdog", daemon=True)
 
-    def check(self) -> bool:
-        """One round: ping if all make progress. True when it pinged."""
+    def check(self, ping: bool = True) -> bool:
+        """One round: ping if all make progress (and ``ping``, or a stall just cleared).
+
+        True when it pinged.
+        """
         found = stalls(self.probe(), self.clock(), self.stall_limit_s)
         text = "; ".join(map(str, found))
+        recovered = not found and bool(self.stalled)
         if found and {(s.pipeline, s.stage) for s in found} != {(s.pipeline, s.stage) for s in self.stalled}:
             logger.warning("watchdog: holding pings, no progress: %s", text)
-        elif not found and self.stalled:
+        elif recovered:
             logger.info("watchdog: progress again; pinging")
         self.stalled = found
         if found:
             if self.report is not None:
                 self.report("STALLED: " + text)
             return False
+        if not (ping or recovered):
+            return False
         self.ping()
+        self._last_ping = self.clock()
         return True
 
     def start(self) -> None:
-        """Ping now, then every half interval in a thread."""
+        """Check and ping now, then check every ``check_s`` in a thread."""
         self._thread.start()
 
     def stop(self) -> None:
@@ -136,13 +159,21 @@ class Watchdog:
         if self._thread.is_alive():
             self._thread.join(1.0)
 
-    def _run(self) -> None:
-        self._check_safely()
-        while not self._stop.wait(self.interval_s / 2):
-            self._check_safely()
+    def tick(self) -> bool:
+        """One turn of the thread: :meth:`check`, with a ping if one is due.
 
-    def _check_safely(self) -> None:
+        A ping is due half an interval after the last one, to within half a check. True when it
+        pinged; a failed check is logged, never raised.
+        """
+        half = (self.interval_s - self.check_s) / 2
+        due = self._last_ping is None or self.clock() - self._last_ping >= half
         try:
-            self.check()
+            return self.check(ping=due)
         except Exception:  # the supervisor loop must go on; a missed ping is systemd's cue
             logger.exception("watchdog check failed")
+            return False
+
+    def _run(self) -> None:
+        self.tick()
+        while not self._stop.wait(self.check_s):
+            self.tick()
