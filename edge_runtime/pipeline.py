@@ -315,7 +315,7 @@ class Pipeline:
         messages, done = [], []
         for job in jobs:
             try:
-                messages.append(Outgoing(self.topic, self._decode(job)))
+                messages.append(Outgoing(self.topic, _finish(job, self.device, self.name)))
                 done.append(job)
             except Exception:  # one bad frame must not cost the others
                 self.metrics.failed_one()
@@ -351,31 +351,6 @@ class Pipeline:
                 logger, logging.INFO, self.name, "pipeline %s: results are stored again; going on", self.name
             )
 
-    def _decode(self, job: _Job) -> Callable[[int], bytes]:
-        """The result of one frame, as a payload factory for the outbox."""
-        assert job.outputs is not None
-        t0 = time.perf_counter()
-        result = job.runner.finish(job.outputs, job.context)
-        stages = job.stages
-        stages["postprocess"] = (time.perf_counter() - t0) * 1e3
-        stages["total"] = (
-            stages["capture"] + stages["preprocess"] + stages["inference"] + stages["postprocess"]
-        )
-        latency = {k: round(v, 3) for k, v in stages.items()}
-        frame_info, window_info = job.described  # a sensor window replaces the frame
-        body, model, task = result.payload(), job.identity, result.task
-        return lambda seq: payloads.prediction(
-            seq,
-            device=self.device,
-            pipeline=self.name,
-            frame=frame_info,
-            window=window_info,
-            model=model,
-            task=task,
-            result=body,
-            latency_ms=latency,
-        )
-
     # -- plumbing ------------------------------------------------------------------------------------
     def _stage(self, stage: str, work: Callable[[Any], _Job], arg: Any) -> _Job | None:
         """Run one stage on one frame; a failure costs that frame only."""
@@ -396,6 +371,30 @@ class Pipeline:
         while not q.put(item, timeout=0.5):
             if not any(c.is_alive() for c in consumers):
                 return
+
+
+def _finish(job: _Job, device: str, pipeline: str) -> Callable[[int], bytes]:
+    """Decode one frame's outputs: its result as a payload factory for the outbox (seq -> bytes)."""
+    assert job.outputs is not None
+    t0 = time.perf_counter()
+    result = job.runner.finish(job.outputs, job.context)
+    stages = job.stages
+    stages["postprocess"] = (time.perf_counter() - t0) * 1e3
+    stages["total"] = stages["capture"] + stages["preprocess"] + stages["inference"] + stages["postprocess"]
+    latency = {k: round(v, 3) for k, v in stages.items()}
+    frame_info, window_info = job.described  # a sensor window replaces the frame
+    body, model, task = result.payload(), job.identity, result.task
+    return lambda seq: payloads.prediction(
+        seq,
+        device=device,
+        pipeline=pipeline,
+        frame=frame_info,
+        window=window_info,
+        model=model,
+        task=task,
+        result=body,
+        latency_ms=latency,
+    )
 
 
 def build_pipeline(pc: PipelineConfig, slot: ModelSlot, outbox: Outbox, cfg: Config, topic: str) -> Pipeline:

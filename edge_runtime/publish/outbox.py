@@ -14,7 +14,8 @@ keeps an SD card alive and commits fast. A power cut may lose the last moments o
 
 Retained messages are states (``model/status``): a newer one replaces the one of its topic still
 queued, so they are at most one row per topic. They do not count against ``max_messages`` and
-``max_bytes`` and the drop policy never drops them, nor drops a result to make room for them.
+``max_bytes`` and the drop policy never drops them, nor drops a result to make room for them
+(retention.py).
 
 When the outbox cannot write (a full disk, an I/O error) or the file system's free space (with
 the database's own free pages) is below ``reserve_bytes``, new messages are refused: counted in
@@ -28,7 +29,6 @@ file is moved aside at open and its readable rows queued again (salvage.py).
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -40,7 +40,8 @@ from typing import Literal
 from edge_runtime.config.sections import OutboxConfig
 from edge_runtime.errors import EdgeRuntimeError, OutboxUnavailableError
 from edge_runtime.publish import salvage
-from edge_runtime.publish.outbox_file import SCHEMA, Tally, open_file
+from edge_runtime.publish.outbox_file import SCHEMA, free_bytes, open_file
+from edge_runtime.publish.retention import Caps, Row, coalesce, delete_rows
 from edge_runtime.publish.writestate import WriteState
 
 logger = logging.getLogger(__name__)
@@ -48,7 +49,6 @@ logger = logging.getLogger(__name__)
 __all__ = ["SCHEMA", "Message", "Outbox", "Outgoing", "open_outbox"]
 
 PayloadFactory = Callable[[int], bytes]  # seq -> payload bytes
-_Row = tuple[int, str, bytes, int, int, float, int]  # id, topic, payload, qos, retain, created, seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +92,8 @@ class Outbox:
         retry_s: float = 1.0,
         check_s: float = 0.25,
     ) -> None:
-        self.path, self.max_messages, self.max_bytes = path, max_messages, max_bytes
-        self.drop_policy, self.max_attempts = drop_policy, max_attempts
+        self.path, self.max_attempts = path, max_attempts
+        self.caps = Caps(max_messages, max_bytes, drop_policy)  # retention.py: what goes when full
         self._lock = threading.Lock()
         self._state = WriteState(
             path, self._free, reserve_bytes=reserve_bytes, retry_s=retry_s, check_s=check_s
@@ -147,14 +147,8 @@ class Outbox:
         return self._state.error
 
     def _free(self) -> int | None:
-        """Bytes the outbox may still use: the file system's free space and the free pages of
-        the database (SQLite reuses them before the file grows); None when unknown."""
-        try:
-            stat = os.statvfs(self.path.parent)
-            pages = int(self._db.execute("PRAGMA freelist_count").fetchone()[0])
-        except (OSError, sqlite3.Error):
-            return None
-        return stat.f_bavail * stat.f_frsize + pages * self._page_size
+        """Bytes the outbox may still use (outbox_file.free_bytes); None when unknown."""
+        return free_bytes(self._db, self.path, self._page_size)
 
     def last_seq(self, topic: str) -> int:
         """The last ``seq`` given out on ``topic`` (0 before the first)."""
@@ -220,22 +214,22 @@ class Outbox:
             self.on_added()
         return seqs
 
-    def _commit(self, rows: list[_Row], meta: dict[str, int], retained: bool) -> int:
+    def _commit(self, rows: list[Row], meta: dict[str, int], retained: bool) -> int:
         """The transaction of :meth:`put_many` (lock held); the rows stored. Raises sqlite3.Error."""
         tally = self._tally
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            replaced = self._coalesce(rows, tally) if retained else []
-            full = self._over(rows, tally) != (0, 0)
+            replaced = coalesce(rows, tally) if retained else []
+            full = self.caps.over(rows, tally) != (0, 0)
             if replaced or full:  # rows will go: count them on a copy until the commit
                 tally = tally.copy()
             if replaced:  # superseded states leave in the same transaction
-                self._delete_rows(replaced, meta, tally)
+                delete_rows(self._db, replaced, meta, tally)
             deleted = bool(self._done) and full
             if deleted:  # delivered rows make room first (otherwise the publisher deletes them
                 # in batches: one page write per batch, not one more per commit)
-                self._delete_rows(self._done, meta, tally)
-            dropped = self._make_room(rows, meta, tally) if full else 0
+                delete_rows(self._db, self._done, meta, tally)
+            dropped = self.caps.make_room(self._db, rows, meta, tally) if full else 0
             first = self._last_id + 1
             rows = [(first + i, *row[1:]) for i, row in enumerate(rows)]
             self._db.executemany(
@@ -249,70 +243,14 @@ class Outbox:
         except BaseException:
             self._rollback()
             raise
-        tally.rows += len(rows)
-        tally.size += sum(len(row[2]) for row in rows)
+        tally.added(rows)
         if retained:
-            for row in rows:
-                if row[4]:
-                    tally.control_rows += 1
-                    tally.control_size += len(row[2])
-                    tally.retained[row[1]] = row[0]
             self._done.difference_update(replaced)
         if deleted:
             self._done.clear()
         self._meta, self._tally, self._unsaved = meta, tally, False
         self._last_id += len(rows)
         return len(rows)
-
-    def _coalesce(self, rows: list[_Row], tally: Tally) -> list[int]:
-        """Retained rows: only the last of each topic in ``rows`` stays; the stored ids it replaces."""
-        if not any(r[4] for r in rows):
-            return []
-        last = {r[1]: i for i, r in enumerate(rows) if r[4]}
-        rows[:] = [r for i, r in enumerate(rows) if not r[4] or last[r[1]] == i]
-        return [tally.retained[t] for t in last if t in tally.retained]
-
-    def _over(self, rows: list[_Row], tally: Tally) -> tuple[int, int]:
-        """How far the data rows (not retained ones) would be over the caps: (messages, bytes)."""
-        count = tally.rows - tally.control_rows - self.max_messages
-        size = tally.size - tally.control_size - self.max_bytes
-        for row in rows:
-            if not row[4]:
-                count, size = count + 1, size + len(row[2])
-        return max(0, count), max(0, size)
-
-    def _make_room(self, rows: list[_Row], meta: dict[str, int], tally: Tally) -> int:
-        """Apply the drop policy (in the transaction): drops from ``rows`` in place (newest) or
-        deletes the oldest stored data rows (oldest); returns how many messages were dropped.
-        Retained rows are never dropped and never make data rows go.
-        """
-        over_count, over_bytes = self._over(rows, tally)
-        if over_count <= 0 and over_bytes <= 0:
-            return 0
-        if self.drop_policy == "newest":
-            count = tally.rows - tally.control_rows
-            size = tally.size - tally.control_size
-            keep: list[_Row] = []
-            for r in rows:
-                if r[4] or (count + 1 <= self.max_messages and size + len(r[2]) <= self.max_bytes):
-                    keep.append(r)
-                    count, size = count + (not r[4]), size + (0 if r[4] else len(r[2]))
-            dropped = len(rows) - len(keep)
-            rows[:] = keep
-        else:
-            victims: list[int] = []
-            freed = 0
-            query = "SELECT id, LENGTH(payload) FROM messages WHERE NOT retain ORDER BY id"
-            for row_id, length in self._db.execute(query):
-                if len(victims) >= over_count and freed >= over_bytes:
-                    break
-                victims.append(row_id)
-                freed += length
-            self._db.executemany("DELETE FROM messages WHERE id = ?", ((v,) for v in victims))
-            tally.rows, tally.size = tally.rows - len(victims), tally.size - freed
-            dropped = len(victims)
-        meta["dropped"] = int(meta.get("dropped", 0)) + dropped
-        return dropped
 
     # -- delete ------------------------------------------------------------------------------------------
     def _rollback(self) -> None:
@@ -324,27 +262,6 @@ class Outbox:
 
     def _save_meta(self, meta: dict[str, int]) -> None:
         self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", meta.items())
-
-    def _delete_rows(self, ids: Iterable[int], meta: dict[str, int], tally: Tally) -> None:
-        """Delete rows (in the transaction), counting them out of ``tally``.
-
-        The seq of each topic that lost rows is written to ``meta``: it must outlive its rows.
-        """
-        id_list = list(ids)
-        topics: set[str] = set()
-        for at in range(0, len(id_list), 500):
-            chunk = id_list[at : at + 500]
-            marks = ",".join("?" * len(chunk))
-            gone = self._db.execute(
-                f"DELETE FROM messages WHERE id IN ({marks}) RETURNING id, topic, retain, LENGTH(payload)",
-                chunk,
-            ).fetchall()
-            # an id may be gone already (dropped by the size policy, or a state replaced)
-            for row_id, topic, retain, length in gone:
-                tally.gone(int(row_id), str(topic), int(retain), int(length))
-                topics.add(str(topic))
-        seqs = [(k, meta[k]) for k in (f"seq:{t}" for t in topics) if k in meta]
-        self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", seqs)
 
     @property
     def last_id(self) -> int:
@@ -405,7 +322,7 @@ class Outbox:
         tally = self._tally.copy()
         try:
             self._db.execute("BEGIN IMMEDIATE")
-            self._delete_rows(ids, self._meta, tally)
+            delete_rows(self._db, ids, self._meta, tally)
             if self._unsaved:
                 self._save_meta(self._meta)
             self._db.execute("COMMIT")

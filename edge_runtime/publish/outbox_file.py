@@ -11,6 +11,7 @@ opened in exclusive locking mode, which keeps that index in the process's own me
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,15 @@ class Tally:
     def copy(self) -> Tally:
         """An independent copy."""
         return Tally(self.rows, self.size, self.control_rows, self.control_size, dict(self.retained))
+
+    def added(self, rows: list[tuple[int, str, bytes, int, int, float, int]]) -> None:
+        """Rows were inserted (id, topic, payload, qos, retain, created, seq)."""
+        self.rows += len(rows)
+        self.size += sum(len(row[2]) for row in rows)
+        for row in rows:
+            if row[4]:
+                self.control_rows, self.control_size = self.control_rows + 1, self.control_size + len(row[2])
+                self.retained[row[1]] = row[0]
 
     def gone(self, row_id: int, topic: str, retain: int, length: int) -> None:
         """A row was deleted."""
@@ -222,3 +232,14 @@ def _upgrade(db: sqlite3.Connection, path: Path) -> None:
         raise
     if rows:
         logger.info("outbox %s: %d pending message(s) moved to the current schema", path, rows)
+
+
+def free_bytes(db: sqlite3.Connection, path: Path, page_size: int) -> int | None:
+    """Bytes the outbox at ``path`` may still use: the file system's free space and the database's
+    free pages (SQLite reuses them before the file grows); None when unknown."""
+    try:
+        stat = os.statvfs(path.parent)
+        pages = int(db.execute("PRAGMA freelist_count").fetchone()[0])
+    except (OSError, sqlite3.Error):
+        return None
+    return stat.f_bavail * stat.f_frsize + pages * page_size
