@@ -348,13 +348,3 @@ def check_target_syntax(target: str) -> str:
     if not _TARGET.match(target):
         raise InputError(f"target {target!r}: expected device:ID or group:NAME")
     return target
-
-
-def peek_update_id(payload: bytes) -> str | None:
-    """The id an envelope claims (unverified; only to label a rejection for the operator)."""
-    try:
-        data = parse_json(payload, max_bytes=MAX_ENVELOPE_BYTES, max_depth=MAX_ENVELOPE_DEPTH, what="message")
-    except UpdateError:
-        return None
-    text = data.get("manifest") if isinstance(data, dict) else None
-    return update_id(text) if isinstance(text, str) else None
