@@ -24,7 +24,14 @@ import paho.mqtt.client as mqtt
 from edge_runtime.commands.broker import broker_from_args
 from edge_runtime.errors import EdgeRuntimeError, InputError
 from edge_runtime.mqttclient import Broker, make_client
-from edge_runtime.update.manifest import DEFAULT_CHUNK_BYTES, Manifest, read_envelope_file, update_id
+from edge_runtime.update.job import MAX_HINTED_CHUNKS
+from edge_runtime.update.manifest import (
+    DEFAULT_CHUNK_BYTES,
+    MAX_CHUNK_BYTES,
+    Manifest,
+    read_envelope_file,
+    update_id,
+)
 
 TERMINAL = ("active", "rejected", "rolled_back")
 DISCOVERY_S = 1.5
@@ -64,7 +71,13 @@ def _load(args: argparse.Namespace) -> tuple[Path, dict[str, Any], Manifest]:
 def _chunk_size(args: argparse.Namespace, m: Manifest) -> int:
     """The signed chunk size (format 2), else ``--chunk-size`` or 64 KiB."""
     if m.chunk_size is None:
-        return int(args.chunk_size or DEFAULT_CHUNK_BYTES)
+        size = int(args.chunk_size or DEFAULT_CHUNK_BYTES)
+        if not 0 < size <= MAX_CHUNK_BYTES or -(-m.size // size) > MAX_HINTED_CHUNKS:
+            raise InputError(
+                f"--chunk-size {size}: between 1 and {MAX_CHUNK_BYTES} bytes, and at most "
+                f"{MAX_HINTED_CHUNKS} chunks for this bundle (devices use no smaller chunks)"
+            )
+        return size
     if args.chunk_size and args.chunk_size != m.chunk_size:
         print(
             f"warning: the manifest signs {m.chunk_size}-byte chunks; --chunk-size {args.chunk_size} ignored",

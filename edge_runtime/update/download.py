@@ -26,6 +26,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from edge_runtime.errors import UpdateError
@@ -170,7 +171,7 @@ class Download:
         if job.signed is not None or transfer.chunk_size in (None, job.chunk_size):
             return False
         chunks = self._open_chunks()
-        if chunks.progress > 0:
+        if chunks.progress > 0 or replace(job, transfer=transfer).chunk_size == job.chunk_size:
             return False
         if self._fetch is not None:
             self._fetch.cancel()

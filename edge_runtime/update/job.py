@@ -28,6 +28,7 @@ from edge_runtime.throttle import Throttle
 from edge_runtime.update.manifest import DEFAULT_CHUNK_BYTES, DIGEST_BYTES, MAX_CHUNK_BYTES, Manifest
 
 logger = logging.getLogger(__name__)
+MAX_HINTED_CHUNKS = 65_536  # format 1: a hinted chunk size that gives more chunks is not used
 _THROTTLE = Throttle(per_s=60.0, burst=5)  # replayed envelopes may carry any transfer
 
 
@@ -157,14 +158,14 @@ class Job:
 
     @property
     def chunk_size(self) -> int:
-        """Bytes per chunk: signed, else the hint's, else push's default."""
+        """Bytes per chunk: signed, else the hint's, else push's default (or larger, so that the
+        received-chunk bitmap stays small whatever an unsigned hint says)."""
         if self.signed is not None:
             return self.signed.chunk_size
-        return (
-            self.transfer.chunk_size
-            if self.transfer.chunked and self.transfer.chunk_size
-            else DEFAULT_CHUNK_BYTES
-        )
+        hinted = self.transfer.chunk_size if self.transfer.chunked else None
+        if hinted and -(-self.size // hinted) <= MAX_HINTED_CHUNKS:
+            return hinted
+        return max(DEFAULT_CHUNK_BYTES, -(-self.size // MAX_HINTED_CHUNKS))
 
     @classmethod
     def begin(cls, update: str, manifest: Manifest, transfer: Transfer, *, download_timeout_s: float) -> Job:
