@@ -440,3 +440,24 @@ def test_a_replayed_copy_with_an_unsigned_transfer_cannot_steer_the_job(
         device.manager.chunk_message(f"p/updates/{uid}/chunk/{i}", data[i * 4096 : (i + 1) * 4096])
     assert wait_for(lambda: any(s["state"] == "verifying" for s in device.statuses), 10)
     assert not any(s["state"] == "rejected" and s["update"] == uid for s in device.statuses[:-1])
+
+
+def test_format_1_chunk_size_hints_are_bounded_and_replaced_only_before_any_chunk(tmp_path: Path) -> None:
+    """Format 1 signs no chunk size: a hint that would make millions of chunks is not used, and a
+    later copy's chunk size replaces the first one's only while nothing has arrived."""
+    data = os.urandom(200_000)
+    legacy = Manifest(
+        name="m", version="2", sha256=hashlib.sha256(data).hexdigest(), size=len(data), created=0.0, format=1
+    )
+    tiny = Job.begin("u1", legacy, Transfer("chunks", chunk_size=1), download_timeout_s=60)
+    assert tiny.chunk_size == 64 * 1024
+    sent: list[tuple[str, bytes]] = []
+    job = Job.begin("u1", legacy, Transfer("url", url="http://127.0.0.1:9/x"), download_timeout_s=60)
+    download = _download(tmp_path, job, sent, source_stall_s=600)
+    download.step()
+    assert not download.offer(Transfer("chunks", chunk_size=2))  # too many chunks: not used
+    assert download.offer(Transfer("chunks", chunk_size=50_000)) and job.chunk_size == 50_000
+    download.step()
+    assert download.on_chunk("p/updates/u1", 0, data[:50_000]) == Verdict.STORED
+    assert not download.offer(Transfer("chunks", chunk_size=40_000)) and job.chunk_size == 50_000
+    download.close()
