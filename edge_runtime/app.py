@@ -120,6 +120,7 @@ class Daemon:
             policy=UpdatePolicy.of(uc),
             publish_status=self._publish_model_status,
             link=link,
+            topic_prefix=self.cfg.mqtt.topic_prefix,
             checkpoint=faults.from_environment(),  # None unless EDGE_RUNTIME_FAULT is set (tests)
         )
         updates.listen([self.topics.model_update, *map(self.topics.group_update, self.cfg.device.groups)])
@@ -168,6 +169,7 @@ class Daemon:
             link=self.link,
             probe=self.probe,
             models=self._described(),
+            updates=self.updates.counters() if self.updates is not None else None,
         )
 
     def _health_loop(self) -> None:

@@ -116,6 +116,21 @@ def _update_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="S",
         help="seconds until the manifest expires (default 7 days; 0 = never)",
     )
+    s.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        metavar="N",
+        help="bytes per MQTT chunk, signed with each chunk's digest (default 64 KiB; raised for big bundles)",
+    )
+    s.add_argument("--url", default=None, help="sign this URL as where devices download the bundle")
+    s.add_argument(
+        "--format",
+        type=int,
+        choices=(1, 2),
+        default=2,
+        help="2 (default) signs the chunks; 1 for devices older than format 2 (signs no transfer)",
+    )
 
     p = sub.add_parser("push", help="publish a signed update over MQTT and follow the devices")
     p.add_argument("bundle", metavar="BUNDLE", help="a signed bundle file (BUNDLE.manifest.json beside it)")
@@ -131,8 +146,15 @@ def _update_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="S",
         help="follow the devices up to S seconds; exit 0 only if all report active",
     )
-    p.add_argument("--url", default=None, help="devices download the bundle from this URL instead")
-    p.add_argument("--chunk-size", type=int, default=64 * 1024, help="bytes per MQTT chunk")
+    p.add_argument(
+        "--url", default=None, help="devices download the bundle from this URL (format 2: the signed one)"
+    )
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=None,
+        help="bytes per MQTT chunk for a format 1 manifest (default 64 KiB; format 2 signs its own)",
+    )
     p.add_argument(
         "--serve-timeout",
         type=float,

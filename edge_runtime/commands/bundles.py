@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import base64
 import hashlib
 import json
 import logging
@@ -19,11 +20,15 @@ from edge_runtime.model import MODEL_YAML, ModelRef, resolve
 from edge_runtime.model.golden import make_golden
 from edge_runtime.update.bundle import write_tar
 from edge_runtime.update.manifest import (
+    DEFAULT_CHUNK_BYTES,
+    MANIFEST_FORMAT,
     Manifest,
     check_target_syntax,
+    chunk_digests,
     generate_keys,
     load_private_key,
     sign,
+    signed_chunk_size,
     update_id,
     version_key,
 )
@@ -119,6 +124,7 @@ def _sign(args: argparse.Namespace) -> int:
             target=check_target_syntax(args.target) if args.target else None,
             created=round(now, 3),
             expires=round(now + args.expires_in, 3) if args.expires_in > 0 else None,
+            **_signed_transfer(args, data),
         )
     except ValueError as exc:
         raise InputError(f"{path}: cannot make a manifest: {exc}") from exc
@@ -132,4 +138,28 @@ def _sign(args: argparse.Namespace) -> int:
         f"{out}: {manifest.name} version {manifest.version}, update {update_id(envelope['manifest'])}, "
         f"key {envelope['key_id']}, target {manifest.target or 'any'}, expires {expiry}"
     )
+    if manifest.chunk_size is not None:
+        url = f", url {manifest.url}" if manifest.url else ""
+        print(f"  format 2: {manifest.chunk_size}-byte chunks, each with its signed digest{url}")
     return 0
+
+
+def _signed_transfer(args: argparse.Namespace, data: bytes) -> dict[str, object]:
+    """The manifest fields that sign how the bytes travel (format 2), or format 1's none."""
+    fmt = getattr(args, "format", MANIFEST_FORMAT)
+    if fmt == 1:
+        if getattr(args, "url", None) or getattr(args, "chunk_size", None):
+            raise InputError("--format 1 signs no transfer: leave out --url and --chunk-size")
+        return {"format": 1}
+    wanted = getattr(args, "chunk_size", None) or DEFAULT_CHUNK_BYTES
+    chunk = signed_chunk_size(len(data), wanted)
+    if chunk != wanted and getattr(args, "chunk_size", None):
+        print(f"note: chunk size raised to {chunk} bytes so the digests fit in the manifest")
+    fields: dict[str, object] = {
+        "format": 2,
+        "chunk_size": chunk,
+        "chunk_digests": base64.b64encode(chunk_digests(data, chunk)).decode(),
+    }
+    if getattr(args, "url", None):
+        fields["url"] = args.url
+    return fields

@@ -24,7 +24,14 @@ import paho.mqtt.client as mqtt
 from edge_runtime.commands.broker import broker_from_args
 from edge_runtime.errors import EdgeRuntimeError, InputError
 from edge_runtime.mqttclient import Broker, make_client
-from edge_runtime.update.manifest import Manifest, read_envelope_file, update_id
+from edge_runtime.update.job import MAX_HINTED_CHUNKS
+from edge_runtime.update.manifest import (
+    DEFAULT_CHUNK_BYTES,
+    MAX_CHUNK_BYTES,
+    Manifest,
+    read_envelope_file,
+    update_id,
+)
 
 TERMINAL = ("active", "rejected", "rolled_back")
 DISCOVERY_S = 1.5
@@ -61,6 +68,35 @@ def _load(args: argparse.Namespace) -> tuple[Path, dict[str, Any], Manifest]:
     return bundle, envelope, manifest
 
 
+def _chunk_size(args: argparse.Namespace, m: Manifest) -> int:
+    """The signed chunk size (format 2), else ``--chunk-size`` or 64 KiB."""
+    if m.chunk_size is None:
+        size = int(args.chunk_size or DEFAULT_CHUNK_BYTES)
+        if not 0 < size <= MAX_CHUNK_BYTES or -(-m.size // size) > MAX_HINTED_CHUNKS:
+            raise InputError(
+                f"--chunk-size {size}: between 1 and {MAX_CHUNK_BYTES} bytes, and at most "
+                f"{MAX_HINTED_CHUNKS} chunks for this bundle (devices use no smaller chunks)"
+            )
+        return size
+    if args.chunk_size and args.chunk_size != m.chunk_size:
+        print(
+            f"warning: the manifest signs {m.chunk_size}-byte chunks; --chunk-size {args.chunk_size} ignored",
+            file=sys.stderr,
+        )
+    return m.chunk_size
+
+
+def _url(args: argparse.Namespace, m: Manifest) -> str | None:
+    """Where devices download the bundle: a format 2 manifest must have signed it."""
+    if m.format >= 2 and args.url and args.url != m.url:
+        signed = f"it signs {m.url}" if m.url else "it signs no URL"
+        raise InputError(
+            f"--url {args.url}: devices fetch only the URL a format 2 manifest signs ({signed}); "
+            "sign the bundle with `bundle sign --url URL`, or leave --url out to serve chunks"
+        )
+    return str(args.url or m.url) if (args.url or m.url) else None
+
+
 def cmd_push(args: argparse.Namespace) -> int:
     """Publish, serve chunks, and with ``--wait`` follow every targeted device."""
     bundle, envelope, manifest = _load(args)
@@ -76,12 +112,14 @@ class _Pusher:
         self.args, self.broker, self.bundle, self.manifest = args, broker, bundle, m
         self.prefix = args.prefix
         self.uid = update_id(envelope["manifest"])
+        self.key_id = str(envelope.get("key_id", "?"))
         self.base = f"{self.prefix}/updates/{self.uid}"
-        self.chunk_size = args.chunk_size
+        self.chunk_size = _chunk_size(args, m)
         self.count = (m.size + self.chunk_size - 1) // self.chunk_size
+        url = _url(args, m)  # a signed URL is the device's first source; chunks are served too
         transfer = (
-            {"type": "url", "url": args.url}
-            if args.url
+            {"type": "url", "url": url}
+            if url
             else {"type": "chunks", "topic": self.base, "chunk_size": self.chunk_size, "count": self.count}
         )
         self.payload = json.dumps(
@@ -163,7 +201,14 @@ class _Pusher:
     def _summary(self, waited: bool) -> int:
         ok = bool(self.devices)
         for name, d in sorted(self.devices.items()):
-            if d.state not in TERMINAL:
+            if d.state is None and waited:
+                print(
+                    f"{name}: no answer (a device ignores an update it cannot authenticate: "
+                    f"is key {self.key_id} in its updates.public_keys? its health counts "
+                    "updates.unauthenticated)",
+                    file=sys.stderr,
+                )
+            elif d.state not in TERMINAL:
                 print(f"{name}: no final state ({d.state or 'no answer'})", file=sys.stderr)
             ok = ok and d.state == "active" and d.version == self.manifest.version
         if not waited:
@@ -190,7 +235,8 @@ class _Pusher:
         if msg.topic == f"{self.base}/request":
             self._serve(body.get("chunks"))
         elif msg.topic.endswith("/model/status"):
-            self._status(msg.topic.split("/")[-3], body)
+            if not msg.retain:  # a retained one is from before this push (an earlier attempt)
+                self._status(msg.topic.split("/")[-3], body)
         elif (
             msg.topic.endswith("/status")
             and body.get("state") == "online"

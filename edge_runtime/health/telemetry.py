@@ -128,8 +128,10 @@ def health(
     link: LinkView,
     probe: SystemProbe,
     models: Mapping[str, dict[str, Any]],
+    updates: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The health payload body; ``models``: each slot's ``describe()``, ``failed``: pipeline -> reason."""
+    """The health payload body; ``models``: each slot's ``describe()``, ``failed``: pipeline -> reason,
+    ``updates``: the update manager's counters of refused traffic."""
     report = {p.name: _pipeline(p) for p in pipelines}
     report.update({name: _failed(reason) for name, reason in failed.items()})
     now = time.time()
@@ -155,6 +157,7 @@ def health(
         },
         "system": probe.snapshot(),
         "models": {n: {k: v for k, v in d.items() if k != "name"} for n, d in models.items()},
+        "updates": dict(updates or {}),
     }
 
 

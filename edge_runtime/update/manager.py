@@ -14,26 +14,40 @@ single commit point (see store.py), so a SIGKILL anywhere leaves the old model o
 serving. States are published on the retained ``P/D/model/status`` (status.py); during the
 health window the state is still ``testing`` (step ``health_window``): ``active`` means committed.
 The daemon's side is behind ports.py; what serves at start is startup.py's.
+
+Inbound messages are hostile until verified (refusals.py): one that fails authentication is
+counted and ignored, never attributed to the update it claims; a later authenticated copy of the
+update in progress can only offer another source for its bytes (download.py). An exception while
+handling a message drops that message; one while a job runs ends the job with its reason.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_runtime.errors import UpdateError
+from edge_runtime.throttle import Throttle
 from edge_runtime.update import bundle
 from edge_runtime.update.acceptance import HealthWindow, trial_all
 from edge_runtime.update.admission import check_admission
 from edge_runtime.update.download import Download
+from edge_runtime.update.inbox import CHUNK, MANIFEST, Inbox
 from edge_runtime.update.job import Job, JobState, Transfer
-from edge_runtime.update.manifest import Envelope, Manifest, is_newer, peek_update_id, verify
+from edge_runtime.update.manifest import (
+    MAX_ENVELOPE_BYTES,
+    Envelope,
+    Manifest,
+    authenticate,
+    is_newer,
+    open_signed,
+)
 from edge_runtime.update.policy import UpdatePolicy
 from edge_runtime.update.ports import Candidate, Link, Slot
+from edge_runtime.update.refusals import Refusals
 from edge_runtime.update.startup import resumed_ending
 from edge_runtime.update.status import StatusReporter
 from edge_runtime.update.store import BASE, Active, ModelStore
@@ -44,6 +58,7 @@ if TYPE_CHECKING:
 __all__ = ["UpdateManager", "UpdatePolicy"]
 
 logger = logging.getLogger(__name__)
+_THROTTLE = Throttle(per_s=60.0, burst=5)  # lines that copies of a signed update can cause
 
 
 def _no_checkpoint(_point: str) -> None:
@@ -69,13 +84,16 @@ class UpdateManager:
         policy: UpdatePolicy,
         publish_status: Callable[[dict[str, Any]], None],
         link: Link,
+        topic_prefix: str,
         checkpoint: Callable[[str], None] | None = None,
     ) -> None:
         self.device, self.groups, self.keys, self.store = device, groups, keys, store
         self.slots, self.policy, self.link = slots, policy, link
+        self.topic_prefix = topic_prefix  # chunks of update <id> travel on P/updates/<id>
         self.status = StatusReporter(device, slots, publish_status)
+        self.refusals = Refusals()
         self._checkpoint = checkpoint or _no_checkpoint
-        self.inbox: queue.Queue[tuple[str, Any, Any]] = queue.Queue(maxsize=2000)
+        self.inbox = Inbox()
         self.stop_event = threading.Event()
         self.job: Job | None = None
         self._download: Download | None = None
@@ -107,9 +125,18 @@ class UpdateManager:
         """Route a download's chunk topic here (``on``), or stop."""
         self.link.route(topic_filter, self.chunk_message if on else None)
 
+    def counters(self) -> dict[str, int]:
+        """Refused update traffic since the start (health ``updates``, docs/mqtt.md)."""
+        return self.refusals.snapshot()
+
     def submit(self, payload: bytes) -> None:
-        """An update manifest arrived (called on paho's thread: it only enqueues)."""
-        self._offer(("manifest", payload, None))
+        """An update message arrived (called on paho's thread: it only checks the size and enqueues)."""
+        if len(payload) > MAX_ENVELOPE_BYTES:
+            self.refusals.unauthenticated(
+                f"update message is {len(payload)} bytes (limit {MAX_ENVELOPE_BYTES})"
+            )
+        elif not self.inbox.put(MANIFEST, None, payload):
+            self.refusals.dropped("update")
 
     def chunk_message(self, topic: str, data: bytes) -> None:
         """A message on ``<transfer topic>/chunk/<index>`` arrived (on paho's thread: enqueue only).
@@ -118,14 +145,10 @@ class UpdateManager:
         "²" that ``int`` refuses.
         """
         base, _, index = topic.rpartition("/chunk/")
-        if index.isascii() and index.isdecimal() and len(index) <= 9:
-            self._offer(("chunk", (base, int(index)), data))
-
-    def _offer(self, item: tuple[str, Any, Any]) -> None:
-        try:
-            self.inbox.put_nowait(item)
-        except queue.Full:  # a missing chunk is requested again later
-            logger.debug("update: inbox full, %s dropped", item[0])
+        if not (index.isascii() and index.isdecimal() and len(index) <= 9):
+            self.refusals.chunk("the index is not a number")
+        elif not self.inbox.put(CHUNK, (base, int(index)), data):
+            self.refusals.dropped("chunk")
 
     # -- the loop ----------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -134,22 +157,41 @@ class UpdateManager:
         except Exception:
             logger.exception("update: cannot resume the saved job")
             if self.job is not None:
-                self._finish("rejected", "could not resume after restart")
+                self._end_after_failure("could not resume after restart")
         while not self.stop_event.is_set():
+            item = self.inbox.get(timeout=0.2)
+            if item is not None:
+                self._handle(*item)
             try:
-                kind, a, b = self.inbox.get(timeout=0.2)
-            except queue.Empty:
-                kind = ""
-            try:
-                if kind == "manifest":
-                    self._on_manifest(a)
-                elif kind == "chunk":
-                    self._on_chunk(a[0], a[1], b)
                 self._tick()
-            except Exception:  # the supervisor loop: log, end the job, keep serving
+            except Exception as exc:  # the supervisor loop: log, end the job with why, keep serving
                 logger.exception("update: unexpected failure")
                 if self.job is not None:
-                    self._fail("internal error (see the daemon log)")
+                    step = self.job.state.value
+                    self._end_after_failure(f"unexpected error while {step}: {type(exc).__name__}: {exc}")
+
+    def _handle(self, kind: str, key: Any, payload: bytes) -> None:
+        """One inbound message; whatever it holds, it cannot end the job by raising."""
+        try:
+            if kind == MANIFEST:
+                self._on_manifest(payload)
+            else:
+                self._on_chunk(key[0], key[1], payload)
+        except Exception as exc:  # a message we could not handle is dropped, never blamed on the job
+            logger.debug("update: %s message not handled", kind, exc_info=True)
+            if kind == MANIFEST:
+                self.refusals.unauthenticated(f"not handled: {type(exc).__name__}: {exc}")
+            else:
+                self.refusals.chunk(f"not handled: {type(exc).__name__}: {exc}")
+
+    def _end_after_failure(self, reason: str) -> None:
+        try:
+            self._fail(reason)
+        except Exception:  # cannot even record the ending (disk?): forget the job in memory
+            logger.exception("update: cannot end the job cleanly")
+            if self._download is not None:
+                self._download.close()
+            self.job, self._download, self._window = None, None, None
 
     def _tick(self) -> None:
         job = self.job
@@ -165,20 +207,42 @@ class UpdateManager:
     # -- manifests -------------------------------------------------------------------------------
     def _on_manifest(self, payload: bytes) -> None:
         try:
-            env = verify(payload, self.keys)
-        except UpdateError as exc:
-            self._reject_message(peek_update_id(payload), None, str(exc))
+            signed = authenticate(payload, self.keys)
+        except UpdateError as exc:  # belongs to no update, whatever id it claims
+            self.refusals.unauthenticated(str(exc))
             return
-        if self.job is not None and self.job.update == env.update_id:
-            return  # the update in progress, delivered again (QoS 1 may redeliver)
         try:
-            transfer = self._admit(env)
+            env = open_signed(signed)
         except UpdateError as exc:
-            self._reject_message(env.update_id, env.manifest, str(exc))
+            self._refuse(signed.update_id, None, str(exc))
             return
-        self._begin(env, transfer)
+        try:
+            self._on_signed(env)
+        except Exception as exc:  # authenticated: refused with the reason, never blamed on a job
+            logger.debug("update %s: not handled", env.update_id, exc_info=True)
+            reason = f"cannot process it: {type(exc).__name__}: {exc}"
+            if self.job is not None and self.job.update == env.update_id:  # a copy: the job goes on
+                _THROTTLE.log(logger, logging.WARNING, "copy", "update %s: a copy %s", env.update_id, reason)
+            else:
+                self._refuse(env.update_id, env.manifest, reason)
 
-    def _admit(self, env: Envelope) -> Transfer:
+    def _on_signed(self, env: Envelope) -> None:
+        job = self.job
+        if job is not None and job.update == env.update_id:
+            self._another_copy(job, env)  # QoS 1 redelivery, push again, or a replayed copy
+            return
+        ended = self.store.ended(env.update_id)
+        if ended is not None:
+            self._answer_replay(env, ended)
+            return
+        try:
+            self._admit(env)
+        except UpdateError as exc:
+            self._refuse(env.update_id, env.manifest, str(exc))
+            return
+        self._begin(env, Transfer.hint(env.transfer, env.update_id))
+
+    def _admit(self, env: Envelope) -> None:
         """Every check that needs no bytes; UpdateError with the reason."""
         check_admission(
             env,
@@ -194,18 +258,31 @@ class UpdateManager:
                 raise UpdateError(f"busy with update {self.job.update} (version {self.job.version})")
             logger.info("update: %s supersedes %s", env.update_id, self.job.update)
             self._finish("rejected", f"superseded by version {m.version}")
-        return Transfer.check(env.transfer)
 
-    def _reject_message(self, update: str | None, m: Manifest | None, reason: str) -> None:
-        logger.warning("update %s rejected: %s", update or "?", reason)
-        self.status.publish("rejected", self.job, update=update, manifest=m, reason=reason)
+    def _another_copy(self, job: Job, env: Envelope) -> None:
+        """The update in progress again: its (unsigned) transfer may offer another source."""
+        if job.state == JobState.DOWNLOADING and self._downloader(job).offer(
+            Transfer.hint(env.transfer, env.update_id)
+        ):
+            self.store.save_job(job)
+
+    def _answer_replay(self, env: Envelope, ended: dict[str, Any]) -> None:
+        """An update that ended here already: its outcome is told again (never tried twice)."""
+        outcome = str(ended.get("outcome"))
+        if self.refusals.refused(env.update_id, f"already processed ({outcome})"):
+            reason = None if outcome == "active" else ended.get("reason")
+            self.status.publish(outcome, self.job, update=env.update_id, manifest=env.manifest, reason=reason)
+
+    def _refuse(self, update: str, m: Manifest | None, reason: str) -> None:
+        """An authenticated message refused: ``rejected`` for it, at a bounded rate."""
+        if self.refusals.refused(update, reason):
+            self.status.publish("rejected", self.job, update=update, manifest=m, reason=reason)
 
     def _begin(self, env: Envelope, transfer: Transfer) -> None:
         m = env.manifest
-        self.job = job = Job.begin(
-            env.update_id, m, transfer, download_timeout_s=self.policy.download_timeout_s
-        )
-        self.store.save_job(job)
+        job = Job.begin(env.update_id, m, transfer, download_timeout_s=self.policy.download_timeout_s)
+        self.store.save_job(job)  # before the job exists: a failure here refuses the message
+        self.job = job
         logger.info("update %s: %s version %s accepted; downloading", env.update_id, m.name, m.version)
         self.status.publish("downloading", job, progress=0.0)
         self._checkpoint("accepted")
@@ -221,6 +298,7 @@ class UpdateManager:
                 self._part(job),
                 self.policy,
                 device=self.device,
+                topic=f"{self.topic_prefix}/updates/{job.update}",
                 send=self._send,
                 subscribe=self._subscribe,
                 progress=lambda fraction: self.status.publish("downloading", job, progress=fraction),
@@ -231,8 +309,16 @@ class UpdateManager:
 
     def _on_chunk(self, topic: str, index: int, data: bytes) -> None:
         job = self.job
-        if job is not None and job.state == JobState.DOWNLOADING:
-            self._downloader(job).on_chunk(topic, index, data)
+        if job is None or job.state != JobState.DOWNLOADING:
+            self.refusals.chunk("no download in progress")
+            return
+        try:
+            verdict = self._downloader(job).on_chunk(topic, index, data)
+        except UpdateError as exc:  # the part file cannot be written: this device's problem
+            self._fail(str(exc))
+            return
+        if verdict.bad:
+            self.refusals.chunk(f"chunk {index} of update {job.update}: {verdict.value.replace('_', ' ')}")
 
     def _download_step(self, job: Job) -> None:
         try:

@@ -3,11 +3,14 @@
 The envelope sent over MQTT (and written by ``bundle sign`` as ``FILE.manifest.json``) is::
 
     {"manifest": "<the manifest as canonical JSON text>", "signature": "<base64>", "key_id": "<hex>",
-     "transfer": {...}}          # transfer: added by ``push``, not signed (the bytes are checked
-                                 # against the signed sha256 and size, so a forged URL gains nothing)
+     "transfer": {...}}          # transfer: added by ``push``, not signed: a hint (docs/updates.md)
 
 The signature covers the exact bytes of the manifest text, so a device checks it before it
-parses the manifest at all: nothing an attacker wrote is interpreted before it is authenticated.
+parses the manifest at all: nothing an attacker wrote is interpreted before it is authenticated
+(:func:`authenticate` parses only the envelope, bounded in size and depth; :func:`open_signed`
+then reads the manifest). A manifest of format 2 also signs how its bytes travel: the chunk size
+and a digest of every chunk (and optionally a URL), so each chunk is checked as it arrives and
+nothing in the unsigned ``transfer`` can corrupt, redirect or stall a download for good.
 """
 
 from __future__ import annotations
@@ -23,15 +26,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from edge_runtime.errors import InputError, UpdateError
+from edge_runtime.update.inbound import parse_json
 
 if TYPE_CHECKING:  # cryptography costs ~7 MB of RSS: imported only when keys are used
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # 2: signs the chunk size, a digest of each chunk and optionally a URL
+FORMATS = (1, 2)  # format 1 (signed before chunk digests existed) is still accepted
 MAX_ENVELOPE_BYTES = 64 * 1024
+MAX_ENVELOPE_DEPTH = 4  # {"transfer": {...}}: 2 levels are used; a little room, no more
+MAX_CHUNK_BYTES = 1024 * 1024
+DIGEST_BYTES = 16  # a chunk's digest: the first 128 bits of its sha256
+DEFAULT_CHUNK_BYTES = 64 * 1024
+MAX_SIGNED_CHUNKS = 1024  # bundle sign doubles the chunk size until the digests fit (22 KB)
 VERSION_PATTERN = r"^[0-9]+(\.[0-9]+){0,3}$"
 _TARGET = re.compile(r"^(device|group):[^/#+\s]+$")
 
@@ -65,10 +75,42 @@ class Manifest(BaseModel):
     target: str | None = Field(None, description="device:ID or group:G; null for any device")
     created: float = Field(description="signing time, Unix seconds")
     expires: float | None = Field(None, description="not valid after this Unix time")
+    chunk_size: int | None = Field(
+        None, gt=0, le=MAX_CHUNK_BYTES, description="format 2: bytes per chunk (the last is shorter)"
+    )
+    chunk_digests: str | None = Field(
+        None, description="format 2: base64 of each chunk's first 16 bytes of sha256, in order"
+    )
+    url: str | None = Field(
+        None, max_length=2048, pattern=r"^https?://", description="format 2, optional: where to download"
+    )
+
+    @model_validator(mode="after")
+    def _transfer_matches_format(self) -> Manifest:
+        if self.format == 1:
+            if self.chunk_size is not None or self.chunk_digests is not None or self.url is not None:
+                raise ValueError("format 1 has no chunk_size, chunk_digests or url")
+        elif self.chunk_size is None or self.chunk_digests is None:
+            raise ValueError(f"format {self.format} needs chunk_size and chunk_digests")
+        else:
+            digests = _b64(self.chunk_digests)
+            count = -(-self.size // self.chunk_size)
+            if digests is None or len(digests) != count * DIGEST_BYTES:
+                raise ValueError(f"chunk_digests must hold {count} digests of {DIGEST_BYTES} bytes")
+        return self
+
+    @property
+    def digests(self) -> bytes | None:
+        """The signed chunk digests (``DIGEST_BYTES`` each), or None for format 1."""
+        return None if self.chunk_digests is None else _b64(self.chunk_digests)
 
     def canonical(self) -> str:
-        """The exact text that is signed: sorted keys, no whitespace."""
-        return json.dumps(self.model_dump(), sort_keys=True, separators=(",", ":"))
+        """The exact text that is signed: sorted keys, no whitespace (format 1: its own fields only)."""
+        data = self.model_dump()
+        for key in ("chunk_size", "chunk_digests", "url"):
+            if data[key] is None:
+                del data[key]
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
 
     def check_target(self, device: str, groups: list[str]) -> None:
         """Raise UpdateError if this manifest is addressed to somebody else."""
@@ -89,14 +131,30 @@ class Manifest(BaseModel):
 
 
 @dataclass(frozen=True, slots=True)
+class Signed:
+    """An envelope whose manifest text a trusted key signed (the manifest not read yet)."""
+
+    text: str
+    key_id: str
+    transfer: object  # the envelope's unsigned ``transfer``, as sent (a hint; anything at all)
+
+    @property
+    def update_id(self) -> str:
+        """The id of the signed manifest."""
+        return update_id(self.text)
+
+
+@dataclass(frozen=True, slots=True)
 class Envelope:
-    """A verified envelope: its manifest, the update id, the key that signed it, the transfer."""
+    """A verified envelope: its manifest, the update id, the key that signed it, the transfer.
+
+    ``transfer`` is the unsigned hint as sent: a dict when it was an object, else empty.
+    """
 
     manifest: Manifest
     update_id: str
     key_id: str
     transfer: dict[str, Any]
-    raw: dict[str, Any]
 
 
 # -- keys ----------------------------------------------------------------------------------------
@@ -182,47 +240,80 @@ def update_id(manifest_text: str) -> str:
     return hashlib.sha256(manifest_text.encode()).hexdigest()[:16]
 
 
-def verify(payload: bytes, keys: list[Ed25519PublicKey]) -> Envelope:
-    """Authenticate an envelope, then parse its manifest; UpdateError with the reason if bad."""
-    if len(payload) > MAX_ENVELOPE_BYTES:
-        raise UpdateError(f"update message is {len(payload)} bytes (limit {MAX_ENVELOPE_BYTES})")
+def authenticate(payload: bytes, keys: list[Ed25519PublicKey]) -> Signed:
+    """Check that a trusted key signed the envelope's manifest text; UpdateError with the reason.
+
+    Only the envelope is parsed here, bounded in size and nesting; the manifest text is not read.
+    A message that fails here is unauthenticated: it belongs to no update, whatever it claims.
+    """
     if not keys:
         raise UpdateError("no trusted keys configured (updates.public_keys is empty)")
-    try:
-        envelope = json.loads(payload)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UpdateError(f"update message is not JSON: {exc}") from exc
+    envelope = parse_json(
+        payload, max_bytes=MAX_ENVELOPE_BYTES, max_depth=MAX_ENVELOPE_DEPTH, what="update message"
+    )
     if not isinstance(envelope, dict):
         raise UpdateError("update message is not a JSON object")
     text, signature = envelope.get("manifest"), envelope.get("signature")
     if not isinstance(text, str) or not isinstance(signature, str):
         raise UpdateError("update message needs 'manifest' (text) and 'signature' (base64)")
+    sig = _b64(signature)
+    if sig is None:
+        raise UpdateError("signature is not valid base64")
     try:
-        sig = base64.b64decode(signature, validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise UpdateError("signature is not valid base64") from exc
-    signer = _find_signer(text.encode(), sig, keys)
+        data = text.encode()
+    except UnicodeEncodeError as exc:  # a lone surrogate from a \ud800 escape
+        raise UpdateError("manifest text is not valid Unicode") from exc
+    return Signed(text, _find_signer(data, sig, keys), envelope.get("transfer"))
+
+
+def open_signed(signed: Signed) -> Envelope:
+    """Read the authenticated manifest; UpdateError with the reason (it names a real update now)."""
     try:
-        manifest = Manifest.model_validate_json(text)
+        manifest = Manifest.model_validate_json(signed.text)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "manifest"
         raise UpdateError(f"signed manifest is invalid: {where}: {err['msg']}") from exc
-    if manifest.format != MANIFEST_FORMAT:
-        raise UpdateError(f"manifest format {manifest.format} is not supported (expected {MANIFEST_FORMAT})")
-    transfer = envelope.get("transfer") or {}
-    if not isinstance(transfer, dict):
-        raise UpdateError("'transfer' must be an object")
-    return Envelope(manifest, update_id(text), signer, transfer, envelope)
+    if manifest.format not in FORMATS:
+        raise UpdateError(f"manifest format {manifest.format} is not supported (expected one of {FORMATS})")
+    transfer = signed.transfer if isinstance(signed.transfer, dict) else {}
+    return Envelope(manifest, signed.update_id, signed.key_id, transfer)
 
 
-def peek_update_id(payload: bytes) -> str | None:
-    """The id an envelope claims (unverified; only to label a rejection for the operator)."""
+def verify(payload: bytes, keys: list[Ed25519PublicKey]) -> Envelope:
+    """Authenticate an envelope, then read its manifest; UpdateError with the reason if bad."""
+    return open_signed(authenticate(payload, keys))
+
+
+def chunk_digests(data: bytes, chunk_size: int) -> bytes:
+    """The digest of each ``chunk_size`` piece of ``data`` (``DIGEST_BYTES`` each, in order)."""
+    return b"".join(chunk_digest(data[i : i + chunk_size]) for i in range(0, len(data), chunk_size))
+
+
+def chunk_digest(chunk: bytes) -> bytes:
+    """One chunk's digest: the first ``DIGEST_BYTES`` of its sha256."""
+    return hashlib.sha256(chunk).digest()[:DIGEST_BYTES]
+
+
+def signed_chunk_size(size: int, wanted: int = DEFAULT_CHUNK_BYTES) -> int:
+    """``wanted``, doubled until a bundle of ``size`` bytes has at most ``MAX_SIGNED_CHUNKS`` chunks;
+    InputError when even ``MAX_CHUNK_BYTES`` chunks are too many or ``wanted`` is out of range."""
+    if not 0 < wanted <= MAX_CHUNK_BYTES:
+        raise InputError(f"chunk size {wanted} out of range (1..{MAX_CHUNK_BYTES})")
+    chunk = wanted
+    while -(-size // chunk) > MAX_SIGNED_CHUNKS and chunk < MAX_CHUNK_BYTES:
+        chunk = min(chunk * 2, MAX_CHUNK_BYTES)
+    if -(-size // chunk) > MAX_SIGNED_CHUNKS:
+        limit = MAX_SIGNED_CHUNKS * MAX_CHUNK_BYTES
+        raise InputError(f"a bundle of {size} bytes is over the {limit} bytes a format 2 manifest covers")
+    return chunk
+
+
+def _b64(text: str) -> bytes | None:
     try:
-        text = json.loads(payload).get("manifest")
-    except (AttributeError, UnicodeDecodeError, json.JSONDecodeError):
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
         return None
-    return update_id(text) if isinstance(text, str) else None
 
 
 def _find_signer(data: bytes, signature: bytes, keys: list[Ed25519PublicKey]) -> str:
@@ -231,7 +322,7 @@ def _find_signer(data: bytes, signature: bytes, keys: list[Ed25519PublicKey]) ->
     for key in keys:
         try:
             key.verify(signature, data)
-        except InvalidSignature:
+        except (InvalidSignature, ValueError, TypeError):  # any malformed signature is just not one
             continue
         return key_id(key)
     raise UpdateError(f"signature does not verify with any of the {len(keys)} trusted key(s)")

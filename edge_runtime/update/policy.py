@@ -20,6 +20,8 @@ class UpdatePolicy:
     max_latency_ms: float | None
     latency_factor: float
     keep: int
+    # a URL that stores no chunk for this long gives way to another source (docs/updates.md)
+    source_stall_s: float = 30.0
 
     @classmethod
     def of(cls, uc: UpdatesConfig) -> UpdatePolicy:
@@ -34,4 +36,5 @@ class UpdatePolicy:
             max_latency_ms=uc.max_latency_ms,
             latency_factor=uc.latency_factor,
             keep=uc.keep,
+            source_stall_s=max(10.0, 10 * uc.chunk_retry_s),
         )

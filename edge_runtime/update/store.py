@@ -191,7 +191,12 @@ class ModelStore:
 
     def outcome(self, update: str) -> str | None:
         """How update ``update`` ended, if it did."""
+        entry = self.ended(update)
+        return None if entry is None else str(entry.get("outcome"))
+
+    def ended(self, update: str) -> dict[str, Any] | None:
+        """The history entry of update ``update`` (outcome, reason, ...), if it ended."""
         for entry in reversed(self.history()):
-            if entry.get("update") == update:
-                return str(entry.get("outcome"))
+            if isinstance(entry, dict) and entry.get("update") == update:
+                return entry
         return None

@@ -31,7 +31,7 @@ from edge_runtime.update.manifest import (
 from edge_runtime.update.policy import UpdatePolicy
 from edge_runtime.update.startup import installed_folder, resumed_ending, settle
 from edge_runtime.update.store import BASE, Active, ModelStore, write_json_atomic
-from edge_runtime.update.transfer import ChunkFile
+from edge_runtime.update.transfer import ChunkFile, Verdict
 
 
 def _manifest(**kw: object) -> Manifest:
@@ -41,6 +41,7 @@ def _manifest(**kw: object) -> Manifest:
         "sha256": "a" * 64,
         "size": 10,
         "created": time.time(),
+        "format": 1,  # no signed transfer (format 2: tests/update/test_hostile_parts.py)
     }
     fields.update(kw)
     return Manifest(**fields)  # type: ignore[arg-type]
@@ -78,6 +79,8 @@ def test_signature_round_trip_and_refusals(keys: tuple[Path, Path]) -> None:
         verify(b"\xff{", trusted)
     with pytest.raises(UpdateError, match="limit"):
         verify(b" " * 70_000, trusted)
+    with pytest.raises(UpdateError, match="nests deeper"):
+        verify(b"[" * 30_000 + b"]" * 30_000, trusted)
     with pytest.raises(UpdateError, match="no trusted keys"):
         verify(json.dumps(envelope).encode(), [])
 
@@ -144,17 +147,18 @@ def test_extraction_limits_size(tmp_path: Path) -> None:
 
 
 def test_chunks_reordered_repeated_and_resumed(tmp_path: Path) -> None:
-    """Chunks land at their offsets in any order; repeats and wrong sizes are ignored; after a
-    restart only what was saved counts and the rest is asked for again."""
+    """Chunks land at their offsets in any order; repeats, wrong sizes and indices out of range
+    are ignored (each with its verdict); after a restart only what was saved counts and the rest
+    is asked for again."""
     data = os.urandom(10_000)
     part = tmp_path / "u.part"
     chunks = ChunkFile(part, len(data), 3000)  # 4 chunks, the last one 1000 bytes
-    assert chunks.write(3, data[9000:]) and chunks.write(1, data[3000:6000])
-    assert not chunks.write(1, data[3000:6000])  # repeat
-    assert not chunks.write(0, data[:10])  # wrong size
-    with pytest.raises(UpdateError, match="out of range"):
-        chunks.write(4, b"x")
+    assert chunks.write(3, data[9000:]) == chunks.write(1, data[3000:6000]) == Verdict.STORED
+    assert chunks.write(1, data[3000:6000]) == Verdict.REPEAT
+    assert chunks.write(0, data[:10]) == Verdict.WRONG_SIZE
+    assert chunks.write(4, b"x") == chunks.write(999_999, b"x") == Verdict.OUT_OF_RANGE
     chunks.close()
+    assert chunks.write(0, data[:3000]) == Verdict.CLOSED  # nothing is written after close
     again = ChunkFile(part, len(data), 3000)
     assert again.missing(10) == [0, 2] and again.progress == 0.5
     again.write(0, data[:3000])
@@ -266,15 +270,19 @@ def test_job_state_changes_and_verification_are_saved(tmp_path: Path) -> None:
 
 
 def test_transfer_checks() -> None:
-    """Chunks need a topic without wildcards and a chunk size in range; a URL needs a url."""
+    """A transfer hint: chunks need a chunk size in range (a topic, if any, without wildcards:
+    the device uses its own); a URL needs an http(s) url."""
     ok = Transfer.check({"type": "chunks", "topic": "t/u", "chunk_size": 10, "count": 3})
     assert (ok.topic, ok.chunk_size, ok.extra) == ("t/u", 10, {"count": 3})
+    assert Transfer.check({"type": "chunks", "chunk_size": 10}).chunked
     assert Transfer.check({"type": "url", "url": "http://h/b.tar"}).url == "http://h/b.tar"
     for bad, reason in [
         ({"type": "url"}, "'url' missing"),
-        ({"type": "chunks", "topic": "t"}, "need 'topic' and 'chunk_size'"),
+        ({"type": "url", "url": "file:///etc/passwd"}, "http"),
+        ({"type": "chunks", "topic": "t"}, "need 'chunk_size'"),
         ({"type": "chunks", "topic": "t/#", "chunk_size": 10}, "wildcards"),
         ({"type": "chunks", "topic": "t", "chunk_size": 2 << 20}, "out of range"),
+        ({"type": "chunks", "chunk_size": True}, "need 'chunk_size'"),
         ({"type": "ftp"}, "unknown"),
     ]:
         with pytest.raises(UpdateError, match=reason):
@@ -421,11 +429,14 @@ def test_chunk_indices_that_are_not_plain_digits_are_ignored(tmp_path: Path) -> 
         policy=_policy(),
         publish_status=lambda _body: None,
         link=link,
+        topic_prefix="p",
     )
     manager.listen(["p/d/model/update"])
     assert set(link.routes) == {"p/d/model/update"}
-    for topic in ("T/chunk/²", "T/chunk/-1", "T/chunk/1e3", "T/chunk/" + "9" * 30, "T/chunk/", "T/chunk/٣"):
+    bad = ("T/chunk/²", "T/chunk/-1", "T/chunk/1e3", "T/chunk/" + "9" * 30, "T/chunk/", "T/chunk/٣")
+    for topic in bad:
         manager.chunk_message(topic, b"x")
     assert manager.inbox.empty()
+    assert manager.counters()["ignored_chunks"] == len(bad)
     manager.chunk_message("T/chunk/7", b"x")
-    assert manager.inbox.get_nowait() == ("chunk", ("T", 7), b"x")
+    assert manager.inbox.get(0) == ("chunk", ("T", 7), b"x")

@@ -129,6 +129,7 @@ class Device:
         device: str = "cam-test",
         updates: dict[str, Any] | None = None,
         groups: list[str] | None = None,
+        **overrides: Any,
     ) -> None:
         self.tmp, self.broker = tmp, broker
         tmp.mkdir(parents=True, exist_ok=True)
@@ -152,6 +153,7 @@ class Device:
                 "chunk_retry_s": 1,
                 **(updates or {}),
             },
+            **overrides,
         )
         self.id = device
         self.recorder = Recorder(broker.port, f"edge/{device}/#")
@@ -184,6 +186,11 @@ class Device:
 
     def versions_after(self, t: float) -> set[str]:
         return {p["model"]["version"] for p in self.predictions() if p["frame"]["ts"] > t}
+
+    def updates(self) -> dict[str, int]:
+        """The ``updates`` counters of the last health message."""
+        health = [h for h in self.recorder.on("/health") if isinstance(h, dict)]
+        return dict(health[-1].get("updates") or {}) if health else {}
 
     def max_gap(self) -> float:
         ts = sorted(p["ts"] for p in self.predictions())
@@ -222,8 +229,8 @@ def test_update_by_chunks_swaps_while_serving(
 ) -> None:
     """A pushed v2 goes downloading -> verifying -> testing -> active; predictions switch to v2
     without a gap, and the store keeps v2 installed."""
-    bundle = signed(kit, tmp_path / "b" / "v2.tar")
-    done = push(bundle, broker, "--device", "cam-test", "--chunk-size", "200000")
+    bundle = signed(kit, tmp_path / "b" / "v2.tar", sign_args=("--chunk-size", "200000"))
+    done = push(bundle, broker, "--device", "cam-test")
     assert done.returncode == 0, done.stdout + done.stderr + device.log()[-2000:]
     assert "cam-test: active" in done.stdout
     uid = update_id(bundle)
@@ -268,13 +275,17 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def test_update_by_url(device: Device, broker: Broker, kit: dict[str, Path], tmp_path: Path) -> None:
-    """With --url the device downloads the bundle over HTTP and ends active on v2."""
-    bundle = signed(kit, tmp_path / "www" / "v2.tar")
+    """With a URL signed into the manifest (``bundle sign --url``) the device downloads the bundle
+    over HTTP and ends active on v2; ``push --url`` with another URL is refused before sending."""
+    (tmp_path / "www").mkdir()
     handler = lambda *a: RangeHandler(*a, directory=str(tmp_path / "www"))  # noqa: E731
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/v2.tar"
+        bundle = signed(kit, tmp_path / "www" / "v2.tar", sign_args=("--url", url))
+        other = push(bundle, broker, "--device", "cam-test", "--url", url + "?elsewhere", wait=5)
+        assert other.returncode == 2 and "bundle sign --url" in other.stderr, other.stderr
         done = push(bundle, broker, "--device", "cam-test", "--url", url)
     finally:
         server.shutdown()
@@ -325,25 +336,29 @@ def _garbage_model(kit: dict[str, Path]) -> dict[str, bytes]:
 def test_bad_updates_are_refused_and_the_old_model_keeps_serving(
     tmp_path: Path, broker: Broker, kit: dict[str, Path]
 ) -> None:
-    """Each bad update is rejected with its reason on model/status; v1 serves throughout, without a
-    gap; then a good update still goes through."""
+    """Each bad update is rejected with its reason on model/status, except those whose signature
+    fails: they belong to no update, so the device publishes nothing for them (it counts them in
+    health); v1 serves throughout, without a gap; then a good update still goes through."""
     dev = Device(tmp_path / "dev", broker, kit, updates={"max_bundle_bytes": 20_000_000}).start()
     b = tmp_path / "b"
     try:
-        cases: list[tuple[str, Path, str]] = []
-        tampered = signed(kit, b / "tampered.tar", version="3")
-        _tamper(tampered)
-        cases.append(("tampered bytes", tampered, "sha256 mismatch"))
-        cases.append(
-            (
-                "foreign key",
-                signed(kit, b / "foreign.tar", version="3", key=kit["foreign"]),
-                "signature does not verify",
-            )
-        )
+        unauthenticated = [signed(kit, b / "foreign.tar", version="3", key=kit["foreign"])]
         forged = signed(kit, b / "forged.tar", version="3")
         _bad_signature(forged)
-        cases.append(("bad signature", forged, "signature does not verify"))
+        unauthenticated.append(forged)
+        for bundle in unauthenticated:
+            done = push(bundle, broker, "--device", "cam-test", wait=4)
+            assert done.returncode == 1 and "no answer" in done.stderr, (done.stdout, done.stderr)
+        assert wait_for(lambda: dev.updates().get("unauthenticated") == 2, 10), dev.updates()
+        assert not [s for s in dev.statuses() if s["update"] in map(update_id, unauthenticated)]
+        assert "update message ignored: signature does not verify" in dev.log()
+
+        cases: list[tuple[str, Path, str]] = []
+        # format 1 signs no chunk digests: tampered bytes are found by the bundle's sha256 (format 2
+        # ignores each wrong chunk as it arrives: tests/update/test_hostile.py)
+        tampered = signed(kit, b / "tampered.tar", version="3", sign_args=("--format", "1"))
+        _tamper(tampered)
+        cases.append(("tampered bytes", tampered, "sha256 mismatch"))
         expired = signed(kit, b / "expired.tar", version="3", sign_args=("--expires-in", "1"))
         cases.append(("expired", expired, "expired"))
         cases.append(("downgrade", signed(kit, b / "old.tar", version="1"), "downgrade"))
@@ -416,7 +431,7 @@ def test_sigkill_at_each_step_leaves_old_or_new(
     """SIGKILL at ``point``; after a restart exactly one complete version serves and the update
     ends as expected (resumed, or rolled back when the health window never completed)."""
     dev = Device(tmp_path / "dev", broker, kit).start(env={"EDGE_RUNTIME_FAULT": f"update:{point}"})
-    bundle = signed(kit, tmp_path / "b" / "v2.tar")
+    bundle = signed(kit, tmp_path / "b" / "v2.tar", sign_args=("--chunk-size", "100000"))
     pusher = subprocess.Popen(
         [
             sys.executable,
@@ -430,8 +445,6 @@ def test_sigkill_at_each_step_leaves_old_or_new(
             f"127.0.0.1:{broker.port}",
             "--wait",
             "120",
-            "--chunk-size",
-            "100000",
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
