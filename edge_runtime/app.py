@@ -30,9 +30,7 @@ from edge_runtime.publish.mqtt import MqttLink
 from edge_runtime.publish.outbox import Outbox, open_outbox
 from edge_runtime.publish.publisher import Publisher
 from edge_runtime.publish.topics import Topics
-from edge_runtime.update import faults
-from edge_runtime.update.manager import UpdateManager, UpdatePolicy
-from edge_runtime.update.manifest import load_public_key
+from edge_runtime.update.manager import UpdateManager, open_manager
 from edge_runtime.update.ports import Slot
 from edge_runtime.update.startup import installed_folder, settle
 from edge_runtime.update.store import ModelStore
@@ -107,21 +105,17 @@ class Daemon:
     def _updates(self, link: MqttLink) -> UpdateManager:
         """The update manager, with its inbound topics routed to it (it starts later)."""
         assert self.store is not None
-        uc = self.cfg.updates
-        slots: dict[str, list[Slot]] = {}
+        slots: dict[str, list[Slot]] = {}  # updates address a bundle by the name in its model.yaml
         for slot in self.models.values():
             slots.setdefault(slot.runner.model.spec.name, []).append(slot)
-        updates = UpdateManager(
-            device=self.cfg.device.id,
-            groups=self.cfg.device.groups,
-            keys=[load_public_key(p) for p in uc.public_keys],
+        updates = open_manager(
+            self.cfg.updates,
+            device=self.cfg.device,
             store=self.store,
             slots=slots,
-            policy=UpdatePolicy.of(uc),
-            publish_status=self._publish_model_status,
             link=link,
             topic_prefix=self.cfg.mqtt.topic_prefix,
-            checkpoint=faults.from_environment(),  # None unless EDGE_RUNTIME_FAULT is set (tests)
+            publish_status=self._publish_model_status,
         )
         updates.listen([self.topics.model_update, *map(self.topics.group_update, self.cfg.device.groups)])
         return updates
@@ -207,11 +201,8 @@ class Daemon:
             self._health_thread.join(1.0)
         if self.outbox is not None and self.link is not None:
             self.publish_health()  # the final numbers
-        if self.publisher is not None and self.link is not None and self.link.connected.is_set():
-            deadline = time.monotonic() + flush_timeout
-            while not self.publisher.idle() and time.monotonic() < deadline:
-                time.sleep(0.05)
         if self.publisher is not None:
+            self.publisher.drain(flush_timeout)  # what is still queued, while the broker is there
             self.publisher.stop()
         if self.link is not None:
             self.link.stop("shutdown", timeout=2.0)

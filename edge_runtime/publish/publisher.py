@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 
 from edge_runtime.publish.mqtt import Ack, MqttLink
 from edge_runtime.publish.outbox import Outbox
@@ -60,6 +61,12 @@ class Publisher:
         self._wake.set()
         if self._thread.ident is not None:  # started
             self._thread.join(timeout)
+
+    def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` s until nothing is pending or in flight (only while connected)."""
+        deadline = time.monotonic() + timeout
+        while self.link.connected.is_set() and not self.idle() and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def idle(self) -> bool:
         """True when nothing is pending or in flight (delivered rows may wait for deletion)."""

@@ -7,7 +7,8 @@
       -> watching: swap between two frames, then a health window               (rolled_back)
       -> active (committed; older versions pruned to ``keep``)
 
-The admission checks are admission.py's; testing and the health window acceptance.py's.
+What arrives (manifests, chunks) is intake.py's; the admission checks admission.py's; testing and
+the health window acceptance.py's.
 
 Every state is saved in ``job.json`` (job.py) before it is entered and ``active.json`` is the
 single commit point (see store.py), so a SIGKILL anywhere leaves the old model or the new one
@@ -29,21 +30,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge_runtime.config.sections import DeviceConfig, UpdatesConfig
 from edge_runtime.errors import UpdateError
-from edge_runtime.throttle import Throttle
-from edge_runtime.update import bundle
+from edge_runtime.update import bundle, faults
 from edge_runtime.update.acceptance import HealthWindow, trial_all
-from edge_runtime.update.admission import check_admission
 from edge_runtime.update.download import Download
-from edge_runtime.update.inbox import CHUNK, MANIFEST, Inbox
+from edge_runtime.update.inbox import Inbox
+from edge_runtime.update.intake import Intake
 from edge_runtime.update.job import Job, JobState, Transfer
 from edge_runtime.update.manifest import (
-    MAX_ENVELOPE_BYTES,
     Envelope,
-    Manifest,
-    authenticate,
-    is_newer,
-    open_signed,
+    load_public_key,
 )
 from edge_runtime.update.policy import UpdatePolicy
 from edge_runtime.update.ports import Candidate, Link, Slot
@@ -55,17 +52,16 @@ from edge_runtime.update.store import BASE, Active, ModelStore
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-__all__ = ["UpdateManager", "UpdatePolicy"]
+__all__ = ["UpdateManager", "UpdatePolicy", "open_manager"]
 
 logger = logging.getLogger(__name__)
-_THROTTLE = Throttle(per_s=60.0, burst=5)  # lines that copies of a signed update can cause
 
 
 def _no_checkpoint(_point: str) -> None:
     pass
 
 
-class UpdateManager:
+class UpdateManager(Intake):
     """Consumes update manifests and chunks from the MQTT link; publishes model/status.
 
     ``checkpoint`` is the test seam: it is called with the name of each step as the job reaches it
@@ -108,7 +104,8 @@ class UpdateManager:
     def stop(self, timeout: float = 3.0) -> None:
         """Stop the thread; an unfinished job stays on disk and resumes at the next start."""
         self.stop_event.set()
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started (a daemon whose start failed never did)
+            self._thread.join(timeout)
         if self._download is not None:
             self._download.close()
 
@@ -128,27 +125,6 @@ class UpdateManager:
     def counters(self) -> dict[str, int]:
         """Refused update traffic since the start (health ``updates``, docs/mqtt.md)."""
         return self.refusals.snapshot()
-
-    def submit(self, payload: bytes) -> None:
-        """An update message arrived (called on paho's thread: it only checks the size and enqueues)."""
-        if len(payload) > MAX_ENVELOPE_BYTES:
-            self.refusals.unauthenticated(
-                f"update message is {len(payload)} bytes (limit {MAX_ENVELOPE_BYTES})"
-            )
-        elif not self.inbox.put(MANIFEST, None, payload):
-            self.refusals.dropped("update")
-
-    def chunk_message(self, topic: str, data: bytes) -> None:
-        """A message on ``<transfer topic>/chunk/<index>`` arrived (on paho's thread: enqueue only).
-
-        The index must be plain ASCII digits: ``str.isdigit`` also accepts characters such as
-        "²" that ``int`` refuses.
-        """
-        base, _, index = topic.rpartition("/chunk/")
-        if not (index.isascii() and index.isdecimal() and len(index) <= 9):
-            self.refusals.chunk("the index is not a number")
-        elif not self.inbox.put(CHUNK, (base, int(index)), data):
-            self.refusals.dropped("chunk")
 
     # -- the loop ----------------------------------------------------------------------------------
     def _run(self) -> None:
@@ -170,20 +146,6 @@ class UpdateManager:
                     step = self.job.state.value
                     self._end_after_failure(f"unexpected error while {step}: {type(exc).__name__}: {exc}")
 
-    def _handle(self, kind: str, key: Any, payload: bytes) -> None:
-        """One inbound message; whatever it holds, it cannot end the job by raising."""
-        try:
-            if kind == MANIFEST:
-                self._on_manifest(payload)
-            else:
-                self._on_chunk(key[0], key[1], payload)
-        except Exception as exc:  # a message we could not handle is dropped, never blamed on the job
-            logger.debug("update: %s message not handled", kind, exc_info=True)
-            if kind == MANIFEST:
-                self.refusals.unauthenticated(f"not handled: {type(exc).__name__}: {exc}")
-            else:
-                self.refusals.chunk(f"not handled: {type(exc).__name__}: {exc}")
-
     def _end_after_failure(self, reason: str) -> None:
         try:
             self._fail(reason)
@@ -203,80 +165,6 @@ class UpdateManager:
             self._watch(job)
         if self.job is not None and self.job.state not in (JobState.DOWNLOADING, JobState.WATCHING):
             self._advance(self.job)
-
-    # -- manifests -------------------------------------------------------------------------------
-    def _on_manifest(self, payload: bytes) -> None:
-        try:
-            signed = authenticate(payload, self.keys)
-        except UpdateError as exc:  # belongs to no update, whatever id it claims
-            self.refusals.unauthenticated(str(exc))
-            return
-        try:
-            env = open_signed(signed)
-        except UpdateError as exc:
-            self._refuse(signed.update_id, None, str(exc))
-            return
-        try:
-            self._on_signed(env)
-        except Exception as exc:  # authenticated: refused with the reason, never blamed on a job
-            logger.debug("update %s: not handled", env.update_id, exc_info=True)
-            reason = f"cannot process it: {type(exc).__name__}: {exc}"
-            if self.job is not None and self.job.update == env.update_id:  # a copy: the job goes on
-                _THROTTLE.log(logger, logging.WARNING, "copy", "update %s: a copy %s", env.update_id, reason)
-            else:
-                self._refuse(env.update_id, env.manifest, reason)
-
-    def _on_signed(self, env: Envelope) -> None:
-        job = self.job
-        if job is not None and job.update == env.update_id:
-            self._another_copy(job, env)  # QoS 1 redelivery, push again, or a replayed copy
-            return
-        ended = self.store.ended(env.update_id)
-        if ended is not None:
-            self._answer_replay(env, ended)
-            return
-        try:
-            self._admit(env)
-        except UpdateError as exc:
-            self._refuse(env.update_id, env.manifest, str(exc))
-            return
-        self._begin(env, Transfer.hint(env.transfer, env.update_id))
-
-    def _admit(self, env: Envelope) -> None:
-        """Every check that needs no bytes; UpdateError with the reason."""
-        check_admission(
-            env,
-            device=self.device,
-            groups=self.groups,
-            policy=self.policy,
-            slots=self.slots,
-            store=self.store,
-        )
-        if self.job is not None:
-            m = env.manifest
-            if not (self.job.state == JobState.DOWNLOADING and is_newer(m.version, self.job.version)):
-                raise UpdateError(f"busy with update {self.job.update} (version {self.job.version})")
-            logger.info("update: %s supersedes %s", env.update_id, self.job.update)
-            self._finish("rejected", f"superseded by version {m.version}")
-
-    def _another_copy(self, job: Job, env: Envelope) -> None:
-        """The update in progress again: its (unsigned) transfer may offer another source."""
-        if job.state == JobState.DOWNLOADING and self._downloader(job).offer(
-            Transfer.hint(env.transfer, env.update_id)
-        ):
-            self.store.save_job(job)
-
-    def _answer_replay(self, env: Envelope, ended: dict[str, Any]) -> None:
-        """An update that ended here already: its outcome is told again (never tried twice)."""
-        outcome = str(ended.get("outcome"))
-        if self.refusals.refused(env.update_id, f"already processed ({outcome})"):
-            reason = None if outcome == "active" else ended.get("reason")
-            self.status.publish(outcome, self.job, update=env.update_id, manifest=env.manifest, reason=reason)
-
-    def _refuse(self, update: str, m: Manifest | None, reason: str) -> None:
-        """An authenticated message refused: ``rejected`` for it, at a bounded rate."""
-        if self.refusals.refused(update, reason):
-            self.status.publish("rejected", self.job, update=update, manifest=m, reason=reason)
 
     def _begin(self, env: Envelope, transfer: Transfer) -> None:
         m = env.manifest
@@ -430,3 +318,31 @@ class UpdateManager:
             self.status.publish("downloading", job, progress=None)
         if job.state == JobState.VERIFYING and not self._part(job).exists():
             self._fail("downloaded bundle missing after restart")
+
+
+def open_manager(
+    uc: UpdatesConfig,
+    *,
+    device: DeviceConfig,
+    store: ModelStore,
+    slots: dict[str, list[Slot]],
+    link: Link,
+    topic_prefix: str,
+    publish_status: Callable[[dict[str, Any]], None],
+) -> UpdateManager:
+    """The manager the config's ``updates:`` section describes, for ``device``'s slots.
+
+    The crash tests' fault hook is installed only when EDGE_RUNTIME_FAULT is set (faults.py).
+    """
+    return UpdateManager(
+        device=device.id,
+        groups=device.groups,
+        keys=[load_public_key(p) for p in uc.public_keys],
+        store=store,
+        slots=slots,
+        policy=UpdatePolicy.of(uc),
+        publish_status=publish_status,
+        link=link,
+        topic_prefix=topic_prefix,
+        checkpoint=faults.from_environment(),
+    )
