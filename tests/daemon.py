@@ -83,6 +83,18 @@ def paced_config(tmp_path: Path, port: int, frames: int, fps: float) -> Path:
     )
 
 
+def cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """The real CLI in a child process (operator commands: keys, bundle, push)."""
+    return subprocess.run(
+        [sys.executable, "-m", "edge_runtime", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+    )
+
+
 class DaemonProcess:
     """``python -m edge_runtime run CONFIG`` with its log in a file."""
 

@@ -13,7 +13,6 @@ import json
 import secrets
 import ssl
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.broker import MOSQUITTO, Broker, wait_for
 from tests.certs import make_ca, make_server_cert
-from tests.daemon import ROOT, DaemonProcess, make_config, make_video
+from tests.daemon import ROOT, DaemonProcess, cli, make_config, make_video
 
 pytestmark = pytest.mark.slow
 
@@ -136,18 +135,6 @@ class Client:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
-
-
-def cli(*args: str | Path, timeout: float = 150) -> subprocess.CompletedProcess[str]:
-    """The real CLI in a child process."""
-    return subprocess.run(
-        [sys.executable, "-m", "edge_runtime", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        check=False,
-    )
 
 
 @pytest.fixture

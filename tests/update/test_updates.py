@@ -27,25 +27,13 @@ import pytest
 import yaml
 
 from tests.broker import Broker, Recorder, wait_for
-from tests.daemon import ROOT, DaemonProcess, make_config, make_video
+from tests.daemon import ROOT, DaemonProcess, cli, make_config, make_video
 
 pytestmark = pytest.mark.slow
 
 PERSON = ROOT / "models" / "ssdlite_mobilenet_v2_person"
 FPS = 10
 MAX_GAP_S = 1.5  # 15 frame intervals: generous, since model loads and golden runs share 2 cores
-
-
-def cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    """The real CLI in a child process."""
-    return subprocess.run(
-        [sys.executable, "-m", "edge_runtime", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        check=False,
-    )
 
 
 # -- bundles ---------------------------------------------------------------------------------------
