@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from edge_runtime.commands.common import backend_options, read_image
+from edge_runtime.commands.common import options_from_flags, read_image
 from edge_runtime.errors import InputError
 from edge_runtime.inference import backend_installed
 from edge_runtime.model import Runner, WindowRunner, load_model, resolve
@@ -56,7 +56,7 @@ def measure(run: Any, seconds: float, warmup: int) -> dict[str, Any]:
 
 
 def _bench_one(args: argparse.Namespace, kind: str) -> dict[str, Any]:
-    model = load_model(Path(args.model), kind, backend_options(args))
+    model = load_model(Path(args.model), kind, options_from_flags(args))
     try:
         if isinstance(model.spec.input, WindowInput):  # a sensor-window model: a window of zeros
             inputs = WindowRunner(model).prepare(np.zeros(model.input_size, np.float32))[0]

@@ -15,8 +15,8 @@ from edge_runtime.errors import ImageError
 from edge_runtime.inference import BackendOptions
 
 
-def backend_options(args: argparse.Namespace) -> BackendOptions:
-    """BackendOptions from the shared model flags."""
+def options_from_flags(args: argparse.Namespace) -> BackendOptions:
+    """BackendOptions from the shared model flags (the daemon's: model.backend_options)."""
     return BackendOptions(
         accelerator=args.accelerator,
         threads=args.threads,

@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edge_runtime.commands.common import backend_options, read_image
+from edge_runtime.commands.common import options_from_flags, read_image
 from edge_runtime.errors import ImageError, InputError
 from edge_runtime.model import InferenceResult, Runner, load_model
 
@@ -23,7 +23,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
         raise InputError(f"--top-k must be >= 1, got {args.top_k}")
     if args.score_threshold is not None and not 0.0 <= args.score_threshold <= 1.0:
         raise InputError(f"--score-threshold must be within 0..1, got {args.score_threshold}")
-    model = load_model(Path(args.model), args.backend, backend_options(args))
+    model = load_model(Path(args.model), args.backend, options_from_flags(args))
     annotate = Path(args.annotate) if args.annotate else None
     if annotate is not None:
         annotate.mkdir(parents=True, exist_ok=True)
