@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edge_runtime.config.vocabulary import ONNX_ACCELERATORS
 from edge_runtime.errors import AcceleratorError
 
 PROVIDER_OF = {
@@ -25,21 +26,10 @@ PROVIDER_OF = {
 }
 ACCELERATOR_OF = {v: k for k, v in PROVIDER_OF.items()}
 
-# `auto` preference, best first. XNNPACK is left out: on x86 and most ARM boards ORT's own CPU
-# kernels (MLAS) are as fast or faster for int8 QDQ models.
-AUTO_ORDER = (
-    "tensorrt",
-    "cuda",
-    "openvino",
-    "rocm",
-    "migraphx",
-    "qnn",
-    "dml",
-    "coreml",
-    "acl",
-    "armnn",
-    "cpu",
-)
+# `auto` preference, best first: the config's ONNX accelerator names in their order. XNNPACK is
+# left out: on x86 and most ARM boards ORT's own CPU kernels (MLAS) are as fast or faster for
+# int8 QDQ models.
+AUTO_ORDER = tuple(a for a in ONNX_ACCELERATORS if a != "xnnpack")
 
 INSTALL_HINT = {
     "tensorrt": "an onnxruntime build with TensorRT (onnxruntime-gpu, or the JetPack wheel on Jetson) "
