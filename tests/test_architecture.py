@@ -22,6 +22,7 @@ LEAVES = {
     "channel",
     "scheduling",
     "throttle",
+    "durable",
 }
 COMPOSITION = {"app", "pipeline", "service", "cli", "commands", "model", "__main__", "__init__"}
 

@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import sqlite3
 import struct
 import time
@@ -28,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from edge_runtime.durable import fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -146,7 +147,7 @@ def recover(path: Path, reason: str, schema: str) -> Recovery:
     Path(f"{path}-shm").unlink(missing_ok=True)  # derived from the WAL; SQLite rebuilds it
     if fresh.exists():
         fresh.replace(path)
-    _sync_dir(path.parent)
+    fsync_dir(path.parent)
     _prune(path)
     return Recovery(now, str(kept if kept.exists() else Path(f"{kept}-wal")), rows, reason)
 
@@ -185,14 +186,6 @@ def _unused(candidate: Path) -> Path:
 def _remove(db: Path) -> None:
     for suffix in ("", "-wal", "-shm", "-journal"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
-
-
-def _sync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _prune(path: Path) -> None:

@@ -8,13 +8,13 @@ the same bytes. Extraction trusts nothing: only regular files and folders, no ab
 from __future__ import annotations
 
 import io
-import os
 import shutil
 import tarfile
 from pathlib import Path, PurePosixPath
 
 import yaml
 
+from edge_runtime.durable import fsync_tree
 from edge_runtime.errors import UpdateError
 from edge_runtime.hashing import file_sha256
 
@@ -85,27 +85,6 @@ def unpack(part: Path, dest: Path, name: str, version: str, *, max_bytes: int) -
         shutil.rmtree(dest)
     extract(part, dest, max_bytes=max_bytes)
     check_contents(dest, name, version)
-
-
-def fsync_tree(root: Path) -> None:
-    """fsync every file and folder under ``root`` (and ``root`` itself)."""
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            fd = os.open(Path(folder) / name, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        fsync_dir(Path(folder))
-
-
-def fsync_dir(folder: Path) -> None:
-    """fsync a folder, so a rename or a new entry in it is durable."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def check_contents(folder: Path, name: str, version: str) -> None:

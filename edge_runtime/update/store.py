@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edge_runtime.update.bundle import fsync_dir
+from edge_runtime.durable import fsync_dir
 from edge_runtime.update.job import Job
 
 logger = logging.getLogger(__name__)
