@@ -9,7 +9,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edge_runtime.config.sources import SourceConfig
+from edge_runtime.config.analytics import LineConfig, MotionConfig, TrackingConfig, ZoneConfig
+from edge_runtime.config.sources import SensorSource, SourceConfig
 from edge_runtime.config.vocabulary import ACCELERATORS
 from edge_runtime.config.yamltree import shorten
 
@@ -175,6 +176,9 @@ class ModelConfig(Section):
         return v
 
 
+RegionName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
 class PipelineConfig(Section):
     """One source feeding one model."""
 
@@ -187,6 +191,35 @@ class PipelineConfig(Section):
     )
     every_n_frames: int = Field(1, ge=1, description="infer every Nth frame")
     max_fps: float | None = Field(None, gt=0, description="cap on inferences per second")
+    # -- video analytics (docs/analytics.md) --
+    motion: MotionConfig = Field(default_factory=MotionConfig, description="motion gating")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="object tracking and events")
+    zones: dict[RegionName, ZoneConfig] = Field(
+        default_factory=dict, max_length=64, description="named polygons: occupancy, dwell, entries"
+    )
+    lines: dict[RegionName, LineConfig] = Field(
+        default_factory=dict, max_length=64, description="named counting lines: crossings by direction"
+    )
+    output: Literal["every", "changes", "events"] = Field(
+        "every",
+        description="every: one prediction per inferred frame; changes: only when what is seen changes "
+        "(labels, or track ids when tracking); events: no predictions, only events and states",
+    )
+
+    @property
+    def tracks(self) -> bool:
+        """Whether this pipeline tracks objects (explicitly, or because analytics need it)."""
+        if self.tracking.enabled is not None:
+            return self.tracking.enabled
+        return bool(self.zones or self.lines or self.output == "events")
+
+    @model_validator(mode="after")
+    def _analytics_fit(self) -> PipelineConfig:
+        if self.tracking.enabled is False and (self.zones or self.lines or self.output == "events"):
+            raise ValueError("zones, lines and output: events need tracking (tracking.enabled: false)")
+        if isinstance(self.source, SensorSource) and (self.motion.enabled or self.tracks):
+            raise ValueError("motion, tracking, zones and lines need an image source, not a sensor")
+        return self
 
 
 class UpdatesConfig(Section):
