@@ -30,6 +30,7 @@ A source's stop flag stamps the watchdog's progress on every check (capture/base
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -40,14 +41,16 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.analytics import Analytics, Message
 from edge_runtime.capture import SourceThread, make_source
 from edge_runtime.channel import Channel
 from edge_runtime.config.sections import Config, PipelineConfig
 from edge_runtime.errors import BackendClosedError, OutboxUnavailableError
 from edge_runtime.health.metrics import PipelineMetrics
-from edge_runtime.model import ModelSlot, Runner
+from edge_runtime.model import InferenceResult, ModelSlot, Runner
 from edge_runtime.publish import payloads
 from edge_runtime.publish.outbox import Outbox, Outgoing
+from edge_runtime.publish.topics import Topics
 from edge_runtime.scheduling import yield_to_inference
 from edge_runtime.throttle import Throttle
 from edge_runtime.types import Frame, Window
@@ -101,12 +104,14 @@ class Pipeline:
         max_fps: float | None = None,
         streams: int = 1,
         pause_s: float = 0.5,
+        analytics: Analytics | None = None,
     ) -> None:
         self.name, self.source, self.slot, self.outbox = name, source, slot, outbox
         self.topic, self.device = topic, device
         self.every_n_frames, self.max_fps = every_n_frames, max_fps
         # while the outbox cannot store, a file source's results try it again this often
         self.pause_s = pause_s
+        self.analytics = analytics  # motion gate in stage 1; tracking, events in stage 3 (analytics/)
         self.metrics = PipelineMetrics()
         slot.track(self.metrics)  # the update health window reads the counters through the slot
         self.stop_event = threading.Event()
@@ -177,7 +182,7 @@ class Pipeline:
     def _admit(self, item: Frame | Window) -> _Job | None:
         """Count, skip or preprocess a frame; a prepared one gets the next ticket."""
         self.metrics.frame_seen()
-        if self._skip(item):
+        if self._skip(item) or (self.analytics is not None and not self.analytics.admit(item)):
             return None
         job = self._stage("prepare", self._prepare, item)
         if job is not None:
@@ -281,6 +286,10 @@ class Pipeline:
                     break
             if arrived:
                 self._deliver(arrived, "post")
+        ended = _outgoing(self.analytics.close(time.time())) if self.analytics is not None else []
+        if ended:  # every track's end event, also at shutdown
+            with self._order:
+                self._commit(ended, "post")
 
     def _deliver(self, arrived: list[tuple[int, _Job | None]], stage: str) -> None:
         """Publish in ticket order: a later frame's result waits for the earlier ones.
@@ -315,7 +324,7 @@ class Pipeline:
         messages, done = [], []
         for job in jobs:
             try:
-                messages.append(Outgoing(self.topic, _finish(job, self.device, self.name)))
+                messages += self._messages(job)
                 done.append(job)
             except Exception:  # one bad frame must not cost the others
                 self.metrics.failed_one()
@@ -323,6 +332,22 @@ class Pipeline:
         self._commit(messages, stage)
         for job in done:
             self.metrics.inferred_one(job.stages)
+
+    def _messages(self, job: _Job) -> list[Outgoing]:
+        """One frame's prediction and, with analytics, its events and counter states."""
+        result = _decode(job)
+        if self.analytics is None:
+            return [Outgoing(self.topic, _prediction(job, result, self.device, self.name))]
+        ts = (job.described[0] or {}).get("ts", time.time())
+        seen = self.analytics.observe(result.detections, result.classes, job.index, ts)
+        predictions = (
+            [_prediction(job, result, self.device, self.name, seen.track_ids)] if seen.predict else []
+        )
+        return [Outgoing(self.topic, p) for p in predictions] + _outgoing(seen.messages)
+
+    def analytics_report(self) -> dict[str, Any]:
+        """Health's ``motion`` and ``analytics`` objects of this pipeline (none without analytics)."""
+        return {} if self.analytics is None else self.analytics.report()
 
     def _commit(self, messages: list[Outgoing], stage: str) -> None:
         """Commit results to the outbox, or wait while it cannot store them (a full disk).
@@ -373,17 +398,28 @@ class Pipeline:
                 return
 
 
-def _finish(job: _Job, device: str, pipeline: str) -> Callable[[int], bytes]:
-    """Decode one frame's outputs: its result as a payload factory for the outbox (seq -> bytes)."""
+def _decode(job: _Job) -> InferenceResult:
+    """Decode one frame's outputs (timed: the ``postprocess`` stage)."""
     assert job.outputs is not None
     t0 = time.perf_counter()
     result = job.runner.finish(job.outputs, job.context)
     stages = job.stages
     stages["postprocess"] = (time.perf_counter() - t0) * 1e3
     stages["total"] = stages["capture"] + stages["preprocess"] + stages["inference"] + stages["postprocess"]
-    latency = {k: round(v, 3) for k, v in stages.items()}
+    return result
+
+
+def _prediction(
+    job: _Job, result: InferenceResult, device: str, pipeline: str, track_ids: list[int | None] | None = None
+) -> Callable[[int], bytes]:
+    """One frame's result as a payload factory for the outbox (seq -> bytes); ``track_ids``: one
+    per detection, added to each tracked one."""
+    latency = {k: round(v, 3) for k, v in job.stages.items()}
     frame_info, window_info = job.described  # a sensor window replaces the frame
     body, model, task = result.payload(), job.identity, result.task
+    for detection, track_id in zip(body.get("detections", ()), track_ids or (), strict=False):
+        if track_id is not None:
+            detection["track_id"] = track_id
     return lambda seq: payloads.prediction(
         seq,
         device=device,
@@ -397,8 +433,19 @@ def _finish(job: _Job, device: str, pipeline: str) -> Callable[[int], bytes]:
     )
 
 
+def _outgoing(messages: list[Message]) -> list[Outgoing]:
+    """Analytics' events and retained counter states, for the outbox."""
+    return [
+        Outgoing(m.topic, functools.partial(payloads.event, body=m.body), retain=m.retain) for m in messages
+    ]
+
+
 def build_pipeline(pc: PipelineConfig, slot: ModelSlot, outbox: Outbox, cfg: Config, topic: str) -> Pipeline:
     """The pipeline ``pc`` describes: its source, ``slot``'s model, results to ``topic``."""
+    topics = Topics(cfg.mqtt.topic_prefix, cfg.device.id)
+    analytics = Analytics(
+        pc, device=cfg.device.id, events_topic=topics.events(pc.name), state_topic=topics.state(pc.name)
+    )
     return Pipeline(
         pc.name,
         make_source(pc.name, pc.source, mqtt=cfg.mqtt, device=cfg.device.id),
@@ -409,6 +456,7 @@ def build_pipeline(pc: PipelineConfig, slot: ModelSlot, outbox: Outbox, cfg: Con
         every_n_frames=pc.every_n_frames,
         max_fps=pc.max_fps,
         streams=slot.runner.streams,
+        analytics=None if analytics.idle else analytics,
     )
 
 
