@@ -44,7 +44,7 @@ class MotionDetector:
         height: int = 100,
         threshold: int = 25,
         min_area: float = 0.0005,
-        alpha: float = 0.05,
+        alpha: float = 0.1,
         recalibrate: float = 0.6,
         masks: Sequence[Polygon] = (),
     ) -> None:

@@ -11,11 +11,13 @@ from dataclasses import dataclass
 
 Point = tuple[float, float]
 Box = tuple[float, float, float, float]
+_EDGE = 1.0 - 1e-6  # the even-odd rule counts a point on a polygon's bottom or right edge as outside
 
 
 def anchor(box: Box) -> Point:
-    """Where an object is: the bottom centre of its box."""
-    return ((box[0] + box[2]) / 2, box[3])
+    """Where an object is: the bottom centre of its box (kept inside the image: a zone drawn to the
+    image's edge holds an object whose box touches that edge)."""
+    return (min(max((box[0] + box[2]) / 2, 0.0), _EDGE), min(max(box[3], 0.0), _EDGE))
 
 
 @dataclass(frozen=True, slots=True)

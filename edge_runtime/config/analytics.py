@@ -40,7 +40,11 @@ class MotionConfig(_Section):
         0.0005, ge=0, le=1, description="smallest moving region that counts, as a fraction of the image"
     )
     alpha: float = Field(
-        0.05, gt=0, le=1, description="how fast the background follows the scene (running average weight)"
+        0.1,
+        gt=0,
+        le=1,
+        description="how fast the background follows the scene (running average weight; the trail a "
+        "departed object leaves fades in about 1/alpha frames)",
     )
     recalibrate: float = Field(
         0.6,
