@@ -24,6 +24,10 @@ sending rows to paho               ``publisher``; or the committing thread when 
 acks, inbound messages             paho's network thread: they only enqueue (publish/mqtt.py)
 =================================  ===============================================================
 
+With analytics (analytics/), the motion gate is part of stage 1's skip, and tracking and events
+part of stage 3, which sees results in frame order; the post thread commits the last ``end``
+events when the stream ends.
+
 A source's stop flag stamps the watchdog's progress on every check (capture/base.py
 ``StopFlag``): a loop that checks it is alive.
 """
