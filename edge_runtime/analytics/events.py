@@ -18,6 +18,8 @@ from typing import Any
 from edge_runtime.analytics.regions import Line, Point, Zone, anchor
 from edge_runtime.analytics.tracker import Box, Track
 
+MAX_CROSSINGS = 50  # crossings listed in one track's events (the counters count them all)
+
 
 @dataclass(slots=True)
 class _Story:
@@ -79,11 +81,7 @@ class EventLog:
         self.update_interval_s, self.min_score_gain = update_interval_s, min_score_gain
         self.counters = Counters(self.zones, self.lines)
         self._stories: dict[int, _Story] = {}
-
-    @property
-    def active(self) -> int:
-        """Started tracks not ended yet."""
-        return sum(s.started for s in self._stories.values())
+        self.active = 0  # started tracks not ended yet (an int: health reads it from another thread)
 
     def observe(
         self, tracks: Sequence[Track], ended: Sequence[Track], index: int, ts: float
@@ -113,7 +111,8 @@ class EventLog:
         """Zones entered and left, lines crossed, best score: from this frame's box."""
         if track.score > story.best_score:
             story.best_score, story.best_box = track.score, track.box
-            if story.started and track.score >= story.reported_score + self.min_score_gain:
+            gained = story.started and track.score >= story.reported_score + self.min_score_gain
+            if gained and "score" not in story.why:
                 story.why.append("score")
         before, story.point = story.point, anchor(track.box)
         for zone in self.zones:
@@ -122,7 +121,8 @@ class EventLog:
             now, was = zone.contains(story.point), zone.name in story.inside
             if now and not was:
                 story.inside[zone.name] = (ts, index)
-                story.entered.append(zone.name)
+                if zone.name not in story.entered:
+                    story.entered.append(zone.name)
                 self._change(story, "zone", zone.name, "entered", f"entered:{zone.name}")
             elif was and not now:
                 since, _ = story.inside.pop(zone.name)
@@ -131,13 +131,15 @@ class EventLog:
         for line in self.lines:
             direction = line.crossing(before, story.point) if line.counts(track.label) else None
             if direction is not None:
+                del story.crossed[: -MAX_CROSSINGS + 1]  # someone standing on a line: the last ones
                 story.crossed.append(
                     {"line": line.name, "direction": direction, "ts": round(ts, 3), "frame": index}
                 )
                 self._change(story, "line", line.name, direction, f"crossed:{line.name}:{direction}")
 
     def _change(self, story: _Story, kind: str, name: str, key: str, why: str) -> None:
-        story.why.append(why)
+        if why not in story.why:  # bounded: each zone and line at most twice per update
+            story.why.append(why)
         story.unsaid.append((kind, name, key))
         if story.started:  # before the start, the start applies them (_start)
             self._count(story)
@@ -151,6 +153,7 @@ class EventLog:
 
     def _start(self, track: Track, story: _Story, ts: float) -> dict[str, Any]:
         story.started = True
+        self.active += 1
         self._count(story)  # what happened before the tracker confirmed the object counts now
         return self._event("start", track, story, ts)
 
@@ -158,6 +161,7 @@ class EventLog:
         story = self._stories.pop(track.id, None)
         if story is None or not story.started:
             return []  # never confirmed: nothing was said of it
+        self.active -= 1
         for name, (since, _) in story.inside.items():
             story.dwell[name] = story.dwell.get(name, 0.0) + track.last_ts - since
             self.counters.bump("zone", name, "left")

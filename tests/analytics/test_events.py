@@ -110,6 +110,7 @@ def test_updates_are_rate_limited_and_changes_wait_for_the_interval() -> None:
     total = log.counters.lines["gate"]
     assert total["forward"] + total["backward"] == 59 and abs(total["forward"] - total["backward"]) <= 1
     assert sum(len(e["changes"]) for e in updates) < 59  # batched, not one message per crossing
+    assert len(events[-1]["lines"]) == 50  # the last ones listed; the counters count them all
 
 
 @pytest.mark.parametrize("labels", [frozenset({"car"}), frozenset({"person"})])
