@@ -23,11 +23,14 @@ import argparse
 import json
 import resource
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import cv2
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
@@ -134,18 +137,26 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=3.0, help="length of the static scene")
     ap.add_argument("--busy-frames", type=int, default=600, help="length of the busy scene")
     ap.add_argument("--threads", type=int, default=2, help="inference threads")
+    ap.add_argument("--rounds", type=int, default=1, help="busy scene: runs of each, alternating (medians)")
+    ap.add_argument("--busy-only", action="store_true", help="skip the static scene")
     ap.add_argument("--out", type=Path, default=None, help="work folder (default: a temp folder)")
     args = ap.parse_args()
+    cv2.setNumThreads(1)  # as the daemon does (commands/daemon.py): the pipelines run frames in parallel
     work = Path(tempfile.mkdtemp(prefix="bench-motion-", dir=args.out))
-    static_v, busy_v = work / "static.mp4", work / "busy.mp4"
-    n_static, n_busy = static_scene(static_v, args.minutes), busy_scene(busy_v, args.busy_frames)
+    if not args.busy_only:
+        static(work, args)
+    busy(work, args)
+    print(f"work folder: {work}")
 
-    print(
-        f"static scene: {n_static} frames ({n_static / FPS / 60:.1f} min at {FPS:g} fps), {SIZE[0]}x{SIZE[1]}"
-    )
-    plain = run(static_v, work / "static-plain", gated=False, threads=args.threads)
-    gated = run(static_v, work / "static-gated", gated=True, threads=args.threads)
-    hours = n_static / FPS / 3600
+
+def static(work: Path, args: argparse.Namespace) -> None:
+    """The static scene with and without gating: CPU per hour of video, same detections."""
+    video = work / "static.mp4"
+    n = static_scene(video, args.minutes)
+    print(f"static scene: {n} frames ({n / FPS / 60:.1f} min at {FPS:g} fps), {SIZE[0]}x{SIZE[1]}")
+    plain = run(video, work / "static-plain", gated=False, threads=args.threads)
+    gated = run(video, work / "static-gated", gated=True, threads=args.threads)
+    hours = n / FPS / 3600
     print(f"{'':24}{'no gating':>14}{'gating':>14}{'ratio':>10}")
     for name, key in (("CPU s", "cpu_s"), ("wall s", "wall_s"), ("frames inferred", "inferred")):
         a, b = plain[key], gated[key]
@@ -162,19 +173,28 @@ def main() -> None:
     missed = [i for i, d in plain["detections"].items() if d and i not in gated["detections"]]
     print(f"frames with a person in the ungated run that gating skipped: {len(missed)} {missed[:10]}")
 
-    print(f"\nbusy scene: {n_busy} frames, every one moving")
-    busy = run(busy_v, work / "busy-plain", gated=False, threads=args.threads)
-    busy_gated = run(busy_v, work / "busy-gated", gated=True, threads=args.threads)
-    stage, frames = motion_stage_cpu(busy_v)
-    print(f"pipeline CPU without gating: {busy['cpu_s']:.2f} s ({busy['cpu_s'] / n_busy * 1e3:.2f} ms/frame)")
-    print(
-        f"pipeline CPU with gating:    {busy_gated['cpu_s']:.2f} s, {busy_gated['inferred']} frames inferred"
-    )
+
+def busy(work: Path, args: argparse.Namespace) -> None:
+    """The busy scene: the pipeline with and without gating, and the motion stage alone."""
+    video = work / "busy.mp4"
+    n = busy_scene(video, args.busy_frames)
+    print(f"\nbusy scene: {n} frames, every one moving; {args.rounds} round(s), medians")
+    plain, gated = [], []
+    for r in range(args.rounds):
+        plain.append(run(video, work / f"busy-plain-{r}", gated=False, threads=args.threads)["cpu_s"])
+        gated.append(run(video, work / f"busy-gated-{r}", gated=True, threads=args.threads)["cpu_s"])
+    stage, frames = motion_stage_cpu(video)
+    a, b = statistics.median(plain), statistics.median(gated)
+    print(f"pipeline CPU without gating: {a:.2f} s ({a / n * 1e3:.2f} ms/frame)  runs {_list(plain)}")
+    print(f"pipeline CPU with gating:    {b:.2f} s ({b / n * 1e3:.2f} ms/frame)  runs {_list(gated)}")
     print(
         f"motion stage alone: {stage:.3f} s ({stage / frames * 1e3:.3f} ms/frame) = "
-        f"{100 * stage / busy['cpu_s']:.2f} % of the ungated pipeline's CPU"
+        f"{100 * stage / a:.2f} % of the ungated pipeline's CPU"
     )
-    print(f"work folder: {work}")
+
+
+def _list(values: list[float]) -> str:
+    return ", ".join(f"{v:.2f}" for v in values)
 
 
 if __name__ == "__main__":
