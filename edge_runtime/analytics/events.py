@@ -1,7 +1,9 @@
 """Events of tracked objects (start, update, end) and the counters of zones and lines.
 
 A track's story starts with its first detection, but nothing is said of it until the tracker
-confirms it: then ``start`` goes out and the zones it is in and the lines it crossed so far count.
+confirms it: then the zones it is in and the lines it crossed so far count, and ``start`` goes
+out (with ``start_in_zone``, only once it is in a zone: objects that stay outside every zone make
+no events, though the lines they cross still count).
 ``update`` follows a meaningful change (a zone entered or left, a line crossed, the best score
 up by ``min_score_gain``), at most one per ``update_interval_s`` per track (later changes wait
 for the next frame after the interval). ``end`` follows the track's end, or the stream's
@@ -28,6 +30,7 @@ class _Story:
     best_score: float
     best_box: Box
     point: Point
+    counted: bool = False  # confirmed: its zone and line changes count
     started: bool = False
     reported_score: float = 0.0
     last_event_ts: float = float("-inf")
@@ -76,9 +79,11 @@ class EventLog:
         *,
         update_interval_s: float = 1.0,
         min_score_gain: float = 0.05,
+        start_in_zone: bool = False,
     ) -> None:
         self.zones, self.lines = list(zones), list(lines)
         self.update_interval_s, self.min_score_gain = update_interval_s, min_score_gain
+        self.start_in_zone = start_in_zone  # events only for tracks once they are in a zone
         self.counters = Counters(self.zones, self.lines)
         self._stories: dict[int, _Story] = {}
         self.active = 0  # started tracks not ended yet (an int: health reads it from another thread)
@@ -95,7 +100,10 @@ class EventLog:
             if story is None:
                 story = self._stories[track.id] = _Story(track.score, track.box, anchor(track.box))
             self._move(track, story, index, ts)
-            if track.confirmed and not story.started:
+            if track.confirmed and not story.counted:
+                story.counted = True
+                self._count(story)  # what happened before the tracker confirmed the object counts now
+            if track.confirmed and not story.started and (not self.start_in_zone or story.inside):
                 events.append(self._start(track, story, ts))
             elif story.started and story.why and ts - story.last_event_ts >= self.update_interval_s:
                 events.append(self._event("update", track, story, ts))
@@ -141,7 +149,7 @@ class EventLog:
         if why not in story.why:  # bounded: each zone and line at most twice per update
             story.why.append(why)
         story.unsaid.append((kind, name, key))
-        if story.started:  # before the start, the start applies them (_start)
+        if story.counted:  # before, the confirmation applies them (observe)
             self._count(story)
 
     def _count(self, story: _Story) -> None:
@@ -154,18 +162,21 @@ class EventLog:
     def _start(self, track: Track, story: _Story, ts: float) -> dict[str, Any]:
         story.started = True
         self.active += 1
-        self._count(story)  # what happened before the tracker confirmed the object counts now
         return self._event("start", track, story, ts)
 
     def _end(self, track: Track, ts: float, reason: str) -> list[dict[str, Any]]:
         story = self._stories.pop(track.id, None)
-        if story is None or not story.started:
-            return []  # never confirmed: nothing was said of it
+        if story is None:
+            return []
+        if story.counted:
+            for name in story.inside:
+                self.counters.bump("zone", name, "left")
+                self.counters.bump("zone", name, "occupancy", -1)
+        if not story.started:
+            return []  # never confirmed (or never in a zone, with start_in_zone): nothing was said
         self.active -= 1
         for name, (since, _) in story.inside.items():
             story.dwell[name] = story.dwell.get(name, 0.0) + track.last_ts - since
-            self.counters.bump("zone", name, "left")
-            self.counters.bump("zone", name, "occupancy", -1)
         story.inside.clear()
         event = self._event("end", track, story, ts)
         event["reason"] = reason

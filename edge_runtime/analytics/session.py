@@ -77,7 +77,11 @@ class Analytics:
         zones = [Zone(n, tuple(z.points), frozenset(z.labels)) for n, z in pc.zones.items()]
         lines = [Line(n, ln.points[0], ln.points[1], frozenset(ln.labels)) for n, ln in pc.lines.items()]
         self.events = EventLog(
-            zones, lines, update_interval_s=t.update_interval_s, min_score_gain=t.min_score_gain
+            zones,
+            lines,
+            update_interval_s=t.update_interval_s,
+            min_score_gain=t.min_score_gain,
+            start_in_zone=t.start == "zone",
         )
         self._last_seen: object = None  # output: changes: what the last published prediction showed
 

@@ -5,7 +5,7 @@ Coordinates are normalised to ``0..1`` of the image (x to the right, y down), li
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -106,6 +106,11 @@ class TrackingConfig(_Section):
     )
     update_interval_s: float = Field(
         1.0, ge=0, description="least time between two update events of one track (rate limit)"
+    )
+    start: Literal["seen", "zone"] = Field(
+        "seen",
+        description="when a track's events begin: seen: once the tracker confirms it; zone: once it is "
+        "in a zone (objects that stay outside every zone make no events; lines still count them)",
     )
     min_score_gain: float = Field(
         0.05, ge=0, le=1, description="a best score this much higher than the one last reported is an update"

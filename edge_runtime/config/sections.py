@@ -217,6 +217,8 @@ class PipelineConfig(Section):
     def _analytics_fit(self) -> PipelineConfig:
         if self.tracking.enabled is False and (self.zones or self.lines or self.output == "events"):
             raise ValueError("zones, lines and output: events need tracking (tracking.enabled: false)")
+        if self.tracking.start == "zone" and not self.zones:
+            raise ValueError("tracking.start: zone needs zones")
         if isinstance(self.source, SensorSource) and (self.motion.enabled or self.tracks):
             raise ValueError("motion, tracking, zones and lines need an image source, not a sensor")
         return self

@@ -119,3 +119,19 @@ def test_zone_labels_filter(labels: frozenset[str]) -> None:
     log = EventLog([zone], [])
     walk(log, [dict.fromkeys(range(10), 0.5)], 10)
     assert log.counters.zones["z"]["entered"] == (1 if "person" in labels else 0)
+
+
+def test_start_in_zone_reports_only_objects_that_enter_a_zone_but_lines_count_all() -> None:
+    """One walker passes through the driveway; the other stays left of it and crosses a line
+    there. Only the first makes events; both are counted."""
+    left_line = Line("path", (0.2, 1.0), (0.2, 0.0))
+    log = EventLog([DRIVEWAY], [left_line], start_in_zone=True)
+    through = {i: 0.2 + 0.01 * i for i in range(60)}  # bottom centre 0.25 + 0.01 i: inside from 16
+    outside = {i: 0.05 + 0.003 * i for i in range(60)}  # bottom centre 0.10 -> 0.28: crosses 0.2 only
+    events, _ = walk(log, [through, outside], 60)
+    assert {e["track_id"] for e in events} == {1}
+    start = next(e for e in events if e["type"] == "start")
+    assert start["zones"] == ["driveway"] and start["first_frame"] == 0 and start["last_frame"] == 16
+    assert [e["type"] for e in events].count("end") == 1
+    assert log.counters.lines["path"] == {"forward": 1, "backward": 0}  # the walker outside counted
+    assert log.counters.zones["driveway"] == {"occupancy": 0, "entered": 1, "left": 1}
