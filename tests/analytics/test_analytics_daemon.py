@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.broker import Broker, Recorder, wait_for
-from tests.daemon import ROOT, DaemonProcess, make_config
+from tests.daemon import ROOT, DaemonProcess, make_config, make_video
 
 from .scenes import linear, render
 
@@ -114,3 +114,21 @@ def test_the_demo_video_gives_one_well_formed_person_story(
     assert 2 <= len(predictions) < 40  # output: changes: a handful, not 120
     ids = {d.get("track_id") for p in predictions for d in p["detections"]}
     assert ids - {None} <= set(tracks)
+
+
+def test_a_track_open_at_shutdown_gets_its_end(tmp_path: Path, broker: Broker, recorder: Recorder) -> None:
+    """A person in every frame of an endless video: SIGTERM, and the open track's ``end`` (reason
+    ``stopped``) is delivered before the daemon exits."""
+    video = make_video(tmp_path / "v.mp4", 30)
+    front = {
+        "name": "front",
+        "model": "person",
+        "source": {"type": "video", "path": str(video), "fps": 15, "loop": True},
+        "output": "events",
+    }
+    daemon = DaemonProcess(make_config(tmp_path, broker.port, video, pipelines=[front]), tmp_path / "d.log")
+    assert wait_for(lambda: any(e["type"] == "start" for e in recorder.on(EVENTS)), 60), daemon.log()[-3000:]
+    assert daemon.terminate() == 0
+    assert wait_for(lambda: any(e["type"] == "end" for e in recorder.on(EVENTS)), 10)
+    tracks = check_well_formed(recorder.on(EVENTS))
+    assert [story[-1]["reason"] for story in tracks.values()] == ["stopped"] * len(tracks)
