@@ -219,8 +219,12 @@ class PipelineConfig(Section):
             raise ValueError("zones, lines and output: events need tracking (tracking.enabled: false)")
         if self.tracking.start == "zone" and not self.zones:
             raise ValueError("tracking.start: zone needs zones")
-        if isinstance(self.source, SensorSource) and (self.motion.enabled or self.tracks):
-            raise ValueError("motion, tracking, zones and lines need an image source, not a sensor")
+        if isinstance(self.source, SensorSource) and (
+            self.motion.enabled or self.tracks or self.output != "every"
+        ):
+            raise ValueError(
+                "motion, tracking, zones, lines and output other than every need an image source"
+            )
         return self
 
 

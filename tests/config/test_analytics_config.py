@@ -86,3 +86,12 @@ def test_the_schema_has_the_analytics_keys() -> None:
     pipeline = schema["$defs"]["PipelineConfig"]["properties"]
     assert {"motion", "tracking", "zones", "lines", "output"} <= set(pipeline)
     assert {"keyframe_every", "masks", "recalibrate"} <= set(schema["$defs"]["MotionConfig"]["properties"])
+
+
+def test_a_sensor_pipeline_refuses_image_analytics(tmp_path: Path) -> None:
+    sensor = "      type: sensor\n      driver: stream\n      path: /dev/null\n      channels: [x]\n"
+    sensor += "      rate_hz: 100\n      window: 10\n"
+    path = tmp_path / "edge.yaml"
+    path.write_text(BASE.replace("      type: synthetic\n", sensor) + "    output: changes\n")
+    _cfg, problems = collect_problems(path)
+    assert any(f"{path}:5: pipelines.0: Value error, motion, tracking" in p for p in problems), problems
