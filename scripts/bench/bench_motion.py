@@ -11,7 +11,9 @@ decodes, the bundled person detector, a real outbox in a temp folder), with ``mo
 false and then true; CPU is the process's user + system time over the run (getrusage), so it
 counts decoding, the motion stage, preprocessing, inference and publishing to the outbox alike.
 
-Printed side by side: CPU seconds, CPU seconds per hour of video, frames inferred, the ratio;
+Both runs track objects and count a line across the middle (``lines:``), as a pipeline with
+analytics would. Printed side by side: CPU seconds, CPU seconds per hour of video, frames
+inferred, the ratio; the tracks each run reported (from their ``end`` events);
 on the busy scene, the motion stage's own CPU (MotionDetector.detect over the decoded frames,
 timed alone) as a share of the ungated pipeline's CPU; and, on the static scene, how many frames
 inferred in the gated run had detections different from the ungated run's for that frame.
@@ -92,6 +94,8 @@ def run(video: Path, work: Path, *, gated: bool, threads: int) -> dict[str, Any]
                     "model": "person",
                     "source": {"type": "video", "path": str(video), "fps": 0},
                     "motion": {"enabled": gated},
+                    # tracking and a counting line, to compare the events with and without gating
+                    "lines": {"gate": {"points": [[0.5, 1.0], [0.5, 0.0]]}},
                 }
             ],
             "updates": {"store": str(work / "models")},
@@ -111,13 +115,20 @@ def run(video: Path, work: Path, *, gated: bool, threads: int) -> dict[str, Any]
     outbox.close()
     slot.runner.close()
     with sqlite3.connect(work / "outbox.db") as con:
-        rows = [json.loads(p) for (p,) in con.execute("SELECT payload FROM messages")]
-    detections = {r["frame"]["index"]: [(d["label"], d["box"]) for d in r["detections"]] for r in rows}
+        rows = [(t, json.loads(p)) for t, p in con.execute("SELECT topic, payload FROM messages")]
+    predictions = [p for t, p in rows if "/predictions/" in t]
+    detections = {r["frame"]["index"]: [(d["label"], d["box"]) for d in r["detections"]] for r in predictions}
+    stories = [
+        (p["label"], p["first_frame"], p["last_frame"], tuple(c["direction"] for c in p["lines"]))
+        for t, p in rows
+        if t.endswith("/events/cam") and p["type"] == "end"
+    ]
     return {
         "cpu_s": cpu,
         "wall_s": wall,
         "inferred": len(detections),
         "detections": detections,
+        "stories": sorted(stories, key=lambda s: s[1]),
         "motion": report,
     }
 
@@ -172,6 +183,10 @@ def static(work: Path, args: argparse.Namespace) -> None:
     )
     missed = [i for i, d in plain["detections"].items() if d and i not in gated["detections"]]
     print(f"frames with a person in the ungated run that gating skipped: {len(missed)} {missed[:10]}")
+    print("tracks (label, first frame, last frame, line crossings), from their end events:")
+    print(f"  no gating: {plain['stories']}")
+    print(f"  gating:    {gated['stories']}")
+    print(f"  the same: {plain['stories'] == gated['stories']}")
 
 
 def busy(work: Path, args: argparse.Namespace) -> None:
