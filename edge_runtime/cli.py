@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("config-schema", help="JSON Schema of the config file")
 
     _update_commands(sub)
+    _fleet_commands(sub)
 
     p = sub.add_parser("models", help="bundled models and the backends/accelerators usable here")
     p.add_argument("--dir", default=None, help="folder of model bundles (default: ./models)")
@@ -161,6 +162,30 @@ def _update_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         default=600.0,
         metavar="S",
         help="without --wait: serve chunks at most this long",
+    )
+
+
+def _fleet_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """fleet: operator commands for many devices (docs/fleet.md)."""
+    p = sub.add_parser("fleet", help="operator commands for a fleet of devices")
+    fleet = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do")
+    s = fleet.add_parser("status", help="one row per device: online, models, update state, fps, backlog")
+    s.set_defaults(command="fleet-status")
+    add_broker_args(s)
+    s.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
+    s.add_argument("--group", metavar="G", default=None, help="only the devices of group G")
+    s.add_argument("--json", action="store_true", help="a JSON list of objects (keys: docs/fleet.md)")
+    s.add_argument("--watch", action="store_true", help="go on, printing again whenever something changed")
+    s.add_argument(
+        "--wait",
+        type=float,
+        default=12.0,
+        metavar="S",
+        help="wait up to S seconds for each online device's health (not retained; default 12)",
+    )
+    s.add_argument("--interval", type=float, default=2.0, metavar="S", help="--watch: refresh period")
+    s.add_argument(
+        "--max-devices", type=int, default=10_000, metavar="N", help="keep at most N devices (default 10000)"
     )
 
 
