@@ -163,6 +163,30 @@ def _update_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="S",
         help="without --wait: serve chunks at most this long",
     )
+    _wave_args(p)
+
+
+def _wave_args(p: argparse.ArgumentParser) -> None:
+    """push --group's staged rollout (docs/fleet.md#staged-rollouts)."""
+    p.add_argument(
+        "--waves",
+        default=None,
+        metavar="LIST",
+        help="staged rollout: devices reached after each wave, counts or percents (1,10%%,50%%,100%%)",
+    )
+    p.add_argument(
+        "--max-failures",
+        default=None,
+        metavar="N|P%",
+        help="with --waves: stop when more devices than this failed (default 0; P%% of those targeted)",
+    )
+    p.add_argument(
+        "--wave-timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="with --waves: how long a wave waits for its devices (default 600); offline ones stay pending",
+    )
 
 
 def _fleet_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

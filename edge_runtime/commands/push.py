@@ -22,8 +22,9 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from edge_runtime.commands.broker import broker_from_args
-from edge_runtime.errors import EdgeRuntimeError, InputError
+from edge_runtime.errors import EdgeRuntimeError, InputError, UpdateError
 from edge_runtime.mqttclient import Broker, make_client
+from edge_runtime.update.inbound import parse_json
 from edge_runtime.update.job import MAX_HINTED_CHUNKS
 from edge_runtime.update.manifest import (
     DEFAULT_CHUNK_BYTES,
@@ -102,7 +103,31 @@ def cmd_push(args: argparse.Namespace) -> int:
     bundle, envelope, manifest = _load(args)
     broker = broker_from_args(args)
     pusher = _Pusher(args, broker, bundle, envelope, manifest)
+    if args.waves or args.max_failures:
+        return _staged(args, broker, pusher)
     return pusher.run()
+
+
+def _staged(args: argparse.Namespace, broker: Broker, pusher: _Pusher) -> int:
+    """``--waves``: a staged rollout (commands/staged.py) that serves the chunks as push does."""
+    from edge_runtime.commands.staged import run_staged
+    from edge_runtime.fleet.watch import FleetWatcher
+
+    def serve(_topic: str, payload: bytes) -> None:
+        try:
+            body = parse_json(payload, max_bytes=64 * 1024, max_depth=2, what="chunk request")
+        except UpdateError:
+            return
+        if isinstance(body, dict):
+            pusher._serve(body.get("chunks"))
+
+    return run_staged(
+        args,
+        lambda state: FleetWatcher(
+            broker, state, extra=(f"{pusher.base}/request",), on_extra=serve, client=pusher.client
+        ),
+        pusher,
+    )
 
 
 class _Pusher:

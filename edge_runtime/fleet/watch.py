@@ -40,7 +40,9 @@ class FleetWatcher:
         extra: tuple[str, ...] = (),
         on_extra: Callable[[str, bytes], None] | None = None,
         max_queued_bytes: int = 64 * 1024 * 1024,
+        client: mqtt.Client | None = None,
     ) -> None:
+        """``client``: an unconnected paho client to use (one that other code publishes with)."""
         self.state, self.extra, self.on_extra = state, extra, on_extra
         self.max_queued_bytes = max_queued_bytes
         self.broker = dataclasses.replace(broker, max_packet_bytes=state.max_bytes + 4096)
@@ -50,7 +52,7 @@ class FleetWatcher:
         self._ready = threading.Event()
         self._arrived = threading.Event()
         self.dropped = 0  # messages dropped because the inbox was full
-        self.client = make_client(self.broker, f"{client_prefix}-{uuid.uuid4().hex[:8]}")
+        self.client = client or make_client(self.broker, f"{client_prefix}-{uuid.uuid4().hex[:8]}")
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *_: self._ready.set()
         self.client.on_message = self._on_message
