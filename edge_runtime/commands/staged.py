@@ -72,6 +72,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         raise InputError("--waves works with --group (a wave is a set of the group's devices)")
     if args.wait is not None:
         raise InputError("--waves: each wave waits up to --wave-timeout S (leave --wait out)")
+    if args.no_retain:
+        raise InputError("--waves publishes retained (offline devices get it later): leave --no-retain out")
     if args.wave_timeout <= 0:
         raise InputError("--wave-timeout must be > 0")
     limit = parse_amount(args.max_failures or "0", "--max-failures")

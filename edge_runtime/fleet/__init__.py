@@ -1,5 +1,5 @@
-"""Operator side of a fleet: status, staged rollouts (and the update server).
+"""Operator side of a fleet: the update server (chunks), fleet status, staged rollouts.
 
-A composition package like ``commands/`` (docs/architecture.md): it reads what devices publish
-with the same bounded parsing the device uses, so it may import stage packages.
+A composition package like ``commands/`` (docs/architecture.md): it runs on the operator's
+machine, never in the daemon, and may use the update package's manifest and bounded parser.
 """
