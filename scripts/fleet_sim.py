@@ -33,7 +33,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import psutil
+from paho.mqtt.enums import CallbackAPIVersion
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -46,6 +48,7 @@ from edge_runtime.fleet.records import Device, FleetState  # noqa: E402
 from edge_runtime.fleet.view import serving  # noqa: E402
 from edge_runtime.fleet.watch import FleetWatcher  # noqa: E402
 from edge_runtime.mqttclient import Broker as Endpoint  # noqa: E402
+from edge_runtime.update.manifest import update_id  # noqa: E402
 
 WAVES_ALL, WAVES_AWAY, WAVES_BAD = "1,10%,50%,100%", "50%,100%", "1,10%,50%,100%"
 FAILED = ("rejected", "rolled_back")
@@ -112,9 +115,11 @@ def scenario_all(fleet: kit.Fleet, obs: Observer, k: kit.Kit, port: int) -> dict
     }
 
 
-def scenario_away(fleet: kit.Fleet, obs: Observer, k: kit.Kit, port: int, work: Path) -> dict[str, Any]:
+def scenario_away(
+    fleet: kit.Fleet, obs: Observer, k: kit.Kit, port: int, work: Path, *, wave_timeout: float
+) -> dict[str, Any]:
     away = [i for n, i in enumerate(fleet.ids) if n % 5 == 4] or fleet.ids[-1:]
-    proc = push(port, k.v3, WAVES_AWAY, "--wave-timeout", "30")
+    proc = push(port, k.v3, WAVES_AWAY, "--wave-timeout", str(wave_timeout))
     fleet.stop(away)  # while the push discovers the group and starts its first wave
     rc, out = finish(proc, 1800)
     uid = k.uid(k.v3)
@@ -147,6 +152,25 @@ def _version(r: dict[str, Any]) -> str | None:
     return next((m["version"] for m in r["models"].values()), None)
 
 
+def retained_updates(port: int) -> dict[str, str]:
+    """device -> update id of the manifest retained on its ``model/update`` topic (cleared: absent)."""
+    found: dict[str, str] = {}
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="sim-retained", protocol=mqtt.MQTTv5)
+
+    def take(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.retain and msg.payload:
+            found[msg.topic.split("/")[1]] = update_id(json.loads(msg.payload)["manifest"])
+
+    client.on_message = take
+    client.connect("127.0.0.1", port)
+    client.subscribe("edge/+/model/update", qos=1)
+    client.loop_start()
+    time.sleep(1.5)  # retained messages come at once after the subscription
+    client.loop_stop()
+    client.disconnect()
+    return found
+
+
 def scenario_bad(fleet: kit.Fleet, obs: Observer, k: kit.Kit, port: int) -> dict[str, Any]:
     uid = k.uid(k.v4)
     start = time.monotonic()
@@ -164,6 +188,7 @@ def scenario_bad(fleet: kit.Fleet, obs: Observer, k: kit.Kit, port: int) -> dict
         "tried": tried,
         "failed": failed,
         "serving_3": on_3,
+        "retained_bad": [d for d, u in retained_updates(port).items() if u == uid],
         "output": out,
     }
 
@@ -183,8 +208,9 @@ def measure_memory(fleet: kit.Fleet, broker: Broker) -> dict[str, Any]:
     }
 
 
-def run(n: int, work: Path) -> dict[str, Any]:
-    """All three scenarios with ``n`` devices; the measurements."""
+def run(n: int, work: Path, away_timeout: float = 30) -> dict[str, Any]:
+    """All three scenarios with ``n`` devices; the measurements. ``away_timeout``: the waves'
+    time in scenario 2 (each wave with a stopped device waits that long for it)."""
     work.mkdir(parents=True, exist_ok=True)
     k = kit.make_kit(work / "kit")
     broker = Broker(work).start()
@@ -198,7 +224,7 @@ def run(n: int, work: Path) -> dict[str, Any]:
         result["memory_idle"] = measure_memory(fleet, broker)
         result["all"] = scenario_all(fleet, obs, k, broker.port)
         result["memory_after_rollout"] = measure_memory(fleet, broker)
-        result["away"] = scenario_away(fleet, obs, k, broker.port, work)
+        result["away"] = scenario_away(fleet, obs, k, broker.port, work, wave_timeout=away_timeout)
         result["bad"] = scenario_bad(fleet, obs, k, broker.port)
         result["total_seconds"] = round(time.monotonic() - start, 1)
     finally:

@@ -21,6 +21,7 @@ from edge_runtime.fleet.view import row, table
 from edge_runtime.fleet.watch import FleetWatcher
 
 RETAINED_QUIET_S = 0.5  # retained messages come in one burst after the SUBACK
+RETAINED_MAX_S = 30.0  # ... which a broker holding many thousands may take a while to send
 
 
 def rows(state: FleetState, group: str | None) -> list[dict[str, Any]]:
@@ -60,7 +61,7 @@ def cmd_fleet_status(args: argparse.Namespace) -> int:
     try:
         start = time.monotonic()
         deadline = start + args.wait
-        watcher.drain(start + max(args.wait, 2 * RETAINED_QUIET_S), quiet=RETAINED_QUIET_S)
+        watcher.drain(start + RETAINED_MAX_S, quiet=RETAINED_QUIET_S)
         while time.monotonic() < deadline and _waiting_for_health(state, args.group):
             watcher.drain(min(deadline, time.monotonic() + 0.2))
         _show(args, state, watcher)

@@ -106,7 +106,7 @@ class StagedPush:
         """Discover the group, run the waves, print the summary."""
         start = time.monotonic()
         self.watcher.drain(start + DISCOVERY_MIN_S, quiet=None)
-        self.watcher.drain(start + 10, quiet=DISCOVERY_QUIET_S)
+        self.watcher.drain(start + 30, quiet=DISCOVERY_QUIET_S)
         members = sorted(d.id for d in self.state.devices.values() if self.group in d.groups)
         waves = plan(members, self.plan.steps)
         m = self.release.manifest

@@ -93,28 +93,28 @@ class FleetWatcher:
             return topic, payload, retained
 
     def drain(self, until: float, quiet: float | None = None) -> int:
-        """Handle messages until the monotonic time ``until`` (or, with ``quiet``, until none came
-        for that long); how many were handled."""
+        """Handle messages until the monotonic time ``until``; with ``quiet``, stop earlier once
+        no retained message came for that long (the burst that follows a subscription is over,
+        however busy the live traffic). How many messages were handled."""
         handled = 0
         last = time.monotonic()
         while True:
-            item = self._pop()
             now = time.monotonic()
+            if now >= until or (quiet is not None and now - last >= quiet):
+                return handled
+            item = self._pop()
             if item is None:
-                if now >= until or (quiet is not None and now - last >= quiet):
-                    return handled
                 wait = until - now if quiet is None else min(until - now, quiet - (now - last))
                 self._arrived.wait(max(0.0, wait))
                 continue
-            last = now
             handled += 1
             topic, payload, retained = item
+            if retained:
+                last = now
             if self.on_extra is not None and self.state.classify(topic) is None:
                 self.on_extra(topic, payload)
             else:
                 self.state.feed(topic, payload, retained)
-            if now >= until:
-                return handled
 
     def publish(self, topic: str, payload: bytes | str, *, retain: bool = False, timeout: float = 10) -> None:
         """Publish at QoS 1 and wait for the broker's PUBACK (bounded)."""
