@@ -158,3 +158,18 @@ def test_once_the_signed_url_stalled_chunks_keep_coming_while_it_is_tried_again(
         download.close()
     finally:
         dead.close()
+
+
+def test_a_decision_is_written_once(tmp_path: Path) -> None:
+    """Refusing the same update again (a replay pushed live) writes nothing more to the disk, and
+    the oldest decisions are forgotten beyond the limit."""
+    state = DesiredState(tmp_path, limit=3)
+    state.mark("a", "rejected", "manifest expired 1 s ago")
+    written = (tmp_path / "desired.json").stat().st_mtime_ns
+    state.mark("a", "rejected", "manifest expired 9 s ago")
+    assert (tmp_path / "desired.json").stat().st_mtime_ns == written
+    for update in "bcd":
+        state.mark(update, "rejected", "downgrade")
+    again = DesiredState(tmp_path, limit=3)
+    assert again.handled("a") is None and again.handled("d") is not None
+    assert (again.handled("b") or {}).get("reason") == "downgrade"
