@@ -47,8 +47,13 @@ class DesiredState:
         return self._handled.get(update)
 
     def mark(self, update: str, outcome: str, reason: str | None) -> None:
-        """Remember that ``update`` was decided (atomically; the oldest entries are forgotten)."""
-        self._handled.pop(update, None)
+        """Remember that ``update`` was decided (atomically; the oldest entries are forgotten).
+
+        The first decision stands: copies refused again (a replay pushed live) write nothing, so
+        whoever replays a signed manifest cannot make the device write to its disk.
+        """
+        if update in self._handled:
+            return
         self._handled[update] = {"update": update, "outcome": outcome, "reason": reason, "ts": time.time()}
         while len(self._handled) > self.limit:
             del self._handled[next(iter(self._handled))]

@@ -88,3 +88,30 @@ def test_a_folder_offers_bundles_whose_bytes_match_and_follows_changes(tmp_path:
     (tmp_path / "a.tar.manifest.json").unlink()
     assert any(n.startswith("withdrawn: a.tar") for n in catalog.rescan())
     assert catalog.offers == {}
+
+
+def test_the_server_answers_only_offered_updates_whatever_the_topic_or_body(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Requests for ids that are not update ids, for updates not in the folder, and bodies that are
+    not requests send nothing and log a handful of lines; a real request is answered."""
+    from edge_runtime.fleet.serve import ChunkServer
+    from edge_runtime.mqttclient import Broker
+
+    data = os.urandom(2500)
+    offer = Offer.load(_bundle(tmp_path, "b.tar", data))
+    server = ChunkServer(tmp_path, Broker(host="127.0.0.1", port=1), prefix="p", rescan_s=1000)
+    sent: list[str] = []
+    server.sender = ChunkSender(lambda t, _d: sent.append(t) is None, prefix="p")
+    server._scan()
+    caplog.set_level("INFO")
+    caplog.clear()
+    request = json.dumps({"chunks": [0, 1, 2]}).encode()
+    for _ in range(200):
+        for update in ("..", "../../etc", "0" * 16, "ABCDEF0123456789", "x" * 10_000):
+            server._answer(f"p/updates/{update}/request", request)
+        server._answer(f"p/updates/{offer.update}/request", b"[" * 3000)
+    assert sent == []
+    assert len(caplog.records) <= 12, [r.getMessage() for r in caplog.records]
+    server._answer(f"p/updates/{offer.update}/request", request)
+    assert sent == [f"p/updates/{offer.update}/chunk/{i}" for i in range(3)]

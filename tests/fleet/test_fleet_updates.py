@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.broker import Broker, wait_for
+from tests.broker import Broker, Recorder, wait_for
 from tests.daemon import ROOT, cli
 from tests.update.test_updates import Device, kit, signed, update_id  # noqa: F401 (kit: a fixture)
 
@@ -110,3 +110,45 @@ def test_a_device_off_during_the_push_updates_when_it_starts_with_only_fleet_ser
         device.stop()
     assert serve.stop() == 0
     assert "fleet serve: stopped" in serve.log(), serve.log()[-2000:]
+
+
+def test_the_update_path_through_a_mosquitto_bridge(
+    tmp_path: Path,
+    broker: Broker,
+    kit: dict[str, Path],  # noqa: F811
+    serve: Serve,
+) -> None:
+    """Operator (``push``) and ``fleet serve`` on a central broker, the device on a site broker
+    bridged to it with the topic lines of docs/broker.md: the retained manifest crosses the bridge
+    to a device that starts after the push, its chunk requests reach ``fleet serve``, the chunks
+    and its states cross back, and it becomes active."""
+    central = broker
+    bridge = (
+        f"connection central\naddress 127.0.0.1:{central.port}\n"
+        "topic edge/+/model/update in 1\ntopic edge/groups/+/model/update in 1\n"
+        "topic edge/updates/+/chunk/+ in 1\ntopic edge/updates/+/request out 0\n"
+        "topic edge/# out 1\n"
+    )
+    (tmp_path / "site").mkdir()
+    site = Broker(tmp_path / "site", extra=bridge).start()
+    status = None
+    try:
+        v2 = signed(kit, tmp_path / "bundles" / "person-2.tar")
+        uid = update_id(v2)
+        _push_group(v2, central)
+        assert wait_for(lambda: f"serving person-2.tar: update {uid}" in serve.log(), 30), serve.log()
+        device = Device(tmp_path / "dev", site, kit, device="cam-b", groups=["g"])
+        operator = Recorder(central.port, "edge/cam-b/model/status")
+        try:
+            started = time.time()
+            device.start()
+            status = device.final(uid, timeout=120)
+            print(f"\nthrough a bridge: device start -> active on v2 in {status['ts'] - started:.1f} s")
+            seen = lambda: [s.get("state") for s in operator.on("/model/status") if isinstance(s, dict)]  # noqa: E731
+            assert wait_for(lambda: "active" in seen(), 30), seen()  # the operator's side sees it
+        finally:
+            device.stop()
+            operator.close()
+        assert status["state"] == "active", (status, device.log()[-3000:])
+    finally:
+        site.kill()

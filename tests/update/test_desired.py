@@ -121,3 +121,55 @@ def test_an_empty_message_clears_nothing_on_the_device(
     time.sleep(0.3)
     assert device.manager.counters()["refused"] == 0
     assert device.manager.job is not None and device.manager.job.update == update_id(real["manifest"])
+
+
+def test_once_the_signed_url_stalled_chunks_keep_coming_while_it_is_tried_again(tmp_path: Path) -> None:
+    """A device offered the signed URL (format 2) and chunks: after the URL stalls, chunks are
+    asked for from then on, also while the URL is tried again, so a dead web server slows a
+    download down once, not at every retry. The bytes complete from the chunks alone."""
+    import socket
+
+    from edge_runtime.update.job import Job, Transfer
+    from tests.update.test_hostile_parts import _download
+
+    data = os.urandom(40 * 4096)
+    dead = socket.socket()  # accepts connections into its backlog, never answers
+    dead.bind(("127.0.0.1", 0))
+    dead.listen(8)
+    url = f"http://127.0.0.1:{dead.getsockname()[1]}/b"
+    try:
+        job = Job.begin(
+            "u1", _signed_manifest(data, 4096, url=url), Transfer("url", url=url), download_timeout_s=60
+        )
+        sent: list[tuple[str, bytes]] = []
+        download = _download(tmp_path, job, sent, source_stall_s=0.5, chunk_retry_s=0.2)
+        asked_while_url_live = 0
+        deadline = time.monotonic() + 30
+        while not download.step() and time.monotonic() < deadline:
+            live = download._fetch is not None
+            for _topic, body in sent:
+                for i in json.loads(body)["chunks"][:4]:  # a slow server: four chunks per request
+                    download.on_chunk("p/updates/u1", i, data[i * 4096 : (i + 1) * 4096])
+            asked_while_url_live += bool(sent) and live
+            sent.clear()
+            time.sleep(0.02)
+        assert (tmp_path / "u1.part").read_bytes() == data
+        assert asked_while_url_live > 0
+        download.close()
+    finally:
+        dead.close()
+
+
+def test_a_decision_is_written_once(tmp_path: Path) -> None:
+    """Refusing the same update again (a replay pushed live) writes nothing more to the disk, and
+    the oldest decisions are forgotten beyond the limit."""
+    state = DesiredState(tmp_path, limit=3)
+    state.mark("a", "rejected", "manifest expired 1 s ago")
+    written = (tmp_path / "desired.json").stat().st_mtime_ns
+    state.mark("a", "rejected", "manifest expired 9 s ago")
+    assert (tmp_path / "desired.json").stat().st_mtime_ns == written
+    for update in "bcd":
+        state.mark(update, "rejected", "downgrade")
+    again = DesiredState(tmp_path, limit=3)
+    assert again.handled("a") is None and again.handled("d") is not None
+    assert (again.handled("b") or {}).get("reason") == "downgrade"
