@@ -208,6 +208,25 @@ def measure_memory(fleet: kit.Fleet, broker: Broker) -> dict[str, Any]:
     }
 
 
+def measure_cpu(fleet: kit.Fleet, broker: Broker, seconds: float = 10) -> dict[str, Any]:
+    """CPU use over ``seconds`` of the idle fleet: the daemons together and the broker, in
+    percent of one core, and the machine's (all cores = 100)."""
+    assert broker.proc is not None
+    procs = [psutil.Process(p.pid) for p in fleet.procs.values()]
+    mosquitto = psutil.Process(broker.proc.pid)
+    for p in [*procs, mosquitto]:
+        p.cpu_percent(None)
+    psutil.cpu_percent(None)
+    time.sleep(seconds)
+    daemons = sum(p.cpu_percent(None) for p in procs if p.is_running())
+    return {
+        "daemons_cpu_percent_of_a_core": round(daemons, 1),
+        "per_daemon_cpu_percent": round(daemons / max(1, len(procs)), 2),
+        "broker_cpu_percent_of_a_core": round(mosquitto.cpu_percent(None), 1),
+        "machine_cpu_percent": round(psutil.cpu_percent(None), 1),
+    }
+
+
 def run(n: int, work: Path, away_timeout: float = 30) -> dict[str, Any]:
     """All three scenarios with ``n`` devices; the measurements. ``away_timeout``: the waves'
     time in scenario 2 (each wave with a stopped device waits that long for it)."""
@@ -222,6 +241,7 @@ def run(n: int, work: Path, away_timeout: float = 30) -> dict[str, Any]:
         fleet.start(fleet.ids)
         result["seconds_to_all_online"] = obs.wait(fleet.ids, lambda d: d.online, 60 + 5 * n)
         result["memory_idle"] = measure_memory(fleet, broker)
+        result["cpu_idle"] = measure_cpu(fleet, broker)
         result["all"] = scenario_all(fleet, obs, k, broker.port)
         result["memory_after_rollout"] = measure_memory(fleet, broker)
         result["away"] = scenario_away(fleet, obs, k, broker.port, work, wave_timeout=away_timeout)
@@ -244,6 +264,12 @@ def report(r: dict[str, Any]) -> None:
             f"{m['daemons_rss_mb_sum']} MiB RSS in all ({m['daemons_rss_mb_mean']} each), "
             f"{m['daemons_uss_mb_sum']} MiB unique ({m['daemons_uss_mb_mean']} each)"
         )
+    c = r["cpu_idle"]
+    print(
+        f"cpu, fleet idle: daemons {c['daemons_cpu_percent_of_a_core']}% of a core "
+        f"({c['per_daemon_cpu_percent']}% each), broker {c['broker_cpu_percent_of_a_core']}%, "
+        f"machine {c['machine_cpu_percent']}% of all cores"
+    )
     a, w, b = r["all"], r["away"], r["bad"]
     print(
         f"1. rollout to all ({WAVES_ALL}): {a['active']}/{r['n']} active in "
