@@ -9,7 +9,11 @@ health), counts what it skipped, and stays within ``--max-devices``.
 from __future__ import annotations
 
 import json
+import queue
+import signal
+import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,6 +61,32 @@ def broker(tmp_path: Path) -> Iterator[Broker]:
     b.kill()
 
 
+def _watch(port: int) -> tuple[subprocess.Popen[str], queue.Queue[list[dict[str, object]]]]:
+    """``fleet status --watch --json`` running, and a queue of the lists it prints."""
+    args = [
+        "--broker",
+        f"127.0.0.1:{port}",
+        "--group",
+        "sim",
+        "--json",
+        "--watch",
+        "--wait",
+        "0",
+        "--interval",
+        "1",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_runtime", "fleet", "status", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines: queue.Queue[list[dict[str, object]]] = queue.Queue()
+    reader = lambda: [lines.put(json.loads(line)) for line in proc.stdout]  # type: ignore[union-attr]  # noqa: E731
+    threading.Thread(target=reader, daemon=True).start()
+    return proc, lines
+
+
 def _status(port: int, *flags: str) -> tuple[list[dict[str, object]], str]:
     done = cli("fleet", "status", "--broker", f"127.0.0.1:{port}", "--json", *flags, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -85,7 +115,14 @@ def test_status_lists_the_real_devices_among_hostile_retained_messages(
             assert r["pipelines"]["pump"]["state"] == "streaming" and r["outbox_pending"] is not None
         assert "\x1b" not in json.dumps(by_id["evil"]) and by_id["evil"]["online"] is False
 
+        watch, lines = _watch(broker.port)
+        first = lines.get(timeout=60)
+        assert [r["online"] for r in first] == [False, True, True]
         fleet.stop(fleet.ids[:1])
+        while lines.get(timeout=60)[1]["online"]:  # a health message may change a row first
+            pass
+        watch.send_signal(signal.SIGINT)
+        assert watch.wait(20) == 0
         rows, _ = _status(broker.port, "--group", "sim", "--wait", "0")
         assert [(r["device"], r["online"], r["offline_reason"]) for r in rows] == [
             ("evil", False, "?[2J?]0;owned?"),
