@@ -75,6 +75,9 @@ def spec_from_metadata(file: Path, backend: Backend) -> tuple[ModelSpec, list[st
     preprocess = _preprocess(family, backend)
     if isinstance(imgsz, list) and len(imgsz) == 2:
         preprocess["input_size"] = tuple(int(v) for v in imgsz)
+    stride = _literal(meta.get("stride"))
+    if isinstance(stride, int) and stride > 0:
+        preprocess["stride"] = stride
     spec = ModelSpec.model_validate(
         {
             "name": file.stem,

@@ -73,6 +73,12 @@ class PreprocessSpec(_Strict):
     input_size: tuple[int, int] | None = Field(
         None, description="[height, width] for models whose input size is dynamic"
     )
+    stride: int = Field(
+        32,
+        ge=0,
+        description="letterbox on a model with dynamic height/width: pad only to the next multiple "
+        "of this around the image, not to the full input_size (0: always the full input_size)",
+    )
 
     @field_validator("std")
     @classmethod

@@ -65,9 +65,14 @@ class Decoder:
             label_offset=self.label_offset,
         )
 
-    def detect(self, outputs: Sequence[Arr]) -> RawDetections:
-        """Detections with boxes normalised to the MODEL INPUT (map them back with the transform)."""
+    def detect(self, outputs: Sequence[Arr], input_size: tuple[int, int] | None = None) -> RawDetections:
+        """Detections with boxes normalised to the MODEL INPUT (map them back with the transform).
+
+        ``input_size`` (height, width): the size this frame's input had, for a model with dynamic
+        height/width (default: the model's).
+        """
         p = self.detection
+        size = input_size or self.input_size
         if self.family == "tflite_detection_postprocess":
             raw = decode_postprocessed(outputs, self.output_names, label_offset=self.label_offset)
             return select(raw, p, apply_nms=False)
@@ -84,10 +89,10 @@ class Decoder:
             )
         elif self.family == "yolov5":
             out = self._activate_scores(outputs[0], axis=-1)
-            raw = decode_yolov5(out, self.input_size, score_threshold=p.score_threshold)
+            raw = decode_yolov5(out, size, score_threshold=p.score_threshold)
         elif self.family == "yolov8":
             out = self._activate_scores(outputs[0], axis=-2)
-            raw = decode_yolov8(out, self.input_size, score_threshold=p.score_threshold)
+            raw = decode_yolov8(out, size, score_threshold=p.score_threshold)
         else:
             raise ModelError(f"family {self.family!r} is not a detector")
         return select(raw, p)
