@@ -90,3 +90,27 @@ def test_dynamic_model_gets_the_stride_rectangle_and_the_same_face() -> None:
     faces = [[d.box.as_list(6) for d in r.detections if d.label == "FACE_FEMALE"] for r in (rect, square)]
     assert len(faces[0]) == len(faces[1]) == 1
     assert iou_matrix(np.array(faces[0]), np.array(faces[1]))[0, 0] >= 0.9
+
+
+# Ultralytics 8.4.190 `YOLO("320n.onnx").predict(img, imgsz=320, conf=0.2, iou=0.45)` on the same
+# images (it letterboxes this dynamic-shape model to the stride rectangle too): class, score, xyxyn
+ULTRALYTICS = {
+    "astronaut": [(1, 0.8229, [0.3385, 0.1622, 0.5350, 0.3505])],
+    "coffee": [(2, 0.2387, [0.0958, 0.0567, 0.8424, 0.9554])],  # 600x400: input 320x224
+    "chelsea": [(1, 0.2014, [0.0880, 0.2001, 0.5967, 0.7801])],  # 451x300: input 320x224
+    "rocket": [],
+}
+
+
+@pytest.mark.parametrize("name", sorted(ULTRALYTICS))
+def test_dynamic_model_matches_ultralytics_own_predict(name: str) -> None:
+    model = load_model(MODEL)
+    try:
+        result = Runner(model, score_threshold=0.2).predict(cv2.imread(str(image(name))))
+    finally:
+        model.close()
+    ours = [(d.class_id, d.score, d.box.as_list(6)) for d in result.detections]
+    assert len(ours) == len(ULTRALYTICS[name])
+    for (cls, score, box), (ref_cls, ref_score, ref_box) in zip(ours, ULTRALYTICS[name], strict=True):
+        assert cls == ref_cls and score == pytest.approx(ref_score, abs=2e-4)
+        np.testing.assert_allclose(box, ref_box, atol=2e-4)
