@@ -13,7 +13,8 @@ CC0), scikit-learn's sample images, matplotlib's ``grace_hopper.jpg``, Ultralyti
 tagged ``calib`` when the bundle's calibration set used that photo (scripts/models/
 export_efficientnet_lite0.py) and ``unseen`` otherwise; results are given for both groups.
 
-``--float`` names the float ONNX export of the same network (made by the export script with
+``--onnx`` replaces the bundle's int8 ONNX file (to try another quantisation). ``--float`` names the
+float ONNX export of the same network (made by the export script with
 ``--work-dir``): then each int8 file is also compared with float.
 """
 
@@ -133,16 +134,16 @@ def augmentations(bgr: np.ndarray) -> Iterator[tuple[str, np.ndarray]]:
     yield "lowres", cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
-def float_bundle(model: Path, float_onnx: Path, work: Path) -> Path:
-    """A copy of the bundle whose ONNX file is the float export (same preprocess, same labels)."""
+def onnx_bundle(model: Path, onnx_file: Path, work: Path, name: str) -> Path:
+    """A copy of the bundle with another ONNX file (same preprocess, same labels)."""
     import yaml
 
     spec = yaml.safe_load((model / "model.yaml").read_text())
-    bundle = work / "float"
+    bundle = work / name
     bundle.mkdir()
-    shutil.copy(float_onnx, bundle / "float.onnx")
+    shutil.copy(onnx_file, bundle / f"{name}.onnx")
     shutil.copy(model / spec["labels"], bundle / spec["labels"])
-    spec["files"] = {"onnx": "float.onnx"}
+    spec["files"] = {"onnx": f"{name}.onnx"}
     spec.pop("sha256", None)
     (bundle / "model.yaml").write_text(yaml.safe_dump(spec))
     return bundle
@@ -174,9 +175,10 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
 
     files = sorted(p for p in args.images.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     with tempfile.TemporaryDirectory() as tmp:
-        models: dict[str, tuple[Path, str]] = {"onnx": (args.model, "onnx"), "tflite": (args.model, "tflite")}
+        onnx = onnx_bundle(args.model, args.onnx, Path(tmp), "int8") if args.onnx else args.model
+        models: dict[str, tuple[Path, str]] = {"onnx": (onnx, "onnx"), "tflite": (args.model, "tflite")}
         if args.float:
-            models["float"] = (float_bundle(args.model, args.float, Path(tmp)), "onnx")
+            models["float"] = (onnx_bundle(args.model, args.float, Path(tmp), "float"), "onnx")
         opts = BackendOptions(threads=args.threads, exact_int8=args.exact_int8)
         runners = {k: Runner(load_model(p, b, opts), top_k=5) for k, (p, b) in models.items()}
         answers: dict[str, list[list[tuple[int, float]]]] = {k: [] for k in runners}
@@ -210,6 +212,7 @@ def main() -> None:
     m.add_argument("images", type=Path)
     m.add_argument("--model", type=Path, default=ROOT / "models" / "efficientnet_lite0")
     m.add_argument("--float", type=Path, help="float ONNX export of the same network")
+    m.add_argument("--onnx", type=Path, help="an int8 ONNX file to use instead of the bundle's")
     m.add_argument("--threads", type=int, default=2)
     m.add_argument("--exact-int8", action="store_true", help="onnx: exact int8 products (x86 without VNNI)")
     m.add_argument("--json", type=Path, help="also write the report here")
