@@ -89,7 +89,9 @@ def test_broker_killed_mid_run_and_restarted_loses_nothing(
     daemon = DaemonProcess(config, tmp_path / "daemon.log")
     assert wait_for(lambda: len(recorder.on(PRED)) >= 15, 60), daemon.log()[-3000:]
     broker.kill()
-    time.sleep(4)
+    # an outage the daemon noticed, with results queued meanwhile
+    db = tmp_path / "state" / "outbox.db"
+    assert wait_for(lambda: "disconnected" in daemon.log() and len(pending_rows(db, PRED)) >= 10, 30)
     broker.start()
     assert wait_for(lambda: len(unique(recorder.on(PRED))) >= n, 90), daemon.log()[-3000:]
     assert daemon.terminate() == 0
@@ -107,7 +109,9 @@ def test_daemon_killed_while_offline_keeps_what_it_committed(
     daemon = DaemonProcess(config, tmp_path / "daemon-1.log")
     assert wait_for(lambda: len(recorder.on(PRED)) >= 10, 60), daemon.log()[-3000:]
     broker.kill()
-    time.sleep(1.0)  # results go on into the outbox while the broker is away
+    db = tmp_path / "state" / "outbox.db"
+    # results go on into the outbox while the broker is away (more than were in flight)
+    assert wait_for(lambda: "disconnected" in daemon.log() and len(pending_rows(db, PRED)) >= 10, 30)
     daemon.kill()
     received_before = unique(recorder.on(PRED))
     kept = pending_rows(tmp_path / "state" / "outbox.db", PRED)

@@ -459,7 +459,7 @@ def test_sigkill_at_each_step_leaves_old_or_new(
     )
     try:
         assert dev.process is not None
-        assert dev.process.proc.wait(60) == -9, dev.log()[-2000:]
+        assert dev.process.proc.wait(scaled(60)) == -9, dev.log()[-2000:]
         assert f"fault injection at {point}" in dev.log()
         store = tmp_path / "dev" / "state" / "models" / "ssdlite_mobilenet_v2_person"
         active = json.loads((store / "active.json").read_text()) if (store / "active.json").exists() else None
@@ -473,7 +473,7 @@ def test_sigkill_at_each_step_leaves_old_or_new(
         settled = final["ts"] + 0.5
         assert wait_for(lambda: dev.versions_after(settled) == {version}, 30), dev.versions_after(settled)
         assert dev.versions_after(mark) <= {"1", "2"}
-        out, _ = pusher.communicate(timeout=60)
+        out, _ = pusher.communicate(timeout=scaled(60))
         assert pusher.returncode == (0 if state == "active" else 1), out
     finally:
         if pusher.poll() is None:
