@@ -227,7 +227,10 @@ class Pipeline:
             now = time.monotonic()
             if now < self._next_allowed:
                 return True
-            self._next_allowed = max(self._next_allowed + 1.0 / self.max_fps, now - 1.0 / self.max_fps)
+            # one period after the previous slot (a late frame does not push the schedule back),
+            # but never earlier than now: at most one frame of credit after a pause. (It was
+            # ``now - period``: two frames of credit, three inferences at once after each pause.)
+            self._next_allowed = max(self._next_allowed + 1.0 / self.max_fps, now)
         return False
 
     def _prepare(self, item: Frame | Window, ticket: int = -1) -> _Job:
