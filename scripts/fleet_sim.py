@@ -2,7 +2,7 @@
 """A fleet on one machine: N real daemons on one mosquitto, three rollouts, timings and memory.
 
 Every device is a real ``edge-runtime run`` with its own state folder, serving the small
-vibration detector on a recorded sensor stream replayed at a low rate (one window every ~2.6 s),
+vibration detector on a recorded sensor stream replayed at a low rate (one window every ~10 s),
 in group ``sim``. Then:
 
 1. **rollout to all**: ``push --group sim --waves 1,10%,50%,100% --max-failures 10%`` of version
