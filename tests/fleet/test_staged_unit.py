@@ -33,13 +33,15 @@ class Release:
 class FakeFleet:
     """Stands in for FleetWatcher: births at the start, a scripted answer to each publish."""
 
-    def __init__(self, script: dict[str, str | None]) -> None:
+    def __init__(self, script: dict[str, str | None], serving: dict[str, str] | None = None) -> None:
         self.state = FleetState("edge")
         self.script = script  # device -> its answer; None: offline
         self.published: list[tuple[str, bytes | str, bool]] = []
         self._due: list[tuple[str, bytes]] = []
         for device, answer in script.items():
             birth = {"state": "online" if answer else "offline", "groups": ["g"], "ts": 1.0}
+            version = (serving or {}).get(device, "1")
+            birth["models"] = {"m": {"name": "vib", "version": version}}
             self.state.feed(f"edge/{device}/status", json.dumps(birth).encode(), retained=True)
 
     def drain(self, until: float, quiet: float | None = None) -> int:
@@ -59,12 +61,14 @@ class FakeFleet:
             self._due.append((f"edge/{device}/model/status", json.dumps(body).encode()))
 
 
-def rollout(script: dict[str, str | None], waves: str, max_failures: str) -> tuple[int, FakeFleet, list[str]]:
+def rollout(
+    script: dict[str, str | None], waves: str, max_failures: str, serving: dict[str, str] | None = None
+) -> tuple[int, FakeFleet, list[str]]:
     args = argparse.Namespace(
         group="g", prefix="edge", wait=None, no_retain=False, wave_timeout=0.3, waves=waves,
         max_failures=max_failures,
     )  # fmt: skip
-    fleet, lines = FakeFleet(script), []
+    fleet, lines = FakeFleet(script, serving), []
     code = StagedPush(args, fleet, Release(), plan_from_args(args), out=lines.append).run()  # type: ignore[arg-type]
     return code, fleet, lines
 
@@ -116,3 +120,9 @@ def test_offline_devices_are_pending_not_failures() -> None:
 def test_an_unknown_group_sends_nothing() -> None:
     code, fleet, lines = rollout({}, "100%", "0")
     assert code == 1 and fleet.published == [] and "nothing sent" in lines[0]
+
+
+def test_a_device_that_serves_the_version_already_is_active_without_a_message() -> None:
+    code, fleet, lines = rollout({"a": "active", "b": "rejected"}, "100%", "0", serving={"b": "2"})
+    assert code == 0 and [t for t, _, _ in fleet.published] == ["edge/a/model/update"]
+    assert "b: already serves version 2; nothing sent" in lines
