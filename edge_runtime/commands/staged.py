@@ -92,13 +92,8 @@ class StagedPush:
         out: Callable[[str], None] = lambda line: print(line, flush=True),
     ) -> None:
         self.group, self.prefix = args.group, args.prefix
-        self.watcher, self.state, self.release, self.plan, self.out = (
-            watcher,
-            watcher.state,
-            release,
-            steps,
-            out,
-        )
+        self.watcher, self.state, self.release = watcher, watcher.state, release
+        self.plan, self.out = steps, out
         self.targets: dict[str, _Target] = {}
         self.already: set[str] = set()  # targeted devices that serve the version already
         self.stopped: str | None = None  # why the rollout stopped early
