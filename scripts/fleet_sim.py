@@ -227,19 +227,22 @@ def measure_cpu(fleet: kit.Fleet, broker: Broker, seconds: float = 10) -> dict[s
     }
 
 
-def run(n: int, work: Path, away_timeout: float = 30) -> dict[str, Any]:
-    """All three scenarios with ``n`` devices; the measurements. ``away_timeout``: the waves'
+def run(n: int, work: Path, away_timeout: float = 30, result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """All three scenarios with ``n`` devices; the measurements, also written into ``result``
+    as they come (so a failure later leaves the earlier ones). ``away_timeout``: the waves'
     time in scenario 2 (each wave with a stopped device waits that long for it)."""
     work.mkdir(parents=True, exist_ok=True)
     k = kit.make_kit(work / "kit")
     broker = Broker(work).start()
     fleet = kit.Fleet(work / "devices", n, broker.port, k.pub)
     obs = Observer(broker.port)
-    result: dict[str, Any] = {"n": n}
+    result = {} if result is None else result
+    result["n"] = n
     try:
         start = time.monotonic()
         fleet.start(fleet.ids)
         result["seconds_to_all_online"] = obs.wait(fleet.ids, lambda d: d.online, 60 + 5 * n)
+        print(f"{n} daemons online after {result['seconds_to_all_online']} s", flush=True)
         result["memory_idle"] = measure_memory(fleet, broker)
         result["cpu_idle"] = measure_cpu(fleet, broker)
         result["all"] = scenario_all(fleet, obs, k, broker.port)
@@ -302,7 +305,13 @@ def main() -> int:
     args = p.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="fleet-sim-"))
     print(f"working in {work}", flush=True)
-    report(run(args.n, work))
+    result: dict[str, Any] = {}
+    try:
+        run(args.n, work, result=result)
+    except Exception:
+        print("PARTIAL " + json.dumps({k: _without_output(v) for k, v in result.items()}), flush=True)
+        raise
+    report(result)
     return 0
 
 
