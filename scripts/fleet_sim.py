@@ -246,9 +246,12 @@ def run(n: int, work: Path, away_timeout: float = 30, result: dict[str, Any] | N
         result["memory_idle"] = measure_memory(fleet, broker)
         result["cpu_idle"] = measure_cpu(fleet, broker)
         result["all"] = scenario_all(fleet, obs, k, broker.port)
+        print(f"scenario all done: exit {result['all']['exit']}", flush=True)
         result["memory_after_rollout"] = measure_memory(fleet, broker)
         result["away"] = scenario_away(fleet, obs, k, broker.port, work, wave_timeout=away_timeout)
+        print(f"scenario away done: exit {result['away']['exit']}", flush=True)
         result["bad"] = scenario_bad(fleet, obs, k, broker.port)
+        print(f"scenario bad done: exit {result['bad']['exit']}", flush=True)
         result["total_seconds"] = round(time.monotonic() - start, 1)
     finally:
         obs.close()
