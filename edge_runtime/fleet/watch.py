@@ -52,6 +52,7 @@ class FleetWatcher:
         self._ready = threading.Event()
         self._arrived = threading.Event()
         self.dropped = 0  # messages dropped because the inbox was full
+        self._refused: str | None = None  # the broker's reason when it refused the connection
         self.client = client or make_client(self.broker, f"{client_prefix}-{uuid.uuid4().hex[:8]}")
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *_: self._ready.set()
@@ -67,11 +68,16 @@ class FleetWatcher:
         self.client.loop_start()
         if not self._ready.wait(timeout):
             self.close()
-            raise EdgeRuntimeError(f"the broker {b} did not take our subscriptions within {timeout:g} s")
+            why = f"it refused the connection: {self._refused}" if self._refused else "no answer"
+            raise EdgeRuntimeError(
+                f"the broker {b} did not take our subscriptions within {timeout:g} s ({why})"
+            )
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
-        if not reason.is_failure:  # subscribe again on every connect (clean start)
-            client.subscribe([(t, 1) for t in (*self.state.topics(), *self.extra)])
+        if reason.is_failure:
+            self._refused = str(reason)  # e.g. "Not authorized", "Bad user name or password"
+            return
+        client.subscribe([(t, 1) for t in (*self.state.topics(), *self.extra)])  # on every connect
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         size = len(msg.payload) + len(msg.topic)
