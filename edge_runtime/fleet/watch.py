@@ -66,12 +66,14 @@ class FleetWatcher:
         except (OSError, ValueError) as exc:
             raise EdgeRuntimeError(f"cannot connect to the broker {b}: {exc}") from exc
         self.client.loop_start()
-        if not self._ready.wait(timeout):
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.1) and self._refused is None and time.monotonic() < deadline:
+            pass
+        if not self._ready.is_set():
             self.close()
-            why = f"it refused the connection: {self._refused}" if self._refused else "no answer"
-            raise EdgeRuntimeError(
-                f"the broker {b} did not take our subscriptions within {timeout:g} s ({why})"
-            )
+            if self._refused:
+                raise EdgeRuntimeError(f"the broker {b} refused the connection: {self._refused}")
+            raise EdgeRuntimeError(f"the broker {b} did not take our subscriptions within {timeout:g} s")
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
         if reason.is_failure:
