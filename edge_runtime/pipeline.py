@@ -306,10 +306,21 @@ class Pipeline:
                     break
             if arrived:
                 self._deliver(arrived, "post")
-        ended = _outgoing(self.analytics.close(time.time())) if self.analytics is not None else []
-        if ended:  # every track's end event, also at shutdown
-            with self._order:
-                self._commit(ended, "post")
+        if self.analytics is not None:
+            self._close_analytics()
+
+    def _close_analytics(self) -> None:
+        """Commit the ``end`` event of every open track: the stream ended, or the daemon stops."""
+        assert self.analytics is not None
+        ended = _outgoing(self.analytics.close(time.time()))
+        with self._order:
+            try:
+                if ended:
+                    self._commit(ended, "post")
+            except OutboxClosedError:  # a late thread, detached at the stop (see stop)
+                logger.warning(
+                    "pipeline %s: %d end event(s) after the stop; not stored", self.name, len(ended)
+                )
 
     def _deliver(self, arrived: list[tuple[int, _Job | None]], stage: str) -> None:
         """Publish in ticket order: a later frame's result waits for the earlier ones.
