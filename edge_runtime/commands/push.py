@@ -201,6 +201,7 @@ class _Pusher:
             print(
                 f"published update {self.uid} ({self.manifest.name} {self.manifest.version}, "
                 f"{self.manifest.size} bytes{'' if self.args.url else f', {self.count} chunks'}) to {target}"
+                f"{'' if retain else ' (once, not retained)'}"
             )
             return self._follow()
         finally:
