@@ -175,6 +175,30 @@ def _update_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         action="store_true",
         help="remove the desired (retained) update of --device or --group from the broker; no BUNDLE",
     )
+    _wave_args(p)
+
+
+def _wave_args(p: argparse.ArgumentParser) -> None:
+    """push --group's staged rollout (docs/fleet.md#staged-rollouts)."""
+    p.add_argument(
+        "--waves",
+        default=None,
+        metavar="LIST",
+        help="staged rollout: devices reached after each wave, counts or percents (1,10%%,50%%,100%%)",
+    )
+    p.add_argument(
+        "--max-failures",
+        default=None,
+        metavar="N|P%",
+        help="with --waves: stop when more devices than this failed (default 0; P%% of those targeted)",
+    )
+    p.add_argument(
+        "--wave-timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="with --waves: how long a wave waits for its devices (default 600); offline ones stay pending",
+    )
 
 
 def _fleet_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -194,6 +218,29 @@ def _fleet_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=8.0,
         metavar="MIB_S",
         help="chunk bytes sent per second, all devices together, in MiB (default 8)",
+    )
+    _fleet_status_args(fleet)
+
+
+def _fleet_status_args(fleet: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """fleet status (docs/fleet.md#fleet-status)."""
+    s = fleet.add_parser("status", help="one row per device: online, models, update state, fps, backlog")
+    s.set_defaults(command="fleet-status")
+    add_broker_args(s)
+    s.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
+    s.add_argument("--group", metavar="G", default=None, help="only the devices of group G")
+    s.add_argument("--json", action="store_true", help="a JSON list of objects (keys: docs/fleet.md)")
+    s.add_argument("--watch", action="store_true", help="go on, printing again whenever something changed")
+    s.add_argument(
+        "--wait",
+        type=float,
+        default=12.0,
+        metavar="S",
+        help="wait up to S seconds for each online device's health (not retained; default 12)",
+    )
+    s.add_argument("--interval", type=float, default=2.0, metavar="S", help="--watch: refresh period")
+    s.add_argument(
+        "--max-devices", type=int, default=10_000, metavar="N", help="keep at most N devices (default 10000)"
     )
 
 

@@ -113,7 +113,27 @@ def cmd_push(args: argparse.Namespace) -> int:
     bundle, envelope, manifest = _load(args)
     broker = broker_from_args(args)
     pusher = _Pusher(args, broker, bundle, envelope, manifest)
+    if args.waves or args.max_failures:
+        return _staged(args, broker, pusher)
     return pusher.run()
+
+
+def _staged(args: argparse.Namespace, broker: Broker, pusher: _Pusher) -> int:
+    """``--waves``: a staged rollout (commands/staged.py) that serves the chunks as push does."""
+    from edge_runtime.commands.staged import run_staged
+    from edge_runtime.fleet.watch import FleetWatcher
+
+    return run_staged(
+        args,
+        lambda state: FleetWatcher(
+            broker,
+            state,
+            extra=(f"{pusher.base}/request",),
+            on_extra=lambda _topic, payload: pusher._serve(payload),
+            client=pusher.client,
+        ),
+        pusher,
+    )
 
 
 def _clear(args: argparse.Namespace) -> int:

@@ -100,8 +100,14 @@ class MqttLink:
         c.on_socket_unregister_write = _leave_writes_to_the_loop
 
     def _identity(self) -> dict[str, Any]:
+        # the groups and models too, so `fleet status` and `push --group` know an offline device
         status = self._status()
-        return {"session": status.get("session"), "ts": time.time()}
+        return {
+            "session": status.get("session"),
+            "groups": status.get("groups"),
+            "models": status.get("models"),
+            "ts": time.time(),
+        }
 
     def start(self) -> None:
         """Connect and keep connecting in the ``mqtt`` thread."""
