@@ -16,9 +16,12 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from edge_runtime import __version__
+import numpy as np
+
+from edge_runtime import __version__, control
 from edge_runtime.config.sections import Config
 from edge_runtime.errors import EdgeRuntimeError, ModelError, OutboxUnavailableError
 from edge_runtime.health import telemetry
@@ -41,8 +44,8 @@ logger = logging.getLogger(__name__)
 class Daemon:
     """The running daemon."""
 
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: Config, reload: Callable[[], None] | None = None) -> None:
+        self.cfg, self._reload = cfg, reload  # reload: as SIGHUP (the service's), for control
         self.topics = Topics(cfg.mqtt.topic_prefix, cfg.device.id)
         self.identity = telemetry.Identity(
             cfg.device.id, uuid.uuid4().hex[:12], __version__, time.time(), tuple(cfg.device.groups)
@@ -57,6 +60,8 @@ class Daemon:
         self.publisher: Publisher | None = None
         self.updates: UpdateManager | None = None
         self.store: ModelStore | None = None
+        self.control: control.Control | None = None
+        self._model_status: dict[str, Any] | None = None  # the last retained one, for a rebirth
         self.probe = SystemProbe(cfg.outbox.path.parent)
         self._health_thread = threading.Thread(target=self._health_loop, name="health", daemon=True)
 
@@ -74,6 +79,14 @@ class Daemon:
             status=self.status,
         )
         self.updates = self._updates(self.link)
+        self.control = control.start(
+            self.cfg,
+            self,
+            self.link,
+            commands_topic=self.topics.commands,
+            frames=self.latest_frame,
+            reload=self._reload,
+        )
         self.link.start()
         self.publisher = Publisher(self.outbox, self.link, max_inflight=self.cfg.mqtt.max_inflight)
         self.publisher.start()
@@ -122,6 +135,7 @@ class Daemon:
 
     def _publish_model_status(self, body: dict[str, Any]) -> None:
         assert self.outbox is not None
+        self._model_status = body
         self.outbox.put(self.topics.model_status, lambda _seq: payloads.encode(body), qos=1, retain=True)
 
     def _start_pipelines(self) -> None:
@@ -166,6 +180,20 @@ class Daemon:
             updates=self.updates.counters() if self.updates is not None else None,
         )
 
+    def latest_frame(self, pipeline: str) -> np.ndarray | None:
+        """The image a snapshot of ``pipeline`` sends (control's seam): its last frame as read."""
+        frame = next((p.latest for p in self.pipelines if p.name == pipeline), None)
+        return None if frame is None else frame.image
+
+    def rebirth(self) -> list[str]:
+        """Publish the birth message and the retained model status again (the ``rebirth`` command)."""
+        assert self.link is not None
+        topics = [self.topics.status] if self.link.rebirth() else []
+        if self._model_status is not None:
+            self._publish_model_status(self._model_status)
+            topics.append(self.topics.model_status)
+        return topics
+
     def _health_loop(self) -> None:
         while not self.stop_event.wait(self.cfg.health.interval_s):
             self.publish_health()
@@ -191,6 +219,8 @@ class Daemon:
     def stop(self, flush_timeout: float = 2.0) -> None:
         """Orderly shutdown, bounded at about 8 s in the worst case (systemd waits 10 s or more)."""
         self.stop_event.set()
+        if self.control is not None:
+            self.control.close()
         if self.updates is not None:
             self.updates.stop()
         for p in self.pipelines:

@@ -1,4 +1,4 @@
-"""Command line: ``edge-runtime run | validate | config-schema | infer | bench | models``.
+"""Command line: ``edge-runtime run | validate | config-schema | infer | bench | models | fleet``.
 
 Exit codes: 0 success, 2 bad usage or bad input (one-line reason on stderr, no traceback),
 1 internal or environmental failure. Under journald the reason carries ``<3>`` (priority err),
@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("config-schema", help="JSON Schema of the config file")
 
     _update_commands(sub)
+    _fleet_commands(sub)
 
     p = sub.add_parser("models", help="bundled models and the backends/accelerators usable here")
     p.add_argument("--dir", default=None, help="folder of model bundles (default: ./models)")
@@ -162,6 +163,25 @@ def _update_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="S",
         help="without --wait: serve chunks at most this long",
     )
+
+
+def _fleet_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """fleet ...: operator commands for many devices."""
+    p = sub.add_parser("fleet", help="manage devices over MQTT: commands, remote config")
+    fleet = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do")
+    _fleet_cmd_command(fleet)
+
+
+def _fleet_cmd_command(fleet: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """fleet cmd: one request to one device (docs/control.md)."""
+    c = fleet.add_parser("cmd", help="send a command to a device and print its answer")
+    c.add_argument("device_id", metavar="D", help="the device (its device.id)")
+    c.add_argument("name", metavar="NAME", help="ping, health, rebirth, snapshot, pause, resume, reload")
+    c.add_argument("args", nargs="*", metavar="key=value", help="the command's arguments")
+    add_broker_args(c)
+    c.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
+    c.add_argument("--key", default=None, metavar="PRIVATE_KEY", help="sign the command with this key")
+    c.add_argument("--wait", type=float, default=10.0, metavar="S", help="wait this long for the answer")
 
 
 def add_broker_args(p: argparse.ArgumentParser) -> None:

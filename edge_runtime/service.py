@@ -156,8 +156,13 @@ class Service:
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
 
+    def request_reload(self) -> None:
+        """Reload as SIGHUP does (the ``reload`` command; from any thread)."""
+        self._reload.set()
+        self._wake.set()
+
     def _start(self, cfg: Config) -> Daemon:
-        daemon = Daemon(cfg)
+        daemon = Daemon(cfg, reload=self.request_reload)
         try:
             daemon.start()
         except BaseException:

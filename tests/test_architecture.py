@@ -11,7 +11,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "edge_runtime"
 
-STAGES = {"capture", "inference", "preprocess", "postprocess", "publish", "health", "update"}
+STAGES = {"capture", "inference", "preprocess", "postprocess", "publish", "health", "update", "control"}
 LEAVES = {
     "config",
     "types",
@@ -23,8 +23,9 @@ LEAVES = {
     "scheduling",
     "throttle",
     "durable",
+    "boundedjson",
 }
-COMPOSITION = {"app", "pipeline", "service", "cli", "commands", "model", "__main__", "__init__"}
+COMPOSITION = {"app", "pipeline", "service", "cli", "commands", "model", "fleet", "__main__", "__init__"}
 
 
 def _unit(path: Path) -> str:

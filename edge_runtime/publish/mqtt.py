@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_runtime.backoff import backoff_delays
 from edge_runtime.config.sections import MqttConfig
@@ -30,6 +32,8 @@ from edge_runtime.throttle import Throttle
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[str, bytes], None]  # (topic, payload), called on paho's thread: enqueue only
+# (topic, payload, response topic, correlation data): an MQTT v5 request, on paho's thread too
+RequestHandler = Callable[[str, bytes, "str | None", "bytes | None"], None]
 _THROTTLE = Throttle(per_s=60.0, burst=5)  # lines anyone on the broker can cause, per topic
 
 
@@ -296,6 +300,35 @@ class MqttLink:
             if self.connected.is_set():
                 self._client.subscribe(topic_filter, qos=1)
 
+    def route_requests(self, topic_filter: str, handler: RequestHandler) -> None:
+        """Like :meth:`route`, for MQTT v5 requests: ``handler`` also gets the message's response
+        topic and correlation data (None when absent). Only enqueue there too."""
+
+        def deliver(topic: str, payload: bytes) -> None:  # pragma: no cover - never called
+            del topic, payload
+
+        self.route(topic_filter, deliver)  # the subscription, kept over reconnects
+        self._client.message_callback_add(topic_filter, _deliver_request_to(handler))
+
+    def respond(self, topic: str, payload: bytes, correlation: bytes | None) -> bool:
+        """Answer a request on its response topic (QoS 1, not retained, no response topic of its
+        own, so two devices cannot answer each other forever); False when not connected."""
+        if not self.connected.is_set():
+            return False
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        if correlation is not None:
+            props.CorrelationData = correlation
+        info = self._client.publish(topic, payload, qos=1, retain=False, properties=props)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS  # its PUBACK matches no outbox row: ignored there
+
+    def rebirth(self) -> bool:
+        """Publish the retained online status (the birth message) again; False when not connected."""
+        if not self.connected.is_set():
+            return False
+        birth = {"state": "online", **self._status(), "ts": time.time()}
+        info = self._client.publish(self.topics.status, json.dumps(birth), qos=1, retain=True)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
     def stop(self, reason: str = "shutdown", timeout: float = 3.0) -> None:
         """Publish the retained offline status, disconnect cleanly (no will), stop the thread."""
         self._stopping = True
@@ -333,6 +366,28 @@ def _deliver_to(handler: Handler) -> Callable[[mqtt.Client, Any, mqtt.MQTTMessag
             topic = _topic_of(message)
             _THROTTLE.log(logger, logging.ERROR, "handler", "inbound: a message on %s failed", topic)
             logger.debug("inbound: handler failure on %s", topic, exc_info=True)
+
+    return on_message
+
+
+def _deliver_request_to(handler: RequestHandler) -> Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None]:
+    """paho's callback for a request route: (topic, payload, response topic, correlation data)."""
+
+    def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        props = getattr(message, "properties", None)
+        response = getattr(props, "ResponseTopic", None)
+        correlation = getattr(props, "CorrelationData", None)
+        try:
+            handler(
+                message.topic,
+                bytes(message.payload),
+                response if isinstance(response, str) else None,
+                bytes(correlation) if isinstance(correlation, (bytes, bytearray)) else None,
+            )
+        except Exception:  # hostile input must never end the link
+            topic = _topic_of(message)
+            _THROTTLE.log(logger, logging.ERROR, "handler", "inbound: a request on %s failed", topic)
+            logger.debug("inbound: request handler failure on %s", topic, exc_info=True)
 
     return on_message
 
