@@ -16,13 +16,13 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from edge_runtime import __version__, control
 from edge_runtime.config.sections import Config
+from edge_runtime.control.ports import Remote
 from edge_runtime.errors import EdgeRuntimeError, ModelError, OutboxUnavailableError
 from edge_runtime.health import telemetry
 from edge_runtime.health.system import SystemProbe
@@ -44,8 +44,8 @@ logger = logging.getLogger(__name__)
 class Daemon:
     """The running daemon."""
 
-    def __init__(self, cfg: Config, reload: Callable[[], None] | None = None) -> None:
-        self.cfg, self._reload = cfg, reload  # reload: as SIGHUP (the service's), for control
+    def __init__(self, cfg: Config, remote: Remote | None = None) -> None:
+        self.cfg, self._remote = cfg, remote  # remote configs and reload: the service's, for control
         self.topics = Topics(cfg.mqtt.topic_prefix, cfg.device.id)
         self.identity = telemetry.Identity(
             cfg.device.id, uuid.uuid4().hex[:12], __version__, time.time(), tuple(cfg.device.groups)
@@ -85,7 +85,7 @@ class Daemon:
             self.link,
             commands_topic=self.topics.commands,
             frames=self.latest_frame,
-            reload=self._reload,
+            remote=self._remote,
         )
         self.link.start()
         self.publisher = Publisher(self.outbox, self.link, max_inflight=self.cfg.mqtt.max_inflight)

@@ -170,6 +170,7 @@ def _fleet_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = sub.add_parser("fleet", help="manage devices over MQTT: commands, remote config")
     fleet = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do")
     _fleet_cmd_command(fleet)
+    _fleet_config_command(fleet)
 
 
 def _fleet_cmd_command(fleet: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -182,6 +183,29 @@ def _fleet_cmd_command(fleet: argparse._SubParsersAction[argparse.ArgumentParser
     c.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
     c.add_argument("--key", default=None, metavar="PRIVATE_KEY", help="sign the command with this key")
     c.add_argument("--wait", type=float, default=10.0, metavar="S", help="wait this long for the answer")
+
+
+def _fleet_config_command(fleet: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """fleet config: a signed config for a device or a group (docs/control.md)."""
+    c = fleet.add_parser("config", help="sign a config file and make it the desired config of devices")
+    c.add_argument("config", metavar="CONFIG.yaml", help="the whole config file the devices should run")
+    who = c.add_mutually_exclusive_group(required=True)
+    who.add_argument("--device", metavar="D", help="one device (its device.id)")
+    who.add_argument("--group", metavar="G", help="the devices of group G (their device.groups)")
+    c.add_argument("--key", required=True, metavar="PRIVATE_KEY", help="the signing key (keys generate)")
+    add_broker_args(c)
+    c.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
+    c.add_argument(
+        "--wait",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="follow the reports this long (0: only publish)",
+    )
+    c.add_argument("--version", type=int, default=None, help="the document's version (default: Unix ms now)")
+    c.add_argument(
+        "--expires-in", type=float, default=0.0, metavar="S", help="the document expires after S s (0: never)"
+    )
 
 
 def add_broker_args(p: argparse.ArgumentParser) -> None:

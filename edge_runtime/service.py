@@ -20,16 +20,19 @@ swap is bounded (stopping takes at most a few seconds, then model loading).
 from __future__ import annotations
 
 import logging
+import queue
 import signal
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 from edge_runtime.app import Daemon
 from edge_runtime.config.loader import collect_problems
 from edge_runtime.config.sections import Config
+from edge_runtime.control import RemoteConfig
 from edge_runtime.health.logformat import set_format
 from edge_runtime.health.notify import Notifier
 from edge_runtime.health.watchdog import Progress, Watchdog
@@ -78,6 +81,26 @@ class StatusLine:
         return f"mqtt {broker}; {', '.join(parts)}; outbox {daemon.outbox.pending} pending"
 
 
+@dataclass
+class _Swap:
+    """A remote config for the main loop to run (control/remote.py waits on ``done``)."""
+
+    cfg: Config
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str | None = None
+
+
+def health_problems(daemon: Daemon | None) -> str | None:
+    """Why ``daemon`` is not healthy (a remote config's health window); None when it is."""
+    if daemon is None or daemon.link is None:
+        return "no daemon runs"
+    problems = [f"pipeline {n} failed: {why}" for n, why in daemon.failed_pipelines.items()]
+    problems += [f"pipeline {p.name} has no result yet" for p in daemon.pipelines if p.metrics.inferred == 0]
+    if not daemon.link.connected.is_set():
+        problems.append(f"the broker is not connected ({daemon.link.last_error or 'connecting'})")
+    return "; ".join(problems) or None
+
+
 class Service:
     """Runs the daemon for ``config_path`` until SIGTERM/SIGINT; SIGHUP reloads (module docstring)."""
 
@@ -97,6 +120,8 @@ class Service:
         self.status_line = StatusLine()
         self._stop, self._reload, self._wake = threading.Event(), threading.Event(), threading.Event()
         self._done = threading.Event()  # ends the status thread
+        self.remote = RemoteConfig(cfg, config_path)  # outlives daemons: it swaps them
+        self._swaps: queue.SimpleQueue[_Swap] = queue.SimpleQueue()
         self.watchdog: Watchdog | None = None
         if watchdog_s is not None:
             self.watchdog = Watchdog(
@@ -112,7 +137,9 @@ class Service:
         """Start, serve signals until told to stop, stop; the exit code."""
         self._install_signals()
         self._apply_logging(self.cfg)
+        self.cfg = self.remote.startup(self.cfg)
         self.daemon = self._start(self.cfg)
+        self.remote.start(self)
         try:
             self._warn_slow_sources(self.cfg)
             logger.info(
@@ -130,10 +157,12 @@ class Service:
                 self._wake.clear()
                 if self._reload.is_set() and not self._stop.is_set():
                     self._reload.clear()
-                    self.reload()
+                    self._reload_now()
+                self._serve_swaps()
             self.notifier.stopping()
         finally:
             self._done.set()
+            self.remote.close()
             if self.watchdog is not None:
                 self.watchdog.stop()
             if self.daemon is not None:
@@ -156,13 +185,8 @@ class Service:
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
 
-    def request_reload(self) -> None:
-        """Reload as SIGHUP does (the ``reload`` command; from any thread)."""
-        self._reload.set()
-        self._wake.set()
-
     def _start(self, cfg: Config) -> Daemon:
-        daemon = Daemon(cfg, reload=self.request_reload)
+        daemon = Daemon(cfg, remote=self.remote)
         try:
             daemon.start()
         except BaseException:
@@ -171,11 +195,12 @@ class Service:
         return daemon
 
     # -- reload ------------------------------------------------------------------------------
-    def reload(self) -> None:
+    def _reload_now(self) -> None:
         """``RELOADING=1``; swap to the config file's new content if it is valid; ``READY=1``."""
         self.notifier.reloading(f"reloading {self.config_path}")
+        path, folder = self.remote.source()  # the local file, or the remote config it has not changed
         try:
-            cfg, problems = collect_problems(self.config_path)
+            cfg, problems = collect_problems(path, folder=folder)
         except Exception:  # a bug in the checks must not end a running daemon
             logger.exception("reload: keeping the running config: checking %s failed", self.config_path)
             cfg, problems = None, []
@@ -184,24 +209,64 @@ class Service:
             more = len(problems) - len(shown)
             tail = f" (and {more} more: edge-runtime validate {self.config_path})" if more > 0 else ""
             logger.error("reload: keeping the running config: %s%s", "; ".join(shown), tail)
-        elif cfg is not None:
-            self._swap(cfg)
+        elif cfg is not None and self._swap(cfg) is None:
+            self.remote.running = cfg
         self.notifier.ready(self.status())
 
-    def _swap(self, cfg: Config) -> None:
+    def _swap(self, cfg: Config) -> str | None:
+        """Run ``cfg``; None, or why it did not start (the previous config runs again then)."""
         old, self.daemon = self.daemon, None  # the watchdog watches nothing during the swap
         if old is not None:
             old.stop()
         try:
             self.daemon = self._start(cfg)
-        except Exception:  # the supervisor must keep a daemon running
+        except Exception as exc:  # the supervisor must keep a daemon running
             logger.exception("reload: the new config did not start; starting the previous one again")
             self.daemon = self._start(self.cfg)
-            return
+            self.remote.started()
+            return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         self.cfg = cfg
+        self.remote.started()
         self._apply_logging(cfg)
         self._warn_slow_sources(cfg)
         logger.info("reload: running %s with %d pipeline(s)", self.config_path, len(self.daemon.pipelines))
+        return None
+
+    # -- remote config (control/remote.py's Supervisor) -----------------------------------------
+    def swap(self, cfg: Config) -> str | None:
+        """Run ``cfg`` in the main loop (from the ``config`` thread); as :meth:`_swap` says."""
+        request = _Swap(cfg)
+        self._swaps.put(request)
+        self._wake.set()
+        while not request.done.wait(0.5):
+            if self._done.is_set():
+                return "the service is stopping"
+        return request.error
+
+    def _serve_swaps(self) -> None:
+        while not self._swaps.empty() and not self._stop.is_set():
+            request = self._swaps.get()
+            self.notifier.reloading("applying a remote config")
+            request.error = self._swap(request.cfg)
+            self.notifier.ready(self.status())
+            request.done.set()
+
+    def problems(self) -> str | None:
+        """Why the running daemon is not healthy now; None when it is."""
+        return health_problems(self.daemon)
+
+    def report(self, topic: str, payload: bytes) -> bool:
+        """A retained message through the running daemon's outbox; False when none runs."""
+        daemon = self.daemon
+        if daemon is None or daemon.outbox is None:
+            return False
+        daemon.outbox.put(topic, lambda _seq: payload, qos=1, retain=True)
+        return True
+
+    def reload(self) -> None:
+        """Reload as SIGHUP does (the ``reload`` command; from any thread)."""
+        self._reload.set()
+        self._wake.set()
 
     # -- status ------------------------------------------------------------------------------
     def status(self) -> str:

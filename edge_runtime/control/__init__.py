@@ -4,13 +4,12 @@ configuration (docs/control.md). app.py starts it with :func:`start` and closes 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from edge_runtime.config.sections import Config
 from edge_runtime.control.commands import Commands
 from edge_runtime.control.envelope import load_keys
 from edge_runtime.control.nonces import Nonces
-from edge_runtime.control.ports import Daemon, FrameSource, Link
+from edge_runtime.control.ports import Daemon, FrameSource, Link, Remote
+from edge_runtime.control.remote import RemoteConfig
 from edge_runtime.control.requests import Requests
 
 
@@ -36,13 +35,13 @@ def start(
     *,
     commands_topic: str,
     frames: FrameSource,
-    reload: Callable[[], None] | None,
+    remote: Remote | None,
 ) -> Control:
-    """Route ``commands_topic`` (``P/D/cmd/+``) to a new ``control`` thread and start it.
+    """Route ``commands_topic`` (``P/D/cmd/+``) to a new ``control`` thread and start it, and the
+    desired-config topics to ``remote`` (the service's, which outlives daemons; None outside it).
 
     Call before the link connects, so nothing that arrives at connect is missed. ``frames`` is
-    the snapshot seam (a pipeline name -> the image to send); ``reload`` re-reads the config file
-    as SIGHUP does (None outside the service).
+    the snapshot seam (a pipeline name -> the image to send).
     """
     c = cfg.control
     commands = Commands(
@@ -55,13 +54,16 @@ def start(
         frames=frames,
         snapshot_max_height=c.snapshot_max_height,
         snapshot_quality=c.snapshot_quality,
-        reload=reload,
-        rebirth=daemon.rebirth,
+        reload=None if remote is None else remote.reload,
+        rebirth=lambda: daemon.rebirth() + (remote.republish() if remote is not None else []),
     )
     requests = Requests(commands, link, per_s=c.commands_per_s, max_pending=c.max_pending)
     link.route_requests(commands_topic, requests.offer)
+    if remote is not None:
+        for topic in remote.desired_topics:
+            link.route(topic, remote.offer)
     requests.start()
     return Control(requests, commands)
 
 
-__all__ = ["Control", "start"]
+__all__ = ["Control", "RemoteConfig", "start"]

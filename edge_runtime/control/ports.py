@@ -55,3 +55,36 @@ class Daemon(Protocol):
 
     def rebirth(self) -> list[str]:
         """Publish the birth message and the retained states the daemon owns again; their topics."""
+
+
+class Supervisor(Protocol):
+    """The service that runs the daemon (service.py ``Service``): remote configs go through it."""
+
+    def swap(self, cfg: Any) -> str | None:
+        """Run ``cfg`` (a Config) instead of the running daemon, as a reload does; blocks until done.
+        None, or why it did not start (the previous config runs again then)."""
+
+    def problems(self) -> str | None:
+        """Why the running daemon is not healthy now (no result yet from a pipeline, a model
+        that failed to load, the broker not connected); None when it is."""
+
+    def report(self, topic: str, payload: bytes) -> bool:
+        """Commit a retained message to the running daemon's outbox; False when there is none."""
+
+    def reload(self) -> None:
+        """Re-read the config file as SIGHUP does (from any thread)."""
+
+
+class Remote(Protocol):
+    """What a daemon's control side hands remote configs to (control/remote.py ``RemoteConfig``)."""
+
+    desired_topics: list[str]
+
+    def offer(self, topic: str, payload: bytes) -> None:
+        """A message on a desired-config topic (paho's thread: enqueue only)."""
+
+    def reload(self) -> None:
+        """The ``reload`` command."""
+
+    def republish(self) -> list[str]:
+        """Publish the retained report again (``rebirth``); its topic, if any."""
