@@ -4,8 +4,9 @@ Start: model slots (an installed update's version when one is committed and load
 fails to load fails only its pipelines) -> outbox -> MQTT link and the update manager's routes
 (registered before the link connects, so nothing that arrives at connect is missed) ->
 publisher -> pipelines (sources start here) -> update manager (it resumes an interrupted update)
--> health reporter.
-Stop: update manager -> capture and pipelines (in-flight results reach the outbox) -> health ->
+-> health reporter. Control's routes (commands, desired configs) are registered with the
+update manager's, before the link connects.
+Stop: control -> update manager -> capture and pipelines (in-flight results reach the outbox) -> health ->
 a short flush -> offline status -> disconnect -> outbox closed.
 """
 
