@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import re
 import threading
 import time
 from pathlib import Path
@@ -198,15 +199,17 @@ class RemoteConfig:
             doc = envelope.open_document(signed, ConfigDoc)
             version = doc.version
             doc.check_target(self.device, self.groups)
-            cfg = self._check(doc)
+            cfg, text = self._check(doc)
         except ControlError as exc:
             logger.warning("remote config v%s rejected: %s", version, exc)
             self._report("rejected", version, signed.sha256, str(exc))
             return
-        self._apply(doc, signed.sha256, cfg)
+        self._apply(doc, signed.sha256, cfg, text)
 
-    def _check(self, doc: ConfigDoc) -> Config:
-        """The document as a Config, or ControlError: not newer, invalid, locked keys, secrets."""
+    def _check(self, doc: ConfigDoc) -> tuple[Config, str]:
+        """The document as a Config and the text to store, or ControlError: not newer, invalid,
+        locked keys, secrets. A document without ``device:`` (one for a group) keeps this
+        device's own section: it is put in front of the text."""
         with self._lock:
             active = self.store.active
             floor = max(int(self.store.state["max_version"]), int(active["version"]) if active else 0)
@@ -221,26 +224,32 @@ class RemoteConfig:
             raise ControlError(
                 "mqtt.password: secrets never travel in config documents (use mqtt.password_file)"
             )
+        text, added = doc.config, 0
+        if isinstance(data, dict) and "device" not in data:
+            own = {"id": self.running.device.id, "groups": list(self.running.device.groups)}
+            text, added = f"device: {json.dumps(own)}  # this device's own\n{text}", 1
         candidate = self.store.folder / "candidate.yaml"
         self.store.folder.mkdir(parents=True, exist_ok=True)
-        candidate.write_text(doc.config)
+        candidate.write_text(text)
         cfg, problems = collect_problems(candidate, folder=self.folder)
         if cfg is None:
+            where = re.compile(rf"^{re.escape(str(candidate))}:(\d+):")
             shown = [
-                p.replace(str(candidate), f"config v{doc.version}") for p in problems[:PROBLEMS_REPORTED]
+                where.sub(lambda m: f"config v{doc.version}:{int(m.group(1)) - added}:", p)
+                for p in problems[:PROBLEMS_REPORTED]
             ]
             more = f" (and {len(problems) - len(shown)} more)" if len(problems) > len(shown) else ""
             raise ControlError("; ".join(shown) + more)
         for section, key in LOCKED:
             if getattr(getattr(cfg, section), key) != getattr(getattr(self.running, section), key):
                 raise ControlError(f"{section}.{key} cannot be changed remotely (edit the local file)")
-        return cfg
+        return cfg, text
 
-    def _apply(self, doc: ConfigDoc, sha256: str, cfg: Config) -> None:
+    def _apply(self, doc: ConfigDoc, sha256: str, cfg: Config, text: str) -> None:
         """Run it, watch the health window, keep it or go back."""
         assert self.supervisor is not None
         with self._lock:
-            name = self.store.write(doc.version, sha256, doc.config)
+            name = self.store.write(doc.version, sha256, text)
             entry = {
                 "version": doc.version,
                 "sha256": sha256,
