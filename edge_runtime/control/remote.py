@@ -15,17 +15,15 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from edge_runtime.config.loader import collect_problems
 from edge_runtime.config.sections import Config
 from edge_runtime.control import envelope
+from edge_runtime.control.checks import check_document
 from edge_runtime.control.configstore import ConfigStore, file_digest
 from edge_runtime.control.envelope import ConfigDoc
 from edge_runtime.control.ports import Supervisor
@@ -35,13 +33,6 @@ from edge_runtime.throttle import Throttle
 logger = logging.getLogger(__name__)
 
 MAX_DOCUMENT_BYTES = envelope.MAX_CONFIG_BYTES + 8 * 1024  # the YAML, escaped a little, and a signature
-PROBLEMS_REPORTED = 5
-LOCKED = (
-    ("device", "id"),
-    ("updates", "public_keys"),
-    ("control", "state_dir"),
-    ("control", "require_signed"),
-)
 
 
 class RemoteConfig:
@@ -215,35 +206,9 @@ class RemoteConfig:
             floor = max(int(self.store.state["max_version"]), int(active["version"]) if active else 0)
         if doc.version <= floor:
             raise ControlError(f"version {doc.version} is not newer than version {floor} (accepted before)")
-        try:
-            data = yaml.safe_load(doc.config)
-        except yaml.YAMLError:
-            data = None  # the loader below says where
-        mqtt = data.get("mqtt") if isinstance(data, dict) else None
-        if isinstance(mqtt, dict) and mqtt.get("password") is not None:
-            raise ControlError(
-                "mqtt.password: secrets never travel in config documents (use mqtt.password_file)"
-            )
-        text, added = doc.config, 0
-        if isinstance(data, dict) and "device" not in data:
-            own = {"id": self.running.device.id, "groups": list(self.running.device.groups)}
-            text, added = f"device: {json.dumps(own)}  # this device's own\n{text}", 1
-        candidate = self.store.folder / "candidate.yaml"
-        self.store.folder.mkdir(parents=True, exist_ok=True)
-        candidate.write_text(text)
-        cfg, problems = collect_problems(candidate, folder=self.folder)
-        if cfg is None:
-            where = re.compile(rf"^{re.escape(str(candidate))}:(\d+):")
-            shown = [
-                where.sub(lambda m: f"config v{doc.version}:{int(m.group(1)) - added}:", p)
-                for p in problems[:PROBLEMS_REPORTED]
-            ]
-            more = f" (and {len(problems) - len(shown)} more)" if len(problems) > len(shown) else ""
-            raise ControlError("; ".join(shown) + more)
-        for section, key in LOCKED:
-            if getattr(getattr(cfg, section), key) != getattr(getattr(self.running, section), key):
-                raise ControlError(f"{section}.{key} cannot be changed remotely (edit the local file)")
-        return cfg, text
+        return check_document(
+            doc, self.running, scratch=self.store.folder / "candidate.yaml", folder=self.folder
+        )
 
     def _apply(self, doc: ConfigDoc, sha256: str, cfg: Config, text: str) -> None:
         """Run it, watch the health window, keep it or go back."""
