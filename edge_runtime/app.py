@@ -170,7 +170,7 @@ class Daemon:
     def health(self) -> dict[str, Any]:
         """The health payload body (docs/mqtt.md)."""
         assert self.outbox is not None and self.link is not None
-        return telemetry.health(
+        body = telemetry.health(
             self.identity,
             pipelines=self.pipelines,
             failed=self.failed_pipelines,
@@ -180,6 +180,9 @@ class Daemon:
             models=self._described(),
             updates=self.updates.counters() if self.updates is not None else None,
         )
+        if self.control is not None:
+            body["control"] = self.control.counters()
+        return body
 
     def latest_frame(self, pipeline: str) -> np.ndarray | None:
         """The image a snapshot of ``pipeline`` sends (control's seam): its last frame as read."""

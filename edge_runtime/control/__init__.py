@@ -4,6 +4,8 @@ configuration (docs/control.md). app.py starts it with :func:`start` and closes 
 
 from __future__ import annotations
 
+from typing import Any
+
 from edge_runtime.config.sections import Config
 from edge_runtime.control.commands import Commands
 from edge_runtime.control.envelope import load_keys
@@ -19,9 +21,10 @@ class Control:
     def __init__(self, requests: Requests, commands: Commands) -> None:
         self.requests, self.commands = requests, commands
 
-    def counters(self) -> dict[str, int]:
-        """For health: requests received, dropped, answered, refused."""
-        return {**self.requests.counters, "refused": self.commands.refused}
+    def counters(self) -> dict[str, Any]:
+        """For health: requests received, dropped, answered, refused; the paused pipelines."""
+        paused = sorted(p.name for p in self.commands.daemon.pipelines if p.paused.is_set())
+        return {**self.requests.counters, "refused": self.commands.refused, "paused": paused}
 
     def close(self) -> None:
         """Stop taking commands."""

@@ -124,7 +124,7 @@ def test_signed_pause_stops_one_pipeline_and_resume_restarts_it(site: dict[str, 
     assert wait_for(lambda: back() >= mark + 8, 30)  # the other pipeline goes on ...
     assert front() == paused_at  # ... while this one publishes nothing
     health = ask(site, "health")
-    assert health["ok"] is True  # the paused pipeline's threads are alive: the device is healthy
+    assert health["ok"] is True and health["result"]["control"]["paused"] == ["front"]
     resumed = fleet_cmd(site, "resume", "pipeline=front", "--key", key)
     assert resumed.returncode == 0, resumed.stdout
     assert wait_for(lambda: front() >= paused_at + 3, 30)
@@ -180,4 +180,6 @@ def test_a_flood_of_requests_costs_no_results(site: dict[str, Any]) -> None:
     client.disconnect()
     assert wait_for(lambda: len(rec.on("/predictions/front")) >= before + 10, 60)
     assert ask(site, "ping")["ok"] is True
+    counted = ask(site, "health")["result"]["control"]
+    assert counted["received"] > counted["dropped"] > 0, counted
     assert "control: a command dropped" in site["daemon"].log()
