@@ -137,8 +137,7 @@ class Service:
         """Start, serve signals until told to stop, stop; the exit code."""
         self._install_signals()
         self._apply_logging(self.cfg)
-        self.cfg = self.remote.startup(self.cfg)
-        self.daemon = self._start(self.cfg)
+        self.daemon = self._first_start()
         self.remote.start(self)
         try:
             self._warn_slow_sources(self.cfg)
@@ -155,8 +154,8 @@ class Service:
             while not self._stop.is_set():
                 self._wake.wait(0.5)
                 self._wake.clear()
-                if self._reload.is_set() and not self._stop.is_set():
-                    self._reload.clear()
+                if self._reload.is_set() and not self._stop.is_set() and not self.remote.on_trial:
+                    self._reload.clear()  # during a remote config's health window: after it
                     self._reload_now()
                 self._serve_swaps()
             self.notifier.stopping()
@@ -184,6 +183,22 @@ class Service:
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
+
+    def _first_start(self) -> Daemon:
+        """The daemon of the first start: the remote config the rule picks, else the local file's
+        (a remote config that does not start any more is dropped, not retried at every restart)."""
+        local, self.cfg = self.cfg, self.remote.startup(self.cfg)
+        if self.cfg is local:
+            return self._start(local)
+        try:
+            return self._start(self.cfg)
+        except Exception as exc:
+            logger.exception("the remote config did not start; starting %s", self.config_path)
+            self.remote.drop(
+                f"it did not start ({str(exc).splitlines()[0] if str(exc) else exc!r}); the local file runs"
+            )
+            self.cfg = self.remote.running = local
+            return self._start(local)
 
     def _start(self, cfg: Config) -> Daemon:
         daemon = Daemon(cfg, remote=self.remote)

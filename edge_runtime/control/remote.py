@@ -63,11 +63,41 @@ class RemoteConfig:
 
         The rule: the last remote config that passed its health window runs, unless the local
         file changed since it was applied; then the local file wins and the remote one is dropped.
+        """
+        with self._lock:
+            active = self.store.active
+            if active is None:
+                return self.config_path, None
+            if file_digest(self.config_path) != active["base"]:
+                self.drop(f"the local file {self.config_path} changed since it was applied: the file wins")
+                return self.config_path, None
+            return self.store.path(active), self.folder
+
+    def drop(self, why: str) -> None:
+        """Stop using the active remote config (reported ``rolled_back`` with ``why``)."""
+        with self._lock:
+            active = self.store.active
+            if active is None:
+                return
+            self.store.state["active"] = None
+            self.store.save()
+            logger.warning("remote config v%s dropped: %s", active["version"], why)
+            self._report("rolled_back", active["version"], active["sha256"], why)
+
+    @property
+    def on_trial(self) -> bool:
+        """A remote config is in its health window now (a reload waits for the outcome)."""
+        with self._lock:
+            return self.store.trial is not None
+
+    def startup(self, local: Config) -> Config:
+        """The config to start with (the service's first start).
+
         A remote config still on trial here means the daemon died while trying it: it is rolled
         back (reported) and what ran before it is used.
         """
         with self._lock:
-            trial, active = self.store.trial, self.store.active
+            trial = self.store.trial
             if trial is not None:
                 self.store.state["trial"] = None
                 self.store.save()
@@ -76,32 +106,13 @@ class RemoteConfig:
                 )
                 logger.error("remote config v%s rolled back: %s", trial["version"], why)
                 self._report("rolled_back", trial["version"], trial["sha256"], why)
-            if active is None:
-                return self.config_path, None
-            if file_digest(self.config_path) != active["base"]:
-                self.store.state["active"] = None
-                self.store.save()
-                why = f"the local file {self.config_path} changed since it was applied: the file wins"
-                logger.warning("remote config v%s dropped: %s", active["version"], why)
-                self._report("rolled_back", active["version"], active["sha256"], why)
-                return self.config_path, None
-            return self.store.path(active), self.folder
-
-    def startup(self, local: Config) -> Config:
-        """The config to start with (the service's first start)."""
         path, folder = self.source()
+        self.running = local
         if folder is None:
-            self.running = local
             return local
         cfg, problems = collect_problems(path, folder=folder)
         if cfg is None:  # e.g. a file it names is gone: the local file is what is left
-            logger.error(
-                "remote config %s cannot be used: %s; using %s",
-                path,
-                "; ".join(problems[:3]),
-                self.config_path,
-            )
-            self.running = local
+            self.drop(f"it no longer loads ({'; '.join(problems[:3])}); the local file runs")
             return local
         logger.info("running remote config %s (control.state_dir; the rule in the README)", path.name)
         self.running = cfg
