@@ -78,3 +78,18 @@ def test_a_config_on_trial_at_start_is_rolled_back_and_reported(tmp_path: Path) 
     assert (body["state"], body["version"], body["running_version"]) == ("rolled_back", 5, 4)
     assert "stopped while trying it" in body["reason"]
     assert ConfigStore(folder, keep=3).trial is None
+
+
+def test_a_remote_config_that_no_longer_loads_is_dropped_for_the_local_file(tmp_path: Path) -> None:
+    config, folder = _setup(tmp_path)
+    store = ConfigStore(folder, keep=3)
+    assert store.active is not None
+    store.path(store.active).write_text("pipelines: [\n")  # damaged on disk
+    remote = RemoteConfig(load_config(config), config)
+    assert remote.startup(load_config(config)).pipelines[0].every_n_frames == 1
+    supervisor = _Supervisor()
+    remote.start(supervisor)
+    remote.close()
+    body = supervisor.sent[-1][1]
+    assert body["state"] == "rolled_back" and "no longer loads" in body["reason"]
+    assert ConfigStore(folder, keep=3).active is None
