@@ -1,4 +1,7 @@
-"""Operator side of fleet management: senders of commands and configs (and the update server).
+"""Operator side of a fleet: the update server (chunks), fleet status, staged rollouts, and the
+senders of commands and remote configs (fleet cmd, fleet config).
 
-Composition like commands/: it may import any stage (docs/architecture.md).
+A composition package like ``commands/`` (docs/architecture.md): it runs on the operator's
+machine, never in the daemon, and may use the update package's manifest and bounded parser and
+control's signed envelopes.
 """
