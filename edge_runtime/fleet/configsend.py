@@ -87,7 +87,8 @@ def publish_and_follow(
                 continue
             body = _json(message.payload)
             parts = message.topic.split("/")
-            if message.topic.endswith("/status") and group and group in (body.get("groups") or []):
+            online = body.get("state") == "online"
+            if message.topic.endswith("/status") and group and online and group in (body.get("groups") or []):
                 members.add(parts[-2])
                 reports.setdefault(parts[-2], {"state": None})
             elif message.topic.endswith("/config/reported") and body.get("sha256") == sent.sha256:
@@ -99,7 +100,10 @@ def publish_and_follow(
 
 
 def _discover(session: Session, prefix: str, group: str) -> set[str]:
-    members, until = set(), time.monotonic() + DISCOVERY_S
+    """The group's online members (an offline one gets the retained document when it connects)."""
+    members: set[str] = set()
+    offline: set[str] = set()
+    until = time.monotonic() + DISCOVERY_S
     while (left := until - time.monotonic()) > 0:
         try:
             message = session.inbox.get(timeout=left)
@@ -107,7 +111,10 @@ def _discover(session: Session, prefix: str, group: str) -> set[str]:
             break
         body = _json(message.payload)
         if message.topic.endswith("/status") and group in (body.get("groups") or []):
-            members.add(message.topic.split("/")[-2])
+            who = message.topic.split("/")[-2]
+            (members if body.get("state") == "online" else offline).add(who)
+    for who in sorted(offline - members):
+        print(f"{who}: offline; it takes the config when it connects (not waited for)", file=sys.stderr)
     return members
 
 
