@@ -183,3 +183,19 @@ def test_a_flood_of_requests_costs_no_results(site: dict[str, Any]) -> None:
     counted = ask(site, "health")["result"]["control"]
     assert counted["received"] > counted["dropped"] > 0, counted
     assert "control: a command dropped" in site["daemon"].log()
+
+
+def test_a_signed_reload_rereads_the_config_file_as_sighup_does(site: dict[str, Any]) -> None:
+    rec = site["recorder"]
+    sessions = {s.get("session") for s in rec.on(f"{DEVICE}/status") if s.get("state") == "online"}
+    answer = ask(site, "reload", key="keys")
+    assert answer == {"ok": True, "result": {"reloading": True}}
+    assert wait_for(
+        lambda: any(
+            s.get("state") == "online" and s.get("session") not in sessions
+            for s in rec.on(f"{DEVICE}/status")
+        ),
+        60,
+    ), site["daemon"].log()[-3000:]
+    assert "reload: running" in site["daemon"].log()
+    assert ask(site, "ping")["ok"] is True  # the new daemon answers too
