@@ -26,6 +26,7 @@ pytestmark = pytest.mark.slow
 
 DEVICE = "cam-test"
 WINDOW_S = 8
+NO_FAMILY = Path(__file__).resolve().parents[1] / "data" / "no_family.onnx"
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +146,17 @@ def test_unsigned_stale_and_repeated_documents_change_nothing(site: dict[str, An
     client.disconnect()
     assert "device.id cannot be changed remotely" in json.loads(locked.stdout)["devices"][DEVICE]["reason"]
     assert len(reports(site)) == count + 1  # the stale document re-sent: nothing reported for it
+
+
+def test_a_config_whose_pipelines_cannot_start_is_rolled_back(site: dict[str, Any]) -> None:
+    """The file exists (validate passes) but is no model the daemon can run: nothing starts."""
+    broken = variant(site, "broken.yaml", lambda d: d["models"]["person"].update(path=str(NO_FAMILY)))
+    done = fleet_config(site, broken)
+    assert done.returncode == 1
+    report = json.loads(done.stdout)["devices"][DEVICE]
+    assert report["state"] == "rolled_back" and report["reason"].startswith("did not start: "), report
+    before = len(site["recorder"].on("/predictions/front"))
+    assert wait_for(lambda: len(site["recorder"].on("/predictions/front")) >= before + 2, 60)
 
 
 def test_a_config_that_loses_the_broker_is_rolled_back(site: dict[str, Any]) -> None:
