@@ -197,5 +197,5 @@ def test_a_signed_reload_rereads_the_config_file_as_sighup_does(site: dict[str, 
         ),
         60,
     ), site["daemon"].log()[-3000:]
-    assert "reload: running" in site["daemon"].log()
+    assert wait_for(lambda: "reload: running" in site["daemon"].log(), 30)  # logged after the birth
     assert ask(site, "ping")["ok"] is True  # the new daemon answers too
