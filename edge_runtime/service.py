@@ -35,6 +35,7 @@ from edge_runtime.app import Daemon
 from edge_runtime.config.loader import collect_problems
 from edge_runtime.config.sections import Config
 from edge_runtime.control import RemoteConfig
+from edge_runtime.errors import OutboxClosedError, OutboxUnavailableError
 from edge_runtime.health.logformat import set_format
 from edge_runtime.health.notify import Notifier
 from edge_runtime.health.watchdog import Progress, Watchdog
@@ -307,7 +308,10 @@ class Service:
         daemon = self.daemon
         if daemon is None or daemon.outbox is None:
             return False
-        daemon.outbox.put(topic, lambda _seq: payload, qos=1, retain=True)
+        try:
+            daemon.outbox.put(topic, lambda _seq: payload, qos=1, retain=True)
+        except (OutboxClosedError, OutboxUnavailableError):  # kept by control, sent with the next daemon
+            return False
         return True
 
     def reload(self) -> None:
