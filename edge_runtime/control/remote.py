@@ -51,7 +51,8 @@ class RemoteConfig:
         self.supervisor: Supervisor | None = None
         self._pending: dict[str, bytes] = {}
         self._unsent: list[bytes] = []
-        self._lock = threading.Condition()
+        self._lock = threading.RLock()  # the store and the reports (the service's thread too)
+        self._intake = threading.Condition()  # only _pending: paho's thread never waits on disk I/O
         self._stop = threading.Event()
         self._log = Throttle(per_s=60.0, burst=5)
         self._refusals = Throttle(per_s=10.0, burst=1)  # reports of unauthenticated documents
@@ -126,9 +127,9 @@ class RemoteConfig:
                 logger, logging.WARNING, "big", "remote config: a %d-byte message ignored", len(payload)
             )
             return
-        with self._lock:
+        with self._intake:
             self._pending[topic] = payload
-            self._lock.notify()
+            self._intake.notify()
 
     def start(self, supervisor: Supervisor) -> None:
         """Handle documents from now on; reports not sent yet go out."""
@@ -146,8 +147,8 @@ class RemoteConfig:
     def close(self) -> None:
         """Stop the thread (a trial in progress ends; at the next start it counts as failed)."""
         self._stop.set()
-        with self._lock:
-            self._lock.notify()
+        with self._intake:
+            self._intake.notify()
         if self._thread.is_alive():
             self._thread.join(5.0)
 
@@ -167,9 +168,9 @@ class RemoteConfig:
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            with self._lock:
+            with self._intake:
                 while not self._pending and not self._stop.is_set():
-                    self._lock.wait(1.0)
+                    self._intake.wait(1.0)
                 if self._stop.is_set():
                     return
                 topic = next(iter(self._pending))
