@@ -4,8 +4,9 @@ Start: model slots (an installed update's version when one is committed and load
 fails to load fails only its pipelines) -> outbox -> MQTT link and the update manager's routes
 (registered before the link connects, so nothing that arrives at connect is missed) ->
 publisher -> pipelines (sources start here) -> update manager (it resumes an interrupted update)
--> health reporter.
-Stop: update manager -> capture and pipelines (in-flight results reach the outbox) -> health ->
+-> health reporter. Control's routes (commands, desired configs) are registered with the
+update manager's, before the link connects.
+Stop: control -> update manager -> capture and pipelines (in-flight results reach the outbox) -> health ->
 a short flush -> offline status -> disconnect -> outbox closed.
 """
 
@@ -18,8 +19,11 @@ import time
 import uuid
 from typing import Any
 
-from edge_runtime import __version__
+import numpy as np
+
+from edge_runtime import __version__, control
 from edge_runtime.config.sections import Config
+from edge_runtime.control.ports import Remote
 from edge_runtime.errors import EdgeRuntimeError, ModelError, OutboxClosedError, OutboxUnavailableError
 from edge_runtime.health import telemetry
 from edge_runtime.health.system import SystemProbe
@@ -41,8 +45,8 @@ logger = logging.getLogger(__name__)
 class Daemon:
     """The running daemon."""
 
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: Config, remote: Remote | None = None) -> None:
+        self.cfg, self._remote = cfg, remote  # remote configs and reload: the service's, for control
         self.topics = Topics(cfg.mqtt.topic_prefix, cfg.device.id)
         self.identity = telemetry.Identity(
             cfg.device.id, uuid.uuid4().hex[:12], __version__, time.time(), tuple(cfg.device.groups)
@@ -57,6 +61,8 @@ class Daemon:
         self.publisher: Publisher | None = None
         self.updates: UpdateManager | None = None
         self.store: ModelStore | None = None
+        self.control: control.Control | None = None
+        self._model_status: dict[str, Any] | None = None  # the last retained one, for a rebirth
         self.probe = SystemProbe(cfg.outbox.path.parent)
         self._health_thread = threading.Thread(target=self._health_loop, name="health", daemon=True)
 
@@ -74,6 +80,14 @@ class Daemon:
             status=self.status,
         )
         self.updates = self._updates(self.link)
+        self.control = control.start(
+            self.cfg,
+            self,
+            self.link,
+            commands_topic=self.topics.commands,
+            frames=self.latest_frame,
+            remote=self._remote,
+        )
         self.link.start()
         self.publisher = Publisher(self.outbox, self.link, max_inflight=self.cfg.mqtt.max_inflight)
         self.publisher.start()
@@ -122,6 +136,7 @@ class Daemon:
 
     def _publish_model_status(self, body: dict[str, Any]) -> None:
         assert self.outbox is not None
+        self._model_status = body
         try:
             self.outbox.put(self.topics.model_status, lambda _seq: payloads.encode(body), qos=1, retain=True)
         except OutboxClosedError:  # an update step that outlived the stop: its job is on disk, it resumes
@@ -158,7 +173,7 @@ class Daemon:
     def health(self) -> dict[str, Any]:
         """The health payload body (docs/mqtt.md)."""
         assert self.outbox is not None and self.link is not None
-        return telemetry.health(
+        body = telemetry.health(
             self.identity,
             pipelines=self.pipelines,
             failed=self.failed_pipelines,
@@ -168,6 +183,23 @@ class Daemon:
             models=self._described(),
             updates=self.updates.counters() if self.updates is not None else None,
         )
+        if self.control is not None:
+            body["control"] = self.control.counters()
+        return body
+
+    def latest_frame(self, pipeline: str) -> np.ndarray | None:
+        """The image a snapshot of ``pipeline`` sends (control's seam): its last frame as read."""
+        frame = next((p.latest for p in self.pipelines if p.name == pipeline), None)
+        return None if frame is None else frame.image
+
+    def rebirth(self) -> list[str]:
+        """Publish the birth message and the retained model status again (the ``rebirth`` command)."""
+        assert self.link is not None
+        topics = [self.topics.status] if self.link.rebirth() else []
+        if self._model_status is not None:
+            self._publish_model_status(self._model_status)
+            topics.append(self.topics.model_status)
+        return topics
 
     def _health_loop(self) -> None:
         while not self.stop_event.wait(self.cfg.health.interval_s):
@@ -203,6 +235,8 @@ class Daemon:
         reload's next daemon must not share the model store with it.
         """
         self.stop_event.set()
+        if self.control is not None:
+            self.control.close()
         if self.updates is not None:
             self.updates.stop()
             if self.updates.running:  # a step that does not check the flag; the store is not shared

@@ -119,6 +119,9 @@ class Pipeline:
         self.metrics = PipelineMetrics()
         slot.track(self.metrics)  # the update health window reads the counters through the slot
         self.stop_event = threading.Event()
+        # control/: while set, frames are read and counted but not inferred (the threads stay up)
+        self.paused = threading.Event()
+        self.latest: Frame | None = None  # the last frame read (snapshots); one reference, no copy
         self._next_allowed = 0.0
         self._tickets = 0
         infer = [f"infer-{i}" if streams > 1 else "infer" for i in range(streams)]
@@ -199,7 +202,11 @@ class Pipeline:
     def _admit(self, item: Frame | Window) -> _Job | None:
         """Count, skip or preprocess a frame; a prepared one gets the next ticket."""
         self.metrics.frame_seen()
-        if self._skip(item) or (self.analytics is not None and not self.analytics.admit(item)):
+        if isinstance(item, Frame):
+            self.latest = item
+        if self.paused.is_set() or self._skip(item):
+            return None
+        if self.analytics is not None and not self.analytics.admit(item):
             return None
         job = self._stage("prepare", self._prepare, item)
         if job is not None:

@@ -12,7 +12,17 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "edge_runtime"
 
-STAGES = {"capture", "inference", "preprocess", "postprocess", "publish", "health", "update", "analytics"}
+STAGES = {
+    "capture",
+    "inference",
+    "preprocess",
+    "postprocess",
+    "publish",
+    "health",
+    "update",
+    "analytics",
+    "control",
+}
 LEAVES = {
     "config",
     "types",
@@ -24,6 +34,7 @@ LEAVES = {
     "scheduling",
     "throttle",
     "durable",
+    "boundedjson",
 }
 COMPOSITION = {"app", "pipeline", "service", "cli", "commands", "model", "fleet", "__main__", "__init__"}
 

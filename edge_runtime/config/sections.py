@@ -246,6 +246,37 @@ class UpdatesConfig(Section):
     )
 
 
+class ControlConfig(Section):
+    """Remote commands and remote configuration over MQTT (docs/control.md)."""
+
+    require_signed: Literal["changes", "all"] = Field(
+        "changes",
+        description="changes: commands that change what the device does (pause, resume, reload) must "
+        "be signed by a key in updates.public_keys; all: every command must be",
+    )
+    state_dir: Path = Field(
+        default_factory=lambda: state_path("control"),
+        description="accepted remote configs, what runs now, and the command nonces seen",
+    )
+    keep: int = Field(5, ge=1, le=50, description="accepted remote configs kept for rollback and audit")
+    health_window_s: float = Field(
+        30.0, gt=0, le=3600, description="a remote config that is not healthy within this long is rolled back"
+    )
+    max_command_age_s: float = Field(
+        300.0, gt=0, le=86400, description="signed commands must expire within this long of arriving"
+    )
+    commands_per_s: float = Field(
+        5.0, gt=0, le=1000, description="commands taken per second; more are dropped"
+    )
+    max_pending: int = Field(
+        16, ge=1, le=1024, description="commands waiting to be handled; more are dropped"
+    )
+    snapshot_max_height: int = Field(
+        480, ge=16, le=2160, description="snapshots are scaled down to this height"
+    )
+    snapshot_quality: int = Field(80, ge=10, le=100, description="JPEG quality of snapshots")
+
+
 class LoggingConfig(Section):
     """Log level and line format of the daemon."""
 
@@ -272,6 +303,9 @@ class Config(Section):
     pipelines: list[PipelineConfig] = Field(..., min_length=1, description="each a source feeding a model")
     updates: UpdatesConfig = Field(default_factory=UpdatesConfig, description="signed model updates")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="log level and format")
+    control: ControlConfig = Field(
+        default_factory=ControlConfig, description="remote commands and remote configuration"
+    )
 
     def problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Cross-section rules, each with the key path it is about (for FILE:LINE reporting)."""
