@@ -70,6 +70,8 @@ class _Job:
     ticket: int = -1  # the order of publication (copies of the model may finish out of order)
     outputs: list[Any] | None = None
     described: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None)  # see _describe
+    kept: Frame | Window | None = None  # the frame, for observers only (see Pipeline.observers)
+    result: Any = None  # the decoded result (set by _finish)
 
 
 _END = object()  # passed down the stages after the last job
@@ -108,6 +110,9 @@ class Pipeline:
         # while the outbox cannot store, a file source's results try it again this often
         self.pause_s = pause_s
         self.metrics = PipelineMetrics()
+        # Called with (frame, result, stages) after each commit, in the committing thread; they
+        # must only keep references (integrations/: snapshots, metrics, Home Assistant state).
+        self.observers: list[Callable[[Frame | Window, Any, dict[str, float]], None]] = []
         slot.track(self.metrics)  # the update health window reads the counters through the slot
         self.stop_event = threading.Event()
         self._next_allowed = 0.0
@@ -260,6 +265,7 @@ class Pipeline:
         # What the payload says of the frame; the frame itself (a full decoded image) and the
         # input tensors are released here rather than after the post stage: less memory held.
         job.described, job.item, job.inputs = _describe(item), None, []
+        job.kept = item if self.observers else None
         return job
 
     # -- stage 3: decode -> JSON -> outbox -----------------------------------------------------------
@@ -323,6 +329,17 @@ class Pipeline:
         self._commit(messages, stage)
         for job in done:
             self.metrics.inferred_one(job.stages)
+            if job.kept is not None:
+                self._observe(job)
+
+    def _observe(self, job: _Job) -> None:
+        item, job.kept = job.kept, None
+        assert item is not None
+        for observer in self.observers:
+            try:
+                observer(item, job.result, job.stages)
+            except Exception as exc:  # an observer's bug must not cost results, nor fill the log
+                _PAUSES.log(logger, logging.ERROR, f"observe-{self.name}", "pipeline %s: %r", self.name, exc)
 
     def _commit(self, messages: list[Outgoing], stage: str) -> None:
         """Commit results to the outbox, or wait while it cannot store them (a full disk).
@@ -377,7 +394,7 @@ def _finish(job: _Job, device: str, pipeline: str) -> Callable[[int], bytes]:
     """Decode one frame's outputs: its result as a payload factory for the outbox (seq -> bytes)."""
     assert job.outputs is not None
     t0 = time.perf_counter()
-    result = job.runner.finish(job.outputs, job.context)
+    result = job.result = job.runner.finish(job.outputs, job.context)
     stages = job.stages
     stages["postprocess"] = (time.perf_counter() - t0) * 1e3
     stages["total"] = stages["capture"] + stages["preprocess"] + stages["inference"] + stages["postprocess"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "edge_runtime"
 
-STAGES = {"capture", "inference", "preprocess", "postprocess", "publish", "health", "update"}
+STAGES = {"capture", "inference", "preprocess", "postprocess", "publish", "health", "update", "integrations"}
 LEAVES = {
     "config",
     "types",

@@ -44,6 +44,7 @@ _PATH_KEYS: tuple[tuple[str, ...], ...] = (
     ("mqtt", "tls", "ca_file"),
     ("mqtt", "tls", "cert_file"),
     ("mqtt", "tls", "key_file"),
+    ("metrics", "textfile"),
 )
 
 

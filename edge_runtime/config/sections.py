@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from edge_runtime.config.integrations import HomeAssistantConfig, HttpConfig, MetricsConfig, SnapshotsConfig
 from edge_runtime.config.sources import SourceConfig
 from edge_runtime.config.vocabulary import ACCELERATORS
 from edge_runtime.config.yamltree import shorten
@@ -187,6 +188,9 @@ class PipelineConfig(Section):
     )
     every_n_frames: int = Field(1, ge=1, description="infer every Nth frame")
     max_fps: float | None = Field(None, gt=0, description="cap on inferences per second")
+    snapshots: SnapshotsConfig | None = Field(
+        None, description="publish annotated JPEG snapshots (docs/integrations.md); none: off"
+    )
 
 
 class UpdatesConfig(Section):
@@ -233,6 +237,11 @@ class Config(Section):
     pipelines: list[PipelineConfig] = Field(..., min_length=1, description="each a source feeding a model")
     updates: UpdatesConfig = Field(default_factory=UpdatesConfig, description="signed model updates")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="log level and format")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics (off)")
+    http: HttpConfig = Field(default_factory=HttpConfig, description="the local status page (off)")
+    home_assistant: HomeAssistantConfig = Field(
+        default_factory=HomeAssistantConfig, description="Home Assistant MQTT discovery (off)"
+    )
 
     def problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Cross-section rules, each with the key path it is about (for FILE:LINE reporting)."""
