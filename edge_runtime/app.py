@@ -23,6 +23,8 @@ from edge_runtime.config.sections import Config
 from edge_runtime.errors import EdgeRuntimeError, ModelError, OutboxUnavailableError
 from edge_runtime.health import telemetry
 from edge_runtime.health.system import SystemProbe
+from edge_runtime.health.watchdog import progress_of, stalls
+from edge_runtime.integrations.start import Integrations, start_integrations
 from edge_runtime.model import ModelSlot, open_slot, source_mismatch, summary
 from edge_runtime.pipeline import Pipeline, build_pipeline
 from edge_runtime.publish import payloads
@@ -58,6 +60,9 @@ class Daemon:
         self.updates: UpdateManager | None = None
         self.store: ModelStore | None = None
         self.probe = SystemProbe(cfg.outbox.path.parent)
+        self.integrations: Integrations | None = None  # snapshots, metrics, status page, Home Assistant
+        self.last_health: dict[str, Any] | None = None
+        self.last_model_status: dict[str, Any] | None = None
         self._health_thread = threading.Thread(target=self._health_loop, name="health", daemon=True)
 
     # -- start -------------------------------------------------------------------------------
@@ -83,6 +88,7 @@ class Daemon:
                 "no pipeline could start: " + "; ".join(f"{k}: {v}" for k, v in self.failed_pipelines.items())
             )
         self.updates.start()
+        self.integrations = start_integrations(self)
         self.publish_health()
         self._health_thread.start()
 
@@ -122,6 +128,7 @@ class Daemon:
 
     def _publish_model_status(self, body: dict[str, Any]) -> None:
         assert self.outbox is not None
+        self.last_model_status = body
         self.outbox.put(self.topics.model_status, lambda _seq: payloads.encode(body), qos=1, retain=True)
 
     def _start_pipelines(self) -> None:
@@ -175,7 +182,7 @@ class Daemon:
         it directly through the link, without a seq, saying why (``outbox.error``)."""
         assert self.outbox is not None and self.link is not None
         try:
-            body = self.health()
+            body = self.last_health = self.health()
             qos = self.cfg.mqtt.qos
             try:
                 self.outbox.put(
@@ -186,6 +193,15 @@ class Daemon:
                 self.link.publish(self.topics.health, payloads.health(None, body), qos)
         except Exception:
             logger.exception("health report failed")
+
+    def stalls(self, limit_s: float) -> list[str]:
+        """What the watchdog's progress rule finds hung now (health/watchdog.py; for /healthz)."""
+        return [str(s) for s in stalls(progress_of(self.pipelines), time.monotonic(), limit_s)]
+
+    def put_retained(self, topic: str, payload: bytes) -> None:
+        """A retained state through the outbox (a newer one replaces one still queued)."""
+        assert self.outbox is not None
+        self.outbox.put(topic, lambda _seq: payload, qos=1, retain=True)
 
     # -- stop --------------------------------------------------------------------------------
     def stop(self, flush_timeout: float = 2.0) -> None:
@@ -199,6 +215,8 @@ class Daemon:
             p.stop(timeout=2.0)
         if self._health_thread.is_alive():
             self._health_thread.join(1.0)
+        if self.integrations is not None:
+            self.integrations.close()
         if self.outbox is not None and self.link is not None:
             self.publish_health()  # the final numbers
         if self.publisher is not None:

@@ -102,6 +102,11 @@ class SnapshotHolder:
         if self.trigger is not None and self.trigger.fires(result):
             self._due = (item, result)
 
+    @property
+    def has_frame(self) -> bool:
+        """A frame has come (an image can be rendered)."""
+        return self._frame is not None
+
     def take_due(self) -> tuple[Frame, ResultView] | None:
         """The frame a trigger chose since the last call (the later one if it fired twice)."""
         due, self._due = self._due, None
