@@ -69,7 +69,7 @@ def _box(image: np.ndarray, det: Detection, scale: float) -> None:
     colour = _PALETTE[det.class_id % len(_PALETTE)]
     x1, y1 = int(det.box.x1 * width), int(det.box.y1 * height)
     x2, y2 = int(det.box.x2 * width), int(det.box.y2 * height)
-    cv2.rectangle(image, (x1, y1), (x2, y2), colour, max(1, round(2 * scale)))
+    cv2.rectangle(image, (x1, y1), (x2, y2), colour, max(2, round(2 * scale)))
     _text(image, f"{det.label} {det.score:.2f}", (x1 + 2, max(y1 - 4, int(14 * scale))), scale, colour)
 
 
