@@ -198,6 +198,11 @@ class Daemon:
         """What the watchdog's progress rule finds hung now (health/watchdog.py; for /healthz)."""
         return [str(s) for s in stalls(progress_of(self.pipelines), time.monotonic(), limit_s)]
 
+    def pipeline_model(self, name: str) -> tuple[str, list[str]]:
+        """A running pipeline's model task and labels (Home Assistant's entities)."""
+        model = next(p for p in self.pipelines if p.name == name).slot.runner.model
+        return model.spec.task, list(model.labels or [])
+
     def put_retained(self, topic: str, payload: bytes) -> None:
         """A retained state through the outbox (a newer one replaces one still queued)."""
         assert self.outbox is not None

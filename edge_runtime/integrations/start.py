@@ -14,6 +14,7 @@ from typing import Any
 
 from edge_runtime.config.files import read_secret
 from edge_runtime.config.integrations import parse_listen
+from edge_runtime.integrations.hastate import HomeAssistant
 from edge_runtime.integrations.http import Auth, Routes, StatusServer
 from edge_runtime.integrations.metrics import Metrics, MetricsExporter
 from edge_runtime.integrations.ports import DaemonView, pipeline_views
@@ -35,7 +36,7 @@ class Integrations:
         self.server: StatusServer | None = None
         self.snapshots: SnapshotPublisher | None = None
         self.errors = RecentErrors()
-        self.home_assistant: Any = None
+        self.home_assistant: HomeAssistant | None = None
         for p in pipeline_views(daemon):
             p.observers.append(self.holders[p.name].offer)
 
@@ -58,6 +59,7 @@ class Integrations:
             self.snapshots.start()
         if cfg.http.listen is not None:
             self._start_http()
+        self._start_home_assistant()
 
     def _start_metrics(self) -> None:
         cfg = self.daemon.cfg.metrics
@@ -93,6 +95,17 @@ class Integrations:
             logger.error("http: no status page: cannot listen on %s: %s", cfg.listen, exc)
             return
         logging.getLogger().addHandler(self.errors)
+
+    def _start_home_assistant(self) -> None:
+        cfg = self.daemon.cfg
+        record = cfg.outbox.path.parent / "home-assistant.json"
+        version = str(self.daemon.status().get("version", ""))
+        ha = HomeAssistant(cfg.home_assistant, self.daemon, self.holders, version, record=record)
+        if not cfg.home_assistant.enabled:
+            ha.remove_previous()
+            return
+        ha.start()
+        self.home_assistant = ha
 
     def _publish_snapshot(self, topic: str, jpeg: bytes, retain: bool) -> None:
         link = self.daemon.link
