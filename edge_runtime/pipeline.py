@@ -71,6 +71,7 @@ class _Job:
     outputs: list[Any] | None = None
     described: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None)  # see _describe
     kept: Frame | Window | None = None  # the frame, for observers only (see Pipeline.observers)
+    available: float = 0.0  # the frame's perf_counter stamp when decoded (the start of "total")
     result: Any = None  # the decoded result (set by _finish)
 
 
@@ -116,6 +117,7 @@ class Pipeline:
         slot.track(self.metrics)  # the update health window reads the counters through the slot
         self.stop_event = threading.Event()
         self._next_allowed = 0.0
+        self._last_available = 0.0  # the previous frame's, for the frame interval
         self._tickets = 0
         infer = [f"infer-{i}" if streams > 1 else "infer" for i in range(streams)]
         self._busy: dict[str, float | None] = dict.fromkeys(["prepare", *infer, "post"])
@@ -182,11 +184,15 @@ class Pipeline:
     def _admit(self, item: Frame | Window) -> _Job | None:
         """Count, skip or preprocess a frame; a prepared one gets the next ticket."""
         self.metrics.frame_seen()
+        interval = (item.available - self._last_available) * 1e3 if self._last_available else None
+        self._last_available = item.available
         if self._skip(item):
             return None
         job = self._stage("prepare", self._prepare, item)
         if job is not None:
             job.ticket, self._tickets = self._tickets, self._tickets + 1
+            if interval is not None and item.available:
+                job.stages["interval"] = interval
         return job
 
     def _run(self) -> None:
@@ -227,6 +233,8 @@ class Pipeline:
         t0 = time.perf_counter()
         inputs, context = runner.prepare(_input(item))
         stages = {"capture": item.capture_ms, "preprocess": (time.perf_counter() - t0) * 1e3}
+        if item.available:  # from decoded to taken by stage 1 (the hand-off's wait)
+            stages["queue"] = (t0 - item.available) * 1e3
         return _Job(item, item.index, runner, identity, inputs, context, stages, ticket)
 
     # -- stage 2: inference ------------------------------------------------------------------------
@@ -264,7 +272,7 @@ class Pipeline:
         job.outputs = outputs
         # What the payload says of the frame; the frame itself (a full decoded image) and the
         # input tensors are released here rather than after the post stage: less memory held.
-        job.described, job.item, job.inputs = _describe(item), None, []
+        job.described, job.item, job.inputs, job.available = _describe(item), None, [], item.available
         job.kept = item if self.observers else None
         return job
 
@@ -397,21 +405,30 @@ def _finish(job: _Job, device: str, pipeline: str) -> Callable[[int], bytes]:
     result = job.result = job.runner.finish(job.outputs, job.context)
     stages = job.stages
     stages["postprocess"] = (time.perf_counter() - t0) * 1e3
-    stages["total"] = stages["capture"] + stages["preprocess"] + stages["inference"] + stages["postprocess"]
-    latency = {k: round(v, 3) for k, v in stages.items()}
     frame_info, window_info = job.described  # a sensor window replaces the frame
     body, model, task = result.payload(), job.identity, result.task
-    return lambda seq: payloads.prediction(
-        seq,
-        device=device,
-        pipeline=pipeline,
-        frame=frame_info,
-        window=window_info,
-        model=model,
-        task=task,
-        result=body,
-        latency_ms=latency,
-    )
+    available = job.available
+
+    def encode(seq: int) -> bytes:
+        # Called in the outbox's transaction: "total" ends here, as the result is committed.
+        if available:
+            stages["total"] = (time.perf_counter() - available) * 1e3
+        else:  # a frame nobody stamped: the stages' work, summed
+            stages["total"] = sum(stages.get(k, 0.0) for k in ("preprocess", "inference", "postprocess"))
+        latency = {k: round(v, 3) for k, v in stages.items()}
+        return payloads.prediction(
+            seq,
+            device=device,
+            pipeline=pipeline,
+            frame=frame_info,
+            window=window_info,
+            model=model,
+            task=task,
+            result=body,
+            latency_ms=latency,
+        )
+
+    return encode
 
 
 def build_pipeline(pc: PipelineConfig, slot: ModelSlot, outbox: Outbox, cfg: Config, topic: str) -> Pipeline:

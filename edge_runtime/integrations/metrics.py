@@ -62,8 +62,10 @@ class Metrics:
         inference, total = self.inference.labels(pipeline), self.end_to_end.labels(pipeline)
 
         def observe(_item: Any, _result: Any, stages: dict[str, float]) -> None:
-            inference.observe(stages.get("inference", 0.0) / 1e3)
-            total.observe(stages.get("total", 0.0) / 1e3)
+            if "inference" in stages:
+                inference.observe(stages["inference"] / 1e3)
+            if "total" in stages:  # none when the outbox dropped the result (never committed)
+                total.observe(stages["total"] / 1e3)
 
         return observe
 
