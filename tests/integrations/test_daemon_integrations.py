@@ -4,6 +4,7 @@ snapshots, the status page answers while predictions flow, /healthz follows a re
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 
 from ..broker import Broker, Recorder, free_port, wait_for
 from ..capture.rtsp import RtspCamera, require_rtsp_server
-from ..daemon import DaemonProcess, make_config, make_video
+from ..daemon import ROOT, DaemonProcess, make_config, make_video
 from .peers import Prometheus, get, promtool_check
 
 pytestmark = pytest.mark.slow
@@ -45,6 +46,19 @@ def everything(tmp: Path, port: int, **overrides: Any) -> tuple[Path, int, int]:
     return config, http, metrics
 
 
+def dashboard_queries_are_valid_and_name_real_series(prometheus: Prometheus) -> None:
+    """Every query of the Grafana dashboard parses in Prometheus, and each series it names is
+    scraped (the host's temperature and throttling exist only where the board reports them)."""
+    dashboard = json.loads((ROOT / "dashboards" / "edge-runtime.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(exprs) > 15
+    optional = {"edge_runtime_host_temperature_celsius", "edge_runtime_host_throttled"}
+    for expr in exprs:
+        prometheus.query(expr.replace('instance=~"$instance"', 'instance=~".+"'))  # 400 on a bad query
+        for name in set(re.findall(r"edge_runtime_[a-z_]+", expr)) - optional:
+            assert prometheus.query(name), f"{name} (in {expr!r}) has no series"
+
+
 def status(http: int) -> dict[str, Any]:
     code, body, _ = get(f"http://127.0.0.1:{http}/api/status")
     return json.loads(body) if code == 200 else {}
@@ -73,6 +87,7 @@ def test_prometheus_scrapes_histograms_and_counters_that_move(
         assert info and info[0]["metric"]["model"] == "ssdlite_mobilenet_v2_person"
         assert len(info[0]["metric"]["sha256"]) == 64 and info[0]["metric"]["backend"] == "onnx"
 
+        dashboard_queries_are_valid_and_name_real_series(prometheus)
         code, exposition, _ = get(f"http://127.0.0.1:{metrics}/metrics")
         assert code == 200
         checked = promtool_check(exposition)
