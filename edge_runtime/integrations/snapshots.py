@@ -86,8 +86,8 @@ class SnapshotHolder:
         self.min_render_s, self.trigger, self.clock = min_render_s, trigger, clock
         self.result: Any = None  # the latest result of any kind (sensor windows too)
         self.result_at: float | None = None  # monotonic time of that result
-        self._frame: Frame | None = None
-        self._frame_result: ResultView | None = None
+        # one reference, swapped at once: a reader never pairs a frame with another frame's result
+        self._latest: tuple[Frame, ResultView] | None = None
         self._due: tuple[Frame, ResultView] | None = None
         self._cached: Snapshot | None = None
         self._rendered_at = float("-inf")
@@ -98,14 +98,14 @@ class SnapshotHolder:
         self.result, self.result_at = result, self.clock()
         if not isinstance(item, Frame):  # a sensor window has no picture
             return
-        self._frame, self._frame_result = item, result
+        self._latest = (item, result)
         if self.trigger is not None and self.trigger.fires(result):
             self._due = (item, result)
 
     @property
     def has_frame(self) -> bool:
         """A frame has come (an image can be rendered)."""
-        return self._frame is not None
+        return self._latest is not None
 
     def take_due(self) -> tuple[Frame, ResultView] | None:
         """The frame a trigger chose since the last call (the later one if it fired twice)."""
@@ -116,9 +116,10 @@ class SnapshotHolder:
         """The latest frame rendered; a cached image while the last render is under
         ``min_render_s`` old (however often this is asked). None before the first frame."""
         with self._render_lock:
-            frame, result = self._frame, self._frame_result
-            if frame is None:
+            latest = self._latest
+            if latest is None:
                 return None
+            frame, result = latest
             cached = self._cached
             if cached is not None and (
                 cached.index == frame.index or self.clock() - self._rendered_at < self.min_render_s
