@@ -60,7 +60,9 @@ def _scaled(image: np.ndarray, max_height: int) -> np.ndarray:
     if height <= max_height:
         return np.array(image, copy=True)
     size = (max(1, round(width * max_height / height)), max_height)
-    scaled: np.ndarray = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    # Linear, not area: area averaging took 31 ms for 1080p -> 480 rows (on OpenCV's thread pool,
+    # next to inference), linear 6 ms; a snapshot is a look at the scene, not a measurement.
+    scaled: np.ndarray = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
     return scaled
 
 
