@@ -4,9 +4,9 @@ Start: model slots (an installed update's version when one is committed and load
 fails to load fails only its pipelines) -> outbox -> MQTT link and the update manager's routes
 (registered before the link connects, so nothing that arrives at connect is missed) ->
 publisher -> pipelines (sources start here) -> update manager (it resumes an interrupted update)
--> health reporter.
+-> integrations (snapshots, metrics, status page, Home Assistant) -> health reporter.
 Stop: update manager -> capture and pipelines (in-flight results reach the outbox) -> health ->
-a short flush -> offline status -> disconnect -> outbox closed.
+integrations -> a short flush -> offline status -> disconnect -> outbox closed.
 """
 
 from __future__ import annotations

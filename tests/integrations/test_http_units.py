@@ -14,7 +14,7 @@ from edge_runtime.config.integrations import HttpConfig, MetricsConfig, Snapshot
 from edge_runtime.integrations.http import Auth, Routes, StatusServer
 from edge_runtime.integrations.snapshots import SnapshotHolder
 
-from ..broker import free_port
+from ..broker import free_port, wait_for
 from .peers import get
 
 
@@ -107,3 +107,23 @@ def test_a_textfile_path_is_resolved_against_the_config_folder(tmp_path: Path) -
     cfg, problems = collect_problems(config)
     assert cfg is not None, problems
     assert cfg.metrics.textfile == tmp_path / "edge.prom"
+
+
+def test_requests_beyond_max_threads_are_closed_and_a_slot_frees_again() -> None:
+    """A client that connects and sends nothing holds one of the threads; with max_threads 1 the
+    next request is closed unanswered, and answered once the slot is free."""
+    import socket
+
+    routes = Routes(_Status(), {}, None, Auth(), 2.0)  # type: ignore[arg-type]
+    server = StatusServer("127.0.0.1", free_port(), routes, max_threads=1)
+    url = f"http://127.0.0.1:{server.port}/healthz"
+    try:
+        assert get(url)[0] == 200
+        silent = socket.create_connection(("127.0.0.1", server.port))
+        try:
+            assert wait_for(lambda: get(url, timeout=3)[0] == 0, 10)
+        finally:
+            silent.close()
+        assert wait_for(lambda: get(url)[0] == 200, 20)
+    finally:
+        server.close()
