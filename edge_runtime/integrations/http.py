@@ -22,8 +22,10 @@ from typing import Any
 from edge_runtime.integrations import page
 from edge_runtime.integrations.snapshots import SnapshotHolder
 from edge_runtime.integrations.status import StatusReader
+from edge_runtime.throttle import Throttle
 
 logger = logging.getLogger(__name__)
+_FAILURES = Throttle(per_s=60.0, burst=5)  # anyone who reaches the port can cause these
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +115,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         try:
             self._send(*self._answer(routes, self.path.split("?", 1)[0]), head)
-        except Exception:  # one bad request must not end the server; say so once per request
-            logger.exception("http: %s failed", self.path[:100])
+        except Exception as exc:  # one bad request must not end the server, nor fill the log
+            _FAILURES.log(logger, logging.ERROR, "", "http: %r failed: %r", self.path[:100], exc)
             self._send(500, b"internal error\n", "text/plain", head)
 
     def _answer(self, routes: Routes, path: str) -> tuple[int, bytes, str]:
