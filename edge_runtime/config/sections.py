@@ -256,4 +256,7 @@ class Config(Section):
                 out.append(
                     (("pipelines", i, "model"), f"unknown model {shorten(p.model)!r} (models: {known})")
                 )
+        for name in self.home_assistant.labels:
+            if name not in seen:
+                out.append((("home_assistant", "labels", name), f"no pipeline named {shorten(name)!r}"))
         return out

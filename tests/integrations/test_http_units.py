@@ -136,3 +136,18 @@ def test_requests_beyond_max_threads_are_closed_and_a_slot_frees_again() -> None
         assert wait_for(lambda: get(url)[0] == 200, 20)
     finally:
         server.close()
+
+
+def test_home_assistant_labels_must_name_a_pipeline(tmp_path: Path) -> None:
+    from edge_runtime.config.loader import collect_problems
+
+    from ..daemon import make_config
+
+    (tmp_path / "v.mp4").write_bytes(b"")
+    config = make_config(tmp_path, 1883, tmp_path / "v.mp4", home_assistant={"labels": {"frnt": ["person"]}})
+    cfg, problems = collect_problems(config)
+    assert cfg is None and len(problems) == 1
+    assert (
+        problems[0].startswith(f"{config}:")
+        and "home_assistant.labels.frnt: no pipeline named 'frnt'" in problems[0]
+    )
