@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -163,4 +164,19 @@ def test_healthz_turns_503_when_a_camera_stalls_and_200_when_it_returns(
         assert wait_for(lambda: get(f"http://127.0.0.1:{http}/healthz")[0] == 200, 90), daemon.log()[-2000:]
     finally:
         camera.kill()
+        assert daemon.terminate() == 0
+
+
+def test_a_reload_frees_and_takes_the_ports_again(tmp_path: Path, broker: Broker) -> None:
+    """SIGHUP stops the old daemon's servers before the new one binds the same ports."""
+    config, http, metrics = everything(tmp_path, broker.port)
+    daemon = DaemonProcess(config, tmp_path / "daemon.log")
+    try:
+        assert wait_for(lambda: get(f"http://127.0.0.1:{http}/healthz")[0] == 200, 90), daemon.log()[-3000:]
+        daemon.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "reload: running" in daemon.log(), 60), daemon.log()[-3000:]
+        assert wait_for(lambda: get(f"http://127.0.0.1:{http}/healthz")[0] == 200, 30)
+        assert get(f"http://127.0.0.1:{metrics}/metrics")[0] == 200
+        assert "cannot listen" not in daemon.log()
+    finally:
         assert daemon.terminate() == 0
