@@ -113,7 +113,8 @@ class Pipeline:
         self.metrics = PipelineMetrics()
         # Called with (frame, result, stages) after each commit, in the committing thread; they
         # must only keep references (integrations/: snapshots, metrics, Home Assistant state).
-        self.observers: list[Callable[[Frame | Window, Any, dict[str, float]], None]] = []
+        self.observers: list[Callable[[Frame | Window | None, Any, dict[str, float]], None]] = []
+        self.keep_frames = False  # observers get the frame too (else None: the frame is freed sooner)
         slot.track(self.metrics)  # the update health window reads the counters through the slot
         self.stop_event = threading.Event()
         self._next_allowed = 0.0
@@ -273,7 +274,7 @@ class Pipeline:
         # What the payload says of the frame; the frame itself (a full decoded image) and the
         # input tensors are released here rather than after the post stage: less memory held.
         job.described, job.item, job.inputs, job.available = _describe(item), None, [], item.available
-        job.kept = item if self.observers else None
+        job.kept = item if self.keep_frames else None
         return job
 
     # -- stage 3: decode -> JSON -> outbox -----------------------------------------------------------
@@ -337,12 +338,11 @@ class Pipeline:
         self._commit(messages, stage)
         for job in done:
             self.metrics.inferred_one(job.stages)
-            if job.kept is not None:
+            if self.observers:
                 self._observe(job)
 
     def _observe(self, job: _Job) -> None:
         item, job.kept = job.kept, None
-        assert item is not None
         for observer in self.observers:
             try:
                 observer(item, job.result, job.stages)

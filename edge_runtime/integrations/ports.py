@@ -53,6 +53,8 @@ class PipelineView(Protocol):
     @property
     def observers(self) -> list[Observer]: ...
 
+    keep_frames: bool  # the observers get each frame (else None)
+
 
 class TopicsView(Protocol):
     """The daemon's topic names (publish/topics.py)."""
