@@ -20,7 +20,7 @@ from typing import Any
 
 from edge_runtime import __version__
 from edge_runtime.config.sections import Config
-from edge_runtime.errors import EdgeRuntimeError, ModelError, OutboxUnavailableError
+from edge_runtime.errors import EdgeRuntimeError, ModelError, OutboxClosedError, OutboxUnavailableError
 from edge_runtime.health import telemetry
 from edge_runtime.health.system import SystemProbe
 from edge_runtime.health.watchdog import progress_of, stalls
@@ -188,6 +188,8 @@ class Daemon:
                 self.outbox.put(
                     self.topics.health, lambda seq: payloads.health(seq, body), qos=qos, drop=False
                 )
+            except OutboxClosedError:  # a health thread that outlived the stop's wait
+                return
             except OutboxUnavailableError:
                 body["outbox"]["error"] = self.outbox.error  # the refusal may be news to this body
                 self.link.publish(self.topics.health, payloads.health(None, body), qos)
@@ -209,17 +211,25 @@ class Daemon:
         self.outbox.put(topic, lambda _seq: payload, qos=1, retain=True)
 
     # -- stop --------------------------------------------------------------------------------
-    def stop(self, flush_timeout: float = 2.0) -> None:
-        """Orderly shutdown, bounded at about 8 s in the worst case (systemd waits 10 s or more)."""
+    def stop(self, flush_timeout: float = 2.0, wait_s: float = 4.0) -> None:
+        """Orderly shutdown, bounded at about 12 s in the worst case (the unit allows 15 s).
+
+        Pipelines and health get ``wait_s`` together to end; a thread still running then (inside
+        a call nothing can interrupt) is named in a warning and detached: the outbox and models
+        refuse it once closed (docs/architecture.md, Start and stop order).
+        """
         self.stop_event.set()
         if self.updates is not None:
             self.updates.stop()
         for p in self.pipelines:
             p.source.stop_event.set()  # all sources at once, then wait for each pipeline
-        for p in self.pipelines:
-            p.stop(timeout=2.0)
+        deadline = time.monotonic() + wait_s
+        lingering = [name for p in self.pipelines for name in p.stop(max(0.0, deadline - time.monotonic()))]
         if self._health_thread.is_alive():
-            self._health_thread.join(1.0)
+            self._health_thread.join(max(0.5, deadline - time.monotonic()))
+        lingering += ["health"] if self._health_thread.is_alive() else []
+        if lingering:
+            logger.warning("stop: detached, still in a call that did not return: %s", ", ".join(lingering))
         if self.integrations is not None:
             self.integrations.close()
         if self.outbox is not None and self.link is not None:
