@@ -107,6 +107,9 @@ class HomeAssistantConfig(Section):
     state_interval_s: float = Field(
         5.0, ge=0.5, description="entity states are published on change, at most this often"
     )
+    origin_url: str | None = Field(
+        None, max_length=500, description="support URL Home Assistant shows for the device's software"
+    )
 
     @field_validator("discovery_prefix", "node_id")
     @classmethod

@@ -73,6 +73,7 @@ class HomeAssistant:
             status_topic=self.daemon.topics.status,
             pipelines=list(self._infos.values()),
             models=sorted(models_of(self.daemon)),
+            origin_url=self.cfg.origin_url,
         )
         previous = self._read_record()
         if previous.get("topic") == self.topic:

@@ -14,8 +14,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-ORIGIN_URL = "https://github.com/edge-runtime/edge-runtime"
-
 
 @dataclass(frozen=True, slots=True)
 class PipelineInfo:
@@ -50,8 +48,10 @@ def discovery(
     status_topic: str,
     pipelines: Sequence[PipelineInfo],
     models: Sequence[str],
+    origin_url: str | None = None,
 ) -> dict[str, Any]:
-    """The discovery message's body (``models``: the model slots' names)."""
+    """The discovery message's body (``models``: the model slots' names; ``origin_url``: the
+    support URL Home Assistant shows for the origin, left out when None)."""
     node = slug(node_id)
     components: dict[str, dict[str, Any]] = {}
     for p in pipelines:
@@ -79,7 +79,7 @@ def discovery(
             "mdl": "edge-runtime",
             "sw": version,
         },
-        "o": {"name": "edge-runtime", "sw": version, "url": ORIGIN_URL},
+        "o": {"name": "edge-runtime", "sw": version} | ({"url": origin_url} if origin_url else {}),
         "avty": [
             {
                 "t": status_topic,

@@ -62,8 +62,10 @@ def test_discovery_has_the_entities_of_each_kind_of_pipeline() -> None:
     body = ha.discovery(
         node_id="cam-01", device="cam-01", version="0.1.0", base="edge/cam-01",
         status_topic="edge/cam-01/status", pipelines=pipelines, models=["person", "vib"],
+        origin_url="https://example.org/edge-runtime",
     )  # fmt: skip
     check_schema(body, "edge/cam-01/status")
+    assert body["o"]["url"] == "https://example.org/edge-runtime"
     cmps = body["cmps"]
     assert cmps["cam_01_front_door_person_occupancy"]["dev_cla"] == "occupancy"
     assert cmps["cam_01_front_door_car_count"]["stat_t"] == "edge/cam-01/ha/front door"
