@@ -2,7 +2,7 @@
 
 Each daemon: its own config and state folder, device id ``sim-NNN`` in group ``sim``, the
 vibration detector on a recorded stream of a healthy machine replayed at ``RATE_HZ`` (one window
-every ~2.6 s, so a 2-core machine holds many), health every 10 s, a 2 s health window.
+every ~10 s, so a 2-core machine holds many), health every 10 s, a 2 s health window.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import vibration as vib  # noqa: E402  (the project's simulator, found once its 
 
 MODEL = ROOT / "models" / "vibration_anomaly"
 GROUP = "sim"
-RATE_HZ = 100
+RATE_HZ = 25  # one 256-sample window every ~10 s: 0.6-0.9 % of a core per idle daemon (100 Hz: 1.7 %)
 WINDOW = 256
 
 

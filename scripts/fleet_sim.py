@@ -2,7 +2,7 @@
 """A fleet on one machine: N real daemons on one mosquitto, three rollouts, timings and memory.
 
 Every device is a real ``edge-runtime run`` with its own state folder, serving the small
-vibration detector on a recorded sensor stream replayed at a low rate (one window every ~2.6 s),
+vibration detector on a recorded sensor stream replayed at a low rate (one window every ~10 s),
 in group ``sim``. Then:
 
 1. **rollout to all**: ``push --group sim --waves 1,10%,50%,100% --max-failures 10%`` of version
@@ -227,25 +227,31 @@ def measure_cpu(fleet: kit.Fleet, broker: Broker, seconds: float = 10) -> dict[s
     }
 
 
-def run(n: int, work: Path, away_timeout: float = 30) -> dict[str, Any]:
-    """All three scenarios with ``n`` devices; the measurements. ``away_timeout``: the waves'
+def run(n: int, work: Path, away_timeout: float = 30, result: dict[str, Any] | None = None) -> dict[str, Any]:
+    """All three scenarios with ``n`` devices; the measurements, also written into ``result``
+    as they come (so a failure later leaves the earlier ones). ``away_timeout``: the waves'
     time in scenario 2 (each wave with a stopped device waits that long for it)."""
     work.mkdir(parents=True, exist_ok=True)
     k = kit.make_kit(work / "kit")
     broker = Broker(work).start()
     fleet = kit.Fleet(work / "devices", n, broker.port, k.pub)
     obs = Observer(broker.port)
-    result: dict[str, Any] = {"n": n}
+    result = {} if result is None else result
+    result["n"] = n
     try:
         start = time.monotonic()
         fleet.start(fleet.ids)
         result["seconds_to_all_online"] = obs.wait(fleet.ids, lambda d: d.online, 60 + 5 * n)
+        print(f"{n} daemons online after {result['seconds_to_all_online']} s", flush=True)
         result["memory_idle"] = measure_memory(fleet, broker)
         result["cpu_idle"] = measure_cpu(fleet, broker)
         result["all"] = scenario_all(fleet, obs, k, broker.port)
+        print(f"scenario all done: exit {result['all']['exit']}", flush=True)
         result["memory_after_rollout"] = measure_memory(fleet, broker)
         result["away"] = scenario_away(fleet, obs, k, broker.port, work, wave_timeout=away_timeout)
+        print(f"scenario away done: exit {result['away']['exit']}", flush=True)
         result["bad"] = scenario_bad(fleet, obs, k, broker.port)
+        print(f"scenario bad done: exit {result['bad']['exit']}", flush=True)
         result["total_seconds"] = round(time.monotonic() - start, 1)
     finally:
         obs.close()
@@ -302,7 +308,13 @@ def main() -> int:
     args = p.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="fleet-sim-"))
     print(f"working in {work}", flush=True)
-    report(run(args.n, work))
+    result: dict[str, Any] = {}
+    try:
+        run(args.n, work, result=result)
+    except Exception:
+        print("PARTIAL " + json.dumps({k: _without_output(v) for k, v in result.items()}), flush=True)
+        raise
+    report(result)
     return 0
 
 

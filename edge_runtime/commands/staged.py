@@ -92,14 +92,10 @@ class StagedPush:
         out: Callable[[str], None] = lambda line: print(line, flush=True),
     ) -> None:
         self.group, self.prefix = args.group, args.prefix
-        self.watcher, self.state, self.release, self.plan, self.out = (
-            watcher,
-            watcher.state,
-            release,
-            steps,
-            out,
-        )
+        self.watcher, self.state, self.release = watcher, watcher.state, release
+        self.plan, self.out = steps, out
         self.targets: dict[str, _Target] = {}
+        self.already: set[str] = set()  # targeted devices that serve the version already
         self.stopped: str | None = None  # why the rollout stopped early
 
     def run(self) -> int:
@@ -130,6 +126,10 @@ class StagedPush:
         self.out(f"wave {number}/{total}: {len(wave)} device(s): {', '.join(wave)}")
         for device in wave:
             self.targets[device] = _Target(number)
+            if self._serves_it(device):  # sending it would only be refused as not newer
+                self.already.add(device)
+                self.out(f"{device}: already serves version {self.release.manifest.version}; nothing sent")
+                continue
             self.watcher.publish(self._topic(device), self.release.payload, retain=True)
         deadline = time.monotonic() + self.plan.wave_timeout
         while True:
@@ -143,10 +143,19 @@ class StagedPush:
     def _topic(self, device: str) -> str:
         return f"{self.prefix}/{device}/model/update"
 
+    def _serves_it(self, device: str) -> bool:
+        """The device's status says every model of this name serves this version already."""
+        d = self.state.devices.get(device)
+        m = self.release.manifest
+        versions = [x["version"] for x in serving(d).values() if x["name"] == m.name] if d else []
+        return bool(versions) and all(v == m.version for v in versions)
+
     def _seen(self, device: str) -> Seen:
         d = self.state.devices.get(device)
         if d is None:
             return Seen(None, None)
+        if device in self.already:
+            return Seen(d.online, "active")
         u = d.update
         # a retained status of this update counts only when final and good (an earlier run of
         # this rollout); a retained failure may be from a transfer the device will retry

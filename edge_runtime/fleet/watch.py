@@ -52,6 +52,7 @@ class FleetWatcher:
         self._ready = threading.Event()
         self._arrived = threading.Event()
         self.dropped = 0  # messages dropped because the inbox was full
+        self._refused: str | None = None  # the broker's reason when it refused the connection
         self.client = client or make_client(self.broker, f"{client_prefix}-{uuid.uuid4().hex[:8]}")
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *_: self._ready.set()
@@ -65,13 +66,20 @@ class FleetWatcher:
         except (OSError, ValueError) as exc:
             raise EdgeRuntimeError(f"cannot connect to the broker {b}: {exc}") from exc
         self.client.loop_start()
-        if not self._ready.wait(timeout):
+        deadline = time.monotonic() + timeout
+        while not self._ready.wait(0.1) and self._refused is None and time.monotonic() < deadline:
+            pass
+        if not self._ready.is_set():
             self.close()
+            if self._refused:
+                raise EdgeRuntimeError(f"the broker {b} refused the connection: {self._refused}")
             raise EdgeRuntimeError(f"the broker {b} did not take our subscriptions within {timeout:g} s")
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
-        if not reason.is_failure:  # subscribe again on every connect (clean start)
-            client.subscribe([(t, 1) for t in (*self.state.topics(), *self.extra)])
+        if reason.is_failure:
+            self._refused = str(reason)  # e.g. "Not authorized", "Bad user name or password"
+            return
+        client.subscribe([(t, 1) for t in (*self.state.topics(), *self.extra)])  # on every connect
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         size = len(msg.payload) + len(msg.topic)

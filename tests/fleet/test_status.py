@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.broker import Broker, wait_for
 from tests.daemon import ROOT, cli
+from tests.timeouts import scaled
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import fleet_kit  # the simulated fleet's devices
@@ -116,13 +117,13 @@ def test_status_lists_the_real_devices_among_hostile_retained_messages(
         assert "\x1b" not in json.dumps(by_id["evil"]) and by_id["evil"]["online"] is False
 
         watch, lines = _watch(broker.port)
-        first = lines.get(timeout=60)
+        first = lines.get(timeout=scaled(60))
         assert [r["online"] for r in first] == [False, True, True]
         fleet.stop(fleet.ids[:1])
-        while lines.get(timeout=60)[1]["online"]:  # a health message may change a row first
+        while lines.get(timeout=scaled(60))[1]["online"]:  # a health message may change a row first
             pass
         watch.send_signal(signal.SIGINT)
-        assert watch.wait(20) == 0
+        assert watch.wait(scaled(20)) == 0
         rows, _ = _status(broker.port, "--group", "sim", "--wait", "0")
         assert [(r["device"], r["online"], r["offline_reason"]) for r in rows] == [
             ("evil", False, "?[2J?]0;owned?"),

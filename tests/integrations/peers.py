@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from ..broker import free_port, wait_for
+from ..timeouts import scaled
 
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
@@ -29,7 +30,7 @@ def get(url: str, headers: dict[str, str] | None = None, timeout: float = 10) ->
     """(status, body, headers) of a GET; status 0 when nothing answered."""
     request = urllib.request.Request(url, headers=headers or {})
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as r:
+        with urllib.request.urlopen(request, timeout=scaled(timeout)) as r:
             return r.status, r.read(), r.headers
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read(), exc.headers
@@ -86,5 +87,5 @@ def promtool_check(exposition: bytes) -> subprocess.CompletedProcess[bytes]:
     """``promtool check metrics`` on an exposition (lint: names, units, help, types)."""
     require(PROMTOOL, "prometheus")
     return subprocess.run(
-        [PROMTOOL, "check", "metrics"], input=exposition, capture_output=True, timeout=60, check=False
+        [PROMTOOL, "check", "metrics"], input=exposition, capture_output=True, timeout=scaled(60), check=False
     )

@@ -10,6 +10,7 @@ import pytest
 
 from ..broker import Broker, free_port, wait_for
 from ..daemon import DaemonProcess, make_config, make_video
+from ..timeouts import scaled
 from .peers import get, require
 
 pytestmark = pytest.mark.slow
@@ -67,7 +68,7 @@ def test_the_page_shows_every_pipeline_with_a_loaded_snapshot_and_no_console_err
             page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.goto(url)
-            page.wait_for_function(LOADED, timeout=90_000)
+            page.wait_for_function(LOADED, timeout=scaled(90) * 1000)
             names = page.locator(".card h2").all_inner_texts()
             assert sorted(names) == ["front", "yard"]
             assert "ssdlite_mobilenet_v2_person@1" in page.locator("#p-front .facts").inner_text()
