@@ -21,8 +21,10 @@ from edge_runtime.integrations import homeassistant as ha
 from edge_runtime.integrations.ports import DaemonView, models_of, pipeline_views
 from edge_runtime.integrations.snapshots import SnapshotHolder
 from edge_runtime.integrations.status import RateMeter
+from edge_runtime.throttle import Throttle
 
 logger = logging.getLogger(__name__)
+_FAILURES = Throttle(per_s=60.0, burst=3)
 MAX_LABELS = 10
 
 
@@ -47,6 +49,7 @@ class HomeAssistant:
         self.announcements = 0  # birth messages acted on (tests, health of the integration)
         self.meter = RateMeter()
         self._announced = threading.Event()
+        self._due = False  # discovery and every state still to publish (at start; after a failure)
         self._next_announce = 0.0
         self._sent: dict[str, bytes] = {}  # state topic -> last payload
         self._infos = {p.name: self._info(p.name) for p in pipeline_views(daemon)}
@@ -144,15 +147,17 @@ class HomeAssistant:
             self._announced.clear()
             self._next_announce = now + self.announce_min_s
             self.announcements += 1
+            self._due = True
+        if self._due:  # stays due until it went through (the outbox may refuse: a full disk)
             self.publish_discovery()
             self.publish_states(force=True)
+            self._due = False
             return
         self.publish_states()
 
     def start(self) -> None:
-        """Publish discovery and states, listen for Home Assistant's birth, start the thread."""
-        self.publish_discovery()
-        self.publish_states(force=True)
+        """Listen for Home Assistant's birth; the thread publishes discovery and states first."""
+        self._due = True
         self.daemon.link.route(self.birth_topic, self.on_birth)
         self._thread.start()
         logger.info("home assistant: device discovery on %s", self.topic)
@@ -166,11 +171,13 @@ class HomeAssistant:
             self._thread.join(2.0)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.cfg.state_interval_s):
+        while True:
             try:
                 self.tick()
-            except Exception:  # a supervisor loop
-                logger.exception("home assistant: publishing failed")
+            except Exception as exc:  # a supervisor loop; a full disk would repeat this every turn
+                _FAILURES.log(logger, logging.WARNING, "", "home assistant: publishing failed: %s", exc)
+            if self._stop.wait(self.cfg.state_interval_s):
+                return
 
     # -- the record -----------------------------------------------------------------------------
     def _read_record(self) -> dict[str, Any]:

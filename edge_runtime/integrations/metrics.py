@@ -25,8 +25,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from edge_runtime.integrations.ports import DaemonView, Observer, PipelineView, models_of, pipeline_views
+from edge_runtime.throttle import Throttle
 
 logger = logging.getLogger(__name__)
+_WRITES = Throttle(per_s=3600.0, burst=3)
 
 PREFIX = "edge_runtime_"
 # seconds: 1 ms to 500 ms where edge inference lives, then a few for the slow tail
@@ -229,8 +231,8 @@ class MetricsExporter:
     def _tick(self) -> None:
         try:
             self.write()
-        except OSError as exc:
-            logger.warning("metrics: cannot write %s: %s", self.textfile, exc)
+        except OSError as exc:  # a full disk or a missing folder: a few lines an hour, not one per write
+            _WRITES.log(logger, logging.WARNING, "", "metrics: cannot write %s: %s", self.textfile, exc)
 
     def close(self) -> None:
         """Stop serving and writing (a last textfile first)."""

@@ -61,10 +61,20 @@ class Integrations:
         return self.holders.get(pipeline)
 
     def start(self) -> None:
-        """Start each configured part."""
+        """Start each configured part; one that fails is logged and left out (the daemon goes on)."""
+        for part in (
+            self._start_metrics,
+            self._start_snapshots,
+            self._start_http,
+            self._start_home_assistant,
+        ):
+            try:
+                part()
+            except Exception:  # an integration must never keep the daemon from running
+                logger.exception("integrations: %s failed; going on without it", part.__name__)
+
+    def _start_snapshots(self) -> None:
         cfg = self.daemon.cfg
-        if cfg.metrics.listen is not None or cfg.metrics.textfile is not None:
-            self._start_metrics()
         topics = {
             pc.name: (f"{self.daemon.topics.base}/snapshot/{pc.name}", pc.snapshots.retain)
             for pc in cfg.pipelines
@@ -73,12 +83,11 @@ class Integrations:
         if topics:
             self.snapshots = SnapshotPublisher(self.holders, topics, self._publish_snapshot)
             self.snapshots.start()
-        if cfg.http.listen is not None:
-            self._start_http()
-        self._start_home_assistant()
 
     def _start_metrics(self) -> None:
         cfg = self.daemon.cfg.metrics
+        if cfg.listen is None and cfg.textfile is None:
+            return
         self.metrics = Metrics(self.daemon)
         for p in pipeline_views(self.daemon):
             p.observers.append(self.metrics.observer(p.name))
@@ -91,7 +100,8 @@ class Integrations:
 
     def _start_http(self) -> None:
         cfg = self.daemon.cfg.http
-        assert cfg.listen is not None
+        if cfg.listen is None:
+            return
         try:
             auth = Auth(_secret(cfg.token_file), _secret(cfg.basic_auth_file))
         except (OSError, ValueError) as exc:

@@ -3,6 +3,7 @@ newer Python than this project supports), then a real daemon and a real broker."
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +156,51 @@ def test_daemon_publishes_discovery_answers_only_online_and_removes_what_it_publ
     finally:
         assert daemon.terminate() == 0
     assert not (tmp_path / "state" / "home-assistant.json").exists()
+
+
+class _RefusingDaemon:
+    """A daemon whose outbox refuses the first ``refusals`` messages (a full disk), then stores."""
+
+    def __init__(self, refusals: int) -> None:
+        from edge_runtime.config.sections import Config
+
+        self.cfg = Config.model_validate(
+            {
+                "device": {"id": "cam-01"},
+                "models": {"m": {"path": "/x.onnx"}},
+                "pipelines": [{"name": "front", "model": "m", "source": {"type": "synthetic"}}],
+                "home_assistant": {"enabled": True},
+            }
+        )
+        self.topics = type("T", (), {"base": "edge/cam-01", "status": "edge/cam-01/status"})()
+        self.pipelines: list[Any] = []
+        self.failed_pipelines: dict[str, str] = {}
+        self.outbox = type("O", (), {"pending": 3})()
+        self.refusals, self.stored = refusals, {}  # type: ignore[var-annotated]
+
+    def status(self) -> dict[str, Any]:
+        return {"models": {"m": {"name": "m", "version": "2"}}}
+
+    def put_retained(self, topic: str, payload: bytes) -> None:
+        from edge_runtime.errors import OutboxUnavailableError
+
+        if self.refusals > 0:
+            self.refusals -= 1
+            raise OutboxUnavailableError("disk full")
+        self.stored[topic] = payload
+
+
+def test_discovery_refused_by_a_full_outbox_is_published_on_a_later_turn(tmp_path: Path) -> None:
+    from edge_runtime.errors import OutboxUnavailableError
+    from edge_runtime.integrations.hastate import HomeAssistant
+
+    daemon = _RefusingDaemon(refusals=1)
+    hass = HomeAssistant(daemon.cfg.home_assistant, daemon, {}, "0.1.0", record=tmp_path / "ha.json")  # type: ignore[arg-type]
+    hass._due = True  # as start() leaves it
+    with pytest.raises(OutboxUnavailableError):
+        hass.tick()
+    hass.tick()
+    body = json.loads(daemon.stored["homeassistant/device/cam_01/config"])
+    assert body["dev"]["ids"] == ["edge_runtime_cam_01"]
+    assert json.loads(daemon.stored["edge/cam-01/ha/device"]) == {"models": {"m": "2"}, "outbox_backlog": 3}
+    assert json.loads((tmp_path / "ha.json").read_text())["topic"] == "homeassistant/device/cam_01/config"
