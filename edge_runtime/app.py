@@ -4,10 +4,11 @@ Start: model slots (an installed update's version when one is committed and load
 fails to load fails only its pipelines) -> outbox -> MQTT link and the update manager's routes
 (registered before the link connects, so nothing that arrives at connect is missed) ->
 publisher -> pipelines (sources start here) -> update manager (it resumes an interrupted update)
--> health reporter. Control's routes (commands, desired configs) are registered with the
-update manager's, before the link connects.
-Stop: control -> update manager -> capture and pipelines (in-flight results reach the outbox) -> health ->
-a short flush -> offline status -> disconnect -> outbox closed.
+-> integrations (snapshots, metrics, status page, Home Assistant) -> health reporter. Control's
+routes (commands, desired configs) are registered with the update manager's, before the link
+connects.
+Stop: control -> update manager -> capture and pipelines (in-flight results reach the outbox) ->
+health -> integrations -> a short flush -> offline status -> disconnect -> outbox closed.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from edge_runtime.control.ports import Remote
 from edge_runtime.errors import EdgeRuntimeError, ModelError, OutboxClosedError, OutboxUnavailableError
 from edge_runtime.health import telemetry
 from edge_runtime.health.system import SystemProbe
+from edge_runtime.health.watchdog import progress_of, stalls
+from edge_runtime.integrations.start import Integrations, start_integrations
 from edge_runtime.model import ModelSlot, open_slot, source_mismatch, summary
 from edge_runtime.pipeline import Pipeline, build_pipeline
 from edge_runtime.publish import payloads
@@ -62,8 +65,10 @@ class Daemon:
         self.updates: UpdateManager | None = None
         self.store: ModelStore | None = None
         self.control: control.Control | None = None
-        self._model_status: dict[str, Any] | None = None  # the last retained one, for a rebirth
         self.probe = SystemProbe(cfg.outbox.path.parent)
+        self.integrations: Integrations | None = None  # snapshots, metrics, status page, Home Assistant
+        self.last_health: dict[str, Any] | None = None
+        self.last_model_status: dict[str, Any] | None = None
         self._health_thread = threading.Thread(target=self._health_loop, name="health", daemon=True)
 
     # -- start -------------------------------------------------------------------------------
@@ -97,6 +102,7 @@ class Daemon:
                 "no pipeline could start: " + "; ".join(f"{k}: {v}" for k, v in self.failed_pipelines.items())
             )
         self.updates.start()
+        self.integrations = start_integrations(self)
         self.publish_health()
         self._health_thread.start()
 
@@ -136,7 +142,7 @@ class Daemon:
 
     def _publish_model_status(self, body: dict[str, Any]) -> None:
         assert self.outbox is not None
-        self._model_status = body
+        self.last_model_status = body
         try:
             self.outbox.put(self.topics.model_status, lambda _seq: payloads.encode(body), qos=1, retain=True)
         except OutboxClosedError:  # an update step that outlived the stop: its job is on disk, it resumes
@@ -196,8 +202,8 @@ class Daemon:
         """Publish the birth message and the retained model status again (the ``rebirth`` command)."""
         assert self.link is not None
         topics = [self.topics.status] if self.link.rebirth() else []
-        if self._model_status is not None:
-            self._publish_model_status(self._model_status)
+        if self.last_model_status is not None:  # the last retained one, for a rebirth
+            self._publish_model_status(self.last_model_status)
             topics.append(self.topics.model_status)
         return topics
 
@@ -210,7 +216,7 @@ class Daemon:
         it directly through the link, without a seq, saying why (``outbox.error``)."""
         assert self.outbox is not None and self.link is not None
         try:
-            body = self.health()
+            body = self.last_health = self.health()
             qos = self.cfg.mqtt.qos
             try:
                 self.outbox.put(
@@ -223,6 +229,20 @@ class Daemon:
                 self.link.publish(self.topics.health, payloads.health(None, body), qos)
         except Exception:
             logger.exception("health report failed")
+
+    def stalls(self, limit_s: float) -> list[str]:
+        """What the watchdog's progress rule finds hung now (health/watchdog.py; for /healthz)."""
+        return [str(s) for s in stalls(progress_of(self.pipelines), time.monotonic(), limit_s)]
+
+    def pipeline_model(self, name: str) -> tuple[str, list[str]]:
+        """A running pipeline's model task and labels (Home Assistant's entities)."""
+        model = next(p for p in self.pipelines if p.name == name).slot.runner.model
+        return model.spec.task, list(model.labels or [])
+
+    def put_retained(self, topic: str, payload: bytes) -> None:
+        """A retained state through the outbox (a newer one replaces one still queued)."""
+        assert self.outbox is not None
+        self.outbox.put(topic, lambda _seq: payload, qos=1, retain=True)
 
     # -- stop --------------------------------------------------------------------------------
     def stop(self, flush_timeout: float = 2.0, wait_s: float = 4.0, update_wait_s: float = 30.0) -> None:
@@ -252,6 +272,8 @@ class Daemon:
         lingering += ["updates"] if self.updates is not None and self.updates.running else []
         if lingering:
             logger.warning("stop: detached, still in a call that did not return: %s", ", ".join(lingering))
+        if self.integrations is not None:
+            self.integrations.close()
         if self.outbox is not None and self.link is not None:
             self.publish_health()  # the final numbers
         if self.publisher is not None:

@@ -77,6 +77,9 @@ class _Job:
     ticket: int = -1  # the order of publication (copies of the model may finish out of order)
     outputs: list[Any] | None = None
     described: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None)  # see _describe
+    kept: Frame | Window | None = None  # the frame, for observers only (see Pipeline.observers)
+    available: float = 0.0  # the frame's perf_counter stamp when decoded (the start of "total")
+    result: Any = None  # the decoded result (set by _decode)
 
 
 _END = object()  # passed down the stages after the last job
@@ -117,12 +120,17 @@ class Pipeline:
         self.pause_s = pause_s
         self.analytics = analytics  # motion gate in stage 1; tracking, events in stage 3 (analytics/)
         self.metrics = PipelineMetrics()
+        # Called with (frame, result, stages) after each commit, in the committing thread; they
+        # must only keep references (integrations/: snapshots, metrics, Home Assistant state).
+        self.observers: list[Callable[[Frame | Window | None, Any, dict[str, float]], None]] = []
+        self.keep_frames = False  # observers get the frame too (else None: the frame is freed sooner)
         slot.track(self.metrics)  # the update health window reads the counters through the slot
         self.stop_event = threading.Event()
         # control/: while set, frames are read and counted but not inferred (the threads stay up)
         self.paused = threading.Event()
         self.latest: Frame | None = None  # the last frame read (snapshots); one reference, no copy
         self._next_allowed = 0.0
+        self._last_available = 0.0  # the previous frame's, for the frame interval
         self._tickets = 0
         infer = [f"infer-{i}" if streams > 1 else "infer" for i in range(streams)]
         self._busy: dict[str, float | None] = dict.fromkeys(["prepare", *infer, "post"])
@@ -202,6 +210,8 @@ class Pipeline:
     def _admit(self, item: Frame | Window) -> _Job | None:
         """Count, skip or preprocess a frame; a prepared one gets the next ticket."""
         self.metrics.frame_seen()
+        interval = (item.available - self._last_available) * 1e3 if self._last_available else None
+        self._last_available = item.available
         if isinstance(item, Frame):
             self.latest = item
         if self.paused.is_set() or self._skip(item):
@@ -211,6 +221,8 @@ class Pipeline:
         job = self._stage("prepare", self._prepare, item)
         if job is not None:
             job.ticket, self._tickets = self._tickets, self._tickets + 1
+            if interval is not None and item.available:
+                job.stages["interval"] = interval
         return job
 
     def _run(self) -> None:
@@ -254,6 +266,8 @@ class Pipeline:
         t0 = time.perf_counter()
         inputs, context = runner.prepare(_input(item))
         stages = {"capture": item.capture_ms, "preprocess": (time.perf_counter() - t0) * 1e3}
+        if item.available:  # from decoded to taken by stage 1 (the hand-off's wait)
+            stages["queue"] = (t0 - item.available) * 1e3
         return _Job(item, item.index, runner, identity, inputs, context, stages, ticket)
 
     # -- stage 2: inference ------------------------------------------------------------------------
@@ -291,7 +305,8 @@ class Pipeline:
         job.outputs = outputs
         # What the payload says of the frame; the frame itself (a full decoded image) and the
         # input tensors are released here rather than after the post stage: less memory held.
-        job.described, job.item, job.inputs = _describe(item), None, []
+        job.described, job.item, job.inputs, job.available = _describe(item), None, [], item.available
+        job.kept = item if self.keep_frames else None
         return job
 
     # -- stage 3: decode -> JSON -> outbox -----------------------------------------------------------
@@ -374,6 +389,16 @@ class Pipeline:
         self._commit(messages, stage)
         for job in done:
             self.metrics.inferred_one(job.stages)
+            if self.observers:
+                self._observe(job)
+
+    def _observe(self, job: _Job) -> None:
+        item, job.kept = job.kept, None
+        for observer in self.observers:
+            try:
+                observer(item, job.result, job.stages)
+            except Exception as exc:  # an observer's bug must not cost results, nor fill the log
+                _PAUSES.log(logger, logging.ERROR, f"observe-{self.name}", "pipeline %s: %r", self.name, exc)
 
     def _messages(self, job: _Job) -> list[Outgoing]:
         """One frame's prediction and, with analytics, its events and counter states."""
@@ -449,10 +474,9 @@ def _decode(job: _Job) -> InferenceResult:
     """Decode one frame's outputs (timed: the ``postprocess`` stage)."""
     assert job.outputs is not None
     t0 = time.perf_counter()
-    result = job.runner.finish(job.outputs, job.context)
+    result = job.result = job.runner.finish(job.outputs, job.context)
     stages = job.stages
     stages["postprocess"] = (time.perf_counter() - t0) * 1e3
-    stages["total"] = stages["capture"] + stages["preprocess"] + stages["inference"] + stages["postprocess"]
     return result
 
 
@@ -461,23 +485,34 @@ def _prediction(
 ) -> Callable[[int], bytes]:
     """One frame's result as a payload factory for the outbox (seq -> bytes); ``track_ids``: one
     per detection, added to each tracked one."""
-    latency = {k: round(v, 3) for k, v in job.stages.items()}
+    stages = job.stages
     frame_info, window_info = job.described  # a sensor window replaces the frame
     body, model, task = result.payload(), job.identity, result.task
     for detection, track_id in zip(body.get("detections", ()), track_ids or (), strict=False):
         if track_id is not None:
             detection["track_id"] = track_id
-    return lambda seq: payloads.prediction(
-        seq,
-        device=device,
-        pipeline=pipeline,
-        frame=frame_info,
-        window=window_info,
-        model=model,
-        task=task,
-        result=body,
-        latency_ms=latency,
-    )
+    available = job.available
+
+    def encode(seq: int) -> bytes:
+        # Called in the outbox's transaction: "total" ends here, as the result is committed.
+        if available:
+            stages["total"] = (time.perf_counter() - available) * 1e3
+        else:  # a frame nobody stamped: the stages' work, summed
+            stages["total"] = sum(stages.get(k, 0.0) for k in ("preprocess", "inference", "postprocess"))
+        latency = {k: round(v, 3) for k, v in stages.items()}
+        return payloads.prediction(
+            seq,
+            device=device,
+            pipeline=pipeline,
+            frame=frame_info,
+            window=window_info,
+            model=model,
+            task=task,
+            result=body,
+            latency_ms=latency,
+        )
+
+    return encode
 
 
 def _outgoing(messages: list[Message]) -> list[Outgoing]:

@@ -38,7 +38,7 @@ from edge_runtime.control import RemoteConfig
 from edge_runtime.errors import OutboxClosedError, OutboxUnavailableError
 from edge_runtime.health.logformat import set_format
 from edge_runtime.health.notify import Notifier
-from edge_runtime.health.watchdog import Progress, Watchdog
+from edge_runtime.health.watchdog import Progress, Watchdog, progress_of
 
 logger = logging.getLogger(__name__)
 
@@ -74,16 +74,7 @@ def leave(code: int, grace_s: float = 2.0) -> int:
 
 def progress(daemon: Daemon | None) -> list[Progress]:
     """The watchdog's view of ``daemon``'s pipelines (none while a reload swaps daemons)."""
-    if daemon is None:
-        return []
-    out = []
-    for p in daemon.pipelines:
-        source = p.source
-        # `waiting` before `last_alive`: a source leaving a wait stamps first, then clears the flag
-        waiting = source.waiting
-        last_alive = source.last_alive
-        out.append(Progress(p.name, source.state, source.running, waiting, last_alive, p.busy_since))
-    return out
+    return [] if daemon is None else progress_of(daemon.pipelines)
 
 
 class StatusLine:

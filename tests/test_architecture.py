@@ -22,6 +22,7 @@ STAGES = {
     "update",
     "analytics",
     "control",
+    "integrations",
 }
 LEAVES = {
     "config",

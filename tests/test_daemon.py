@@ -71,7 +71,8 @@ def test_video_of_n_frames_gives_exactly_n_predictions(
     assert first["device"] == "cam-test" and first["pipeline"] == "front" and first["task"] == "detection"
     assert set(first["frame"]) == {"index", "ts", "width", "height"} and first["frame"]["width"] == 320
     assert set(first["model"]) == {"name", "version", "sha256"}
-    assert set(first["latency_ms"]) == {"capture", "preprocess", "inference", "postprocess", "total"}
+    assert set(first["latency_ms"]) == {"capture", "queue", "preprocess", "inference", "postprocess", "total"}
+    assert "interval" in preds[1]["latency_ms"]  # from the second frame on
     assert sum(1 for p in preds if any(d["label"] == "person" for d in p["detections"])) >= n * 0.8
     health = recorder.on("/health")[-1]
     front = health["pipelines"]["front"]

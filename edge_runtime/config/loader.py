@@ -45,6 +45,7 @@ _PATH_KEYS: tuple[tuple[str, ...], ...] = (
     ("mqtt", "tls", "cert_file"),
     ("mqtt", "tls", "key_file"),
     ("control", "state_dir"),
+    ("metrics", "textfile"),
 )
 
 

@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edge_runtime.config.analytics import LineConfig, MotionConfig, TrackingConfig, ZoneConfig
+from edge_runtime.config.integrations import HomeAssistantConfig, HttpConfig, MetricsConfig, SnapshotsConfig
 from edge_runtime.config.sources import SensorSource, SourceConfig
 from edge_runtime.config.vocabulary import ACCELERATORS
 from edge_runtime.config.yamltree import shorten
@@ -191,6 +192,9 @@ class PipelineConfig(Section):
     )
     every_n_frames: int = Field(1, ge=1, description="infer every Nth frame")
     max_fps: float | None = Field(None, gt=0, description="cap on inferences per second")
+    snapshots: SnapshotsConfig | None = Field(
+        None, description="publish annotated JPEG snapshots (docs/integrations.md); none: off"
+    )
     # -- video analytics (docs/analytics.md) --
     motion: MotionConfig = Field(default_factory=MotionConfig, description="motion gating")
     tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="object tracking and events")
@@ -306,6 +310,11 @@ class Config(Section):
     control: ControlConfig = Field(
         default_factory=ControlConfig, description="remote commands and remote configuration"
     )
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics (off)")
+    http: HttpConfig = Field(default_factory=HttpConfig, description="the local status page (off)")
+    home_assistant: HomeAssistantConfig = Field(
+        default_factory=HomeAssistantConfig, description="Home Assistant MQTT discovery (off)"
+    )
 
     def problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Cross-section rules, each with the key path it is about (for FILE:LINE reporting)."""
@@ -320,4 +329,7 @@ class Config(Section):
                 out.append(
                     (("pipelines", i, "model"), f"unknown model {shorten(p.model)!r} (models: {known})")
                 )
+        for name in self.home_assistant.labels:
+            if name not in seen:
+                out.append((("home_assistant", "labels", name), f"no pipeline named {shorten(name)!r}"))
         return out
