@@ -194,7 +194,11 @@ class Daemon:
         return body
 
     def latest_frame(self, pipeline: str) -> np.ndarray | None:
-        """The image a snapshot of ``pipeline`` sends (control's seam): its last frame as read."""
+        """The image a snapshot of ``pipeline`` sends (control's seam): its latest result drawn on
+        its frame; the frame as read while no result is kept yet (the first request starts that)."""
+        annotated = self.integrations.annotated(pipeline) if self.integrations is not None else None
+        if annotated is not None:
+            return annotated
         frame = next((p.latest for p in self.pipelines if p.name == pipeline), None)
         return None if frame is None else frame.image
 

@@ -37,6 +37,15 @@ def render_snapshot(
     Detections are drawn as boxes with ``label score``; a classification's top classes (at most
     3) are written at the top left; the frame's wall-clock time (UTC) and ``title`` at the bottom.
     """
+    image = annotate(frame, result, max_height, title)
+    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:  # only on an empty image, which a Frame never holds
+        raise ValueError(f"frame {frame.index}: cannot encode a JPEG of shape {image.shape}")
+    return bytes(encoded.tobytes())
+
+
+def annotate(frame: Frame, result: ResultView | None, max_height: int = 480, title: str = "") -> np.ndarray:
+    """A copy of ``frame``'s image, at most ``max_height`` rows, with ``result`` drawn on it (BGR)."""
     image = _scaled(frame.image, max_height)
     scale = max(image.shape[0] / 480.0, 0.4)  # text and lines follow the image size
     if result is not None:
@@ -46,10 +55,7 @@ def render_snapshot(
             _classes(image, result.classes[:3], scale)
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(frame.ts)) + f" UTC  #{frame.index}"
     _text(image, f"{title}  {stamp}" if title else stamp, (4, image.shape[0] - 6), scale, (255, 255, 255))
-    ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
-    if not ok:  # only on an empty image, which a Frame never holds
-        raise ValueError(f"frame {frame.index}: cannot encode a JPEG of shape {image.shape}")
-    return bytes(encoded.tobytes())
+    return image
 
 
 def _scaled(image: np.ndarray, max_height: int) -> np.ndarray:

@@ -102,6 +102,10 @@ class SnapshotHolder:
         if self.trigger is not None and self.trigger.fires(result):
             self._due = (item, result)
 
+    def latest_pair(self) -> tuple[Frame, ResultView] | None:
+        """The latest frame with its own result (never another frame's), or None."""
+        return self._latest
+
     @property
     def has_frame(self) -> bool:
         """A frame has come (an image can be rendered)."""

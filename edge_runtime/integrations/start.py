@@ -12,12 +12,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge_runtime.config.files import read_secret
 from edge_runtime.config.integrations import parse_listen
 from edge_runtime.integrations.hastate import HomeAssistant
 from edge_runtime.integrations.http import Auth, Routes, StatusServer
 from edge_runtime.integrations.metrics import Metrics, MetricsExporter
 from edge_runtime.integrations.ports import DaemonView, pipeline_views
+from edge_runtime.integrations.render import annotate
 from edge_runtime.integrations.snapshots import SnapshotHolder, SnapshotPublisher, SnapshotTrigger
 from edge_runtime.integrations.status import RecentErrors, StatusReader
 
@@ -52,6 +55,13 @@ class Integrations:
                 p.keep_frames = True
                 p.observers.append(self.holders[p.name].offer)
                 self._watched.add(pipeline)
+
+    def annotated(self, pipeline: str, max_height: int = 4320) -> np.ndarray | None:
+        """``pipeline``'s latest frame with its own result drawn on it (the ``snapshot`` command's
+        image); None until a result is kept (the first call starts keeping them)."""
+        holder = self.holder(pipeline)
+        pair = holder.latest_pair() if holder is not None else None
+        return None if pair is None else annotate(pair[0], pair[1], max_height)
 
     def holder(self, pipeline: str) -> SnapshotHolder | None:
         """A pipeline's latest frame and result (the ``snapshot`` command renders from it). A

@@ -152,6 +152,24 @@ def test_snapshot_is_a_decodable_jpeg_of_the_right_size(site: dict[str, Any]) ->
     assert image.shape == (60, 80, 3)
     assert ask(site, "snapshot", {"pipeline": "back", "max_height": "100000"})["ok"] is False
 
+    # from the first request on the pipeline's results are kept: later snapshots are annotated
+    # by the renderer of integrations/, whose time stamp sits on a black band over the bottom
+    # rows; the synthetic pattern is red there (its red channel rises with the row)
+    def dark_band(img: np.ndarray) -> float:
+        return float((img[54:58, 2:40, 2] < 60).mean())
+
+    assert dark_band(image) < 0.1
+
+    def annotated() -> bool:
+        again = ask(site, "snapshot", {"pipeline": "back", "max_height": "60"}).get("result")
+        if not again:  # a request over the rate limit
+            return False
+        later = cv2.imdecode(np.frombuffer(base64.b64decode(again["jpeg"]), np.uint8), cv2.IMREAD_COLOR)
+        assert later.shape == (60, 80, 3)
+        return dark_band(later) > 0.5
+
+    assert wait_for(annotated, 20, interval=1.0)  # within the request rate limit
+
 
 def test_health_and_rebirth_publish_now(site: dict[str, Any]) -> None:
     rec = site["recorder"]
