@@ -44,6 +44,10 @@ class BackendClosedError(EdgeRuntimeError):
     """A call reached a backend after it was closed (a model update replaced it)."""
 
 
+class OutboxClosedError(EdgeRuntimeError):
+    """A late thread reached the outbox after a stop or reload closed it; nothing was stored."""
+
+
 class MalformedLineError(InputError, ValueError):
     """A sensor line that is not a sample in the configured format (skipped and counted)."""
 

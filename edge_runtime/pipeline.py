@@ -43,7 +43,7 @@ import numpy as np
 from edge_runtime.capture import SourceThread, make_source
 from edge_runtime.channel import Channel
 from edge_runtime.config.sections import Config, PipelineConfig
-from edge_runtime.errors import BackendClosedError, OutboxUnavailableError
+from edge_runtime.errors import BackendClosedError, OutboxClosedError, OutboxUnavailableError
 from edge_runtime.health.metrics import PipelineMetrics
 from edge_runtime.model import ModelSlot, Runner
 from edge_runtime.publish import payloads
@@ -144,13 +144,26 @@ class Pipeline:
             thread.start()
         self.source.start()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop capture; let the frames in flight finish and reach the outbox."""
-        self.source.stop(timeout=1.0)
-        self.stop_event.set()
+    def stop(self, timeout: float = 5.0) -> list[str]:
+        """Stop capture; let the frames in flight finish and reach the outbox, within ``timeout``.
+
+        Returns the threads still running then (:attr:`lingering`): a source inside a call no
+        flag can interrupt (a camera's open or read in OpenCV/FFmpeg), or a model call slower
+        than the wait. They are detached: once the daemon closes the outbox and the models, what
+        they still produce is refused (``OutboxClosedError``, ``BackendClosedError``) and dropped.
+        """
         deadline = time.monotonic() + timeout
+        self.source.stop(timeout=min(1.0, timeout))
+        self.stop_event.set()
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        return self.lingering
+
+    @property
+    def lingering(self) -> list[str]:
+        """The names of this pipeline's threads (its source's included) that are still running."""
+        alive = [t.name for t in self._threads if t.is_alive()]
+        return [f"source-{self.name}", *alive] if self.source.running else alive
 
     @property
     def done(self) -> bool:
@@ -214,7 +227,10 @@ class Pipeline:
             now = time.monotonic()
             if now < self._next_allowed:
                 return True
-            self._next_allowed = max(self._next_allowed + 1.0 / self.max_fps, now - 1.0 / self.max_fps)
+            # one period after the previous slot (a late frame does not push the schedule back),
+            # but never earlier than now: at most one frame of credit after a pause. (It was
+            # ``now - period``: two frames of credit, three inferences at once after each pause.)
+            self._next_allowed = max(self._next_allowed + 1.0 / self.max_fps, now)
         return False
 
     def _prepare(self, item: Frame | Window, ticket: int = -1) -> _Job:
@@ -303,6 +319,10 @@ class Pipeline:
             self._busy[stage] = time.monotonic()
             try:
                 self._publish(ready, stage)
+            except OutboxClosedError:  # a late thread, detached at the stop (see stop)
+                logger.warning(
+                    "pipeline %s: %d result(s) finished after the stop; not stored", self.name, len(ready)
+                )
             except Exception:  # e.g. a payload that cannot be encoded: these results are lost, say so
                 for _ in ready:
                     self.metrics.failed_one()
@@ -357,10 +377,15 @@ class Pipeline:
         self._busy[stage] = time.monotonic()
         try:
             return work(arg)
-        except Exception:  # one bad frame must not end the pipeline
+        except Exception as exc:  # one bad frame must not end the pipeline
             self.metrics.failed_one()
             index = arg.index
-            logger.exception("pipeline %s: frame %d failed in %s", self.name, index, stage)
+            if isinstance(exc, BackendClosedError) and self.stop_event.is_set():  # detached (stop)
+                logger.warning(
+                    "pipeline %s: frame %d not inferred: the model closed at the stop", self.name, index
+                )
+            else:
+                logger.exception("pipeline %s: frame %d failed in %s", self.name, index, stage)
             return None
         finally:
             self._busy[stage] = None

@@ -20,7 +20,9 @@ swap is bounded (stopping takes at most a few seconds, then model loading).
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +39,33 @@ from edge_runtime.health.watchdog import Progress, Watchdog
 logger = logging.getLogger(__name__)
 
 RELOAD_PROBLEMS_LOGGED = 5  # of a rejected config's problems, in the one ERROR line of a reload
+
+
+def leave(code: int, grace_s: float = 2.0) -> int:
+    """``code`` once every other thread has ended; if one has not within ``grace_s``, exit now.
+
+    A thread inside a native call that no flag interrupts (a camera's open or read in
+    OpenCV/FFmpeg, waiting for a network camera that went silent) must not meet the
+    interpreter's finalisation: when the call returns into OpenCV's C++ with the interpreter
+    gone, the thread is unwound through frames that forbid it and the C++ runtime aborts the
+    process (``terminate called without an active exception``, SIGABRT after "stopped
+    cleanly"; a slow board or a hung camera makes that likely). By now the daemon has stopped:
+    the outbox is committed and closed, the broker link closed. So the logs are flushed and the
+    process ends without finalisation (``os._exit``), with ``code``; nothing is lost.
+    """
+    deadline = time.monotonic() + grace_s
+    others = [t for t in threading.enumerate() if t is not threading.current_thread()]
+    for thread in others:
+        if not isinstance(thread, threading._DummyThread):  # not ours: started outside Python
+            thread.join(max(0.0, deadline - time.monotonic()))
+    left = [t.name for t in others if t.is_alive() and not isinstance(t, threading._DummyThread)]
+    if not left:
+        return code
+    logger.warning("exiting with thread(s) still in a call that did not return: %s", ", ".join(left))
+    logging.shutdown()  # flushes every handler
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def progress(daemon: Daemon | None) -> list[Progress]:
@@ -97,6 +126,7 @@ class Service:
         self.status_line = StatusLine()
         self._stop, self._reload, self._wake = threading.Event(), threading.Event(), threading.Event()
         self._done = threading.Event()  # ends the status thread
+        self._status_thread = threading.Thread(target=self._status_loop, name="status", daemon=True)
         self.watchdog: Watchdog | None = None
         if watchdog_s is not None:
             self.watchdog = Watchdog(
@@ -124,7 +154,7 @@ class Service:
             if self.watchdog is not None:
                 self.watchdog.start()
             if self.notifier.enabled:
-                threading.Thread(target=self._status_loop, name="status", daemon=True).start()
+                self._status_thread.start()
             while not self._stop.is_set():
                 self._wake.wait(0.5)
                 self._wake.clear()
@@ -138,6 +168,8 @@ class Service:
                 self.watchdog.stop()
             if self.daemon is not None:
                 self.daemon.stop()
+            if self._status_thread.is_alive():
+                self._status_thread.join(2.0)
         logger.info("stopped cleanly")
         return 0
 

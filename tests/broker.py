@@ -20,6 +20,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from tests.timeouts import scaled
+
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
@@ -31,8 +33,8 @@ def free_port() -> int:
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until true or ``timeout``; returns the last value."""
-    deadline = time.monotonic() + timeout
+    """Poll ``predicate`` until true or ``timeout`` (scaled: tests/timeouts.py); the last value."""
+    deadline = time.monotonic() + scaled(timeout)
     while time.monotonic() < deadline:
         if predicate():
             return True
@@ -103,7 +105,7 @@ class Recorder:
         props.SessionExpiryInterval = 3600  # keep our subscription across broker restarts
         self.client.connect(host, port, clean_start=False, properties=props)
         self.client.loop_start()
-        if not self.subscribed.wait(10):
+        if not self.subscribed.wait(scaled(10)):
             raise RuntimeError("subscriber did not subscribe")
 
     def _on_subscribe(self, *_: Any) -> None:

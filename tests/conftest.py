@@ -16,6 +16,7 @@ import pytest
 
 from edge_runtime.cli import main
 from tests.broker import Broker, Recorder
+from tests.timeouts import scaled
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
@@ -54,7 +55,7 @@ def run_cli_process(*args: str | Path) -> CliResult:
         [sys.executable, "-m", "edge_runtime", *map(str, args)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=scaled(120),
         check=False,
         cwd=ROOT,
     )

@@ -14,6 +14,8 @@ import cv2
 import numpy as np
 import yaml
 
+from tests.timeouts import scaled
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -89,7 +91,7 @@ def cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess[
         [sys.executable, "-m", "edge_runtime", *map(str, args)],
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=scaled(timeout),
         cwd=ROOT,
         check=False,
     )
@@ -117,14 +119,14 @@ class DaemonProcess:
             )
 
     def terminate(self, timeout: float = 15.0) -> int:
-        """SIGTERM and wait; the exit code."""
+        """SIGTERM and wait (``timeout`` scaled: tests/timeouts.py); the exit code."""
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        return self.proc.wait(scaled(timeout))
 
     def kill(self) -> None:
         """SIGKILL: no cleanup at all."""
         self.proc.kill()
-        self.proc.wait(10)
+        self.proc.wait(scaled(10))
 
     def log(self) -> str:
         """What it logged so far."""

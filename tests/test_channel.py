@@ -9,6 +9,7 @@ import time
 import pytest
 
 from edge_runtime.channel import Channel
+from tests.timeouts import scaled
 
 
 def test_fifo_and_timeouts() -> None:
@@ -39,10 +40,10 @@ def test_a_blocked_producer_resumes_only_once_the_channel_drained_to_resume_at()
         assert ch.get() == 0
         assert not resumed.wait(0.2), "woken with two items still waiting"
         assert ch.get() == 1
-        assert resumed.wait(5), "not woken with one item left"
+        assert resumed.wait(scaled(5)), "not woken with one item left"
         assert [ch.get(), ch.get()] == [2, 3]
     finally:
-        thread.join(5)
+        thread.join(scaled(5))
 
 
 def test_many_items_through_a_slow_consumer_arrive_all_in_order() -> None:
@@ -50,7 +51,7 @@ def test_many_items_through_a_slow_consumer_arrive_all_in_order() -> None:
     received: list[int] = []
 
     def consumer() -> None:
-        while (item := ch.get(timeout=5)) is not None:
+        while (item := ch.get(timeout=scaled(5))) is not None:
             received.append(item)
             if item % 100 == 0:
                 time.sleep(0.001)
@@ -58,9 +59,9 @@ def test_many_items_through_a_slow_consumer_arrive_all_in_order() -> None:
     thread = threading.Thread(target=consumer)
     thread.start()
     for i in range(5000):
-        assert ch.put(i, timeout=5)
-    ch.put(None, timeout=5)
-    thread.join(10)
+        assert ch.put(i, timeout=scaled(5))
+    ch.put(None, timeout=scaled(5))
+    thread.join(scaled(10))
     assert received == list(range(5000))
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge_runtime.cli import build_parser
+from tests.timeouts import scaled
 
 from .conftest import CLASSIFIER, DATA, DETECTOR, ROOT, image, run_cli, run_cli_process
 
@@ -220,7 +221,7 @@ def test_native_lines_other_than_info_still_reach_stderr() -> None:
         "    print(exc)\n"
     )
     proc = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled(60), check=True
     )
     assert proc.stdout == "from the runtime\n"
     assert proc.stderr == "ERROR: a native error\n"

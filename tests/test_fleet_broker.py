@@ -25,6 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tests.broker import MOSQUITTO, Broker, wait_for
 from tests.certs import make_ca, make_server_cert
 from tests.daemon import ROOT, DaemonProcess, cli, make_config, make_video
+from tests.timeouts import scaled
 
 pytestmark = pytest.mark.slow
 
@@ -129,7 +130,7 @@ class Client:
 
         self.client.on_publish = on_publish
         self.client.publish(topic, payload, qos=1)
-        assert done.wait(10), f"no PUBACK for {topic}"
+        assert done.wait(scaled(10)), f"no PUBACK for {topic}"
         return result[0]
 
     def close(self) -> None:
@@ -166,12 +167,12 @@ def test_devices_are_fenced_in_and_the_operator_updates_through_the_fleet_broker
     envelope = json.loads(Path(f"{bundle}.manifest.json").read_text())
 
     anonymous = Client(fleet, None)
-    assert anonymous.ready.wait(10) and anonymous.refused == "Not authorized"
+    assert anonymous.ready.wait(scaled(10)) and anonymous.refused == "Not authorized"
     anonymous.close()
 
     operator = Client(fleet, "operator", ("edge/#",))
     cam2 = Client(fleet, "cam-2", ("#", "edge/cam-1/#", "edge/+/predictions/+"))
-    assert operator.ready.wait(10) and cam2.ready.wait(10), (operator.refused, cam2.refused)
+    assert operator.ready.wait(scaled(10)) and cam2.ready.wait(scaled(10)), (operator.refused, cam2.refused)
     video = make_video(tmp_path / "loop.mp4", 40)
     config = make_config(
         tmp_path,
@@ -230,7 +231,7 @@ def test_devices_are_fenced_in_and_the_operator_updates_through_the_fleet_broker
             "200000",
             "--wait",
             "90",
-            timeout=150,
+            timeout=scaled(150),
         )
         assert push.returncode == 0, push.stdout + push.stderr + daemon.log()[-3000:]
         assert "cam-1: active" in push.stdout

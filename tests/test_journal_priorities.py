@@ -23,6 +23,8 @@ from pathlib import Path
 
 import yaml
 
+from tests.timeouts import scaled
+
 from .broker import Broker, Recorder, free_port, wait_for
 from .daemon import ROOT, DaemonProcess, synthetic_config
 
@@ -55,7 +57,7 @@ def run_edge_runtime(args: list[str], stderr_file: Path, env: dict[str, str | No
             stderr=err,
             env=child_env,
             cwd=ROOT,
-            timeout=120,
+            timeout=scaled(120),
             check=False,
         )
     return proc.returncode
@@ -109,7 +111,7 @@ def test_the_fault_handlers_dump_goes_to_a_journal_stream_at_priority_err(tmp_pa
             received += chunk
         conn.close()
         journald.close()
-    assert proc.wait(60) == -signal.SIGABRT
+    assert proc.wait(scaled(60)) == -signal.SIGABRT
     header, dump = received.decode().split("\n")[:7], received.decode().split("\n")[7:]
     assert header == ["edge-runtime", "", "3", "0", "0", "0", "0"]  # identifier, unit, priority err
     text = "\n".join(dump)
@@ -166,7 +168,9 @@ def test_pythons_own_last_resort_reports_carry_a_priority(tmp_path: Path) -> Non
     env = {k: v for k, v in os.environ.items() if k != "INVOCATION_ID"}
     env["JOURNAL_STREAM"] = journal_env(stderr)["JOURNAL_STREAM"] or ""
     with stderr.open("ab") as err:
-        subprocess.run([sys.executable, "-c", child], stderr=err, env=env, cwd=ROOT, timeout=60, check=True)
+        subprocess.run(
+            [sys.executable, "-c", child], stderr=err, env=env, cwd=ROOT, timeout=scaled(60), check=True
+        )
     lines = stderr.read_text().splitlines()
     assert [ln for ln in lines if not PRIORITY.match(ln)] == []
     assert any(ln.startswith("<4>edge_runtime: Exception ignored in: ") for ln in lines), lines

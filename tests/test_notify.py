@@ -43,6 +43,7 @@ from edge_runtime.model import ModelSlot
 from edge_runtime.pipeline import Pipeline
 from edge_runtime.publish.outbox import Outbox
 from edge_runtime.service import StatusLine, progress
+from tests.timeouts import scaled
 
 from .broker import Broker, Recorder, free_port, wait_for
 from .daemon import ROOT, DaemonProcess, make_config, make_video, synthetic_config
@@ -482,7 +483,7 @@ class BlockingRunner:
 
     def run(self, inputs: list[Any]) -> list[Any]:
         self.entered.set()
-        self.release.wait(30)
+        self.release.wait(scaled(30))
         return inputs
 
     def finish(self, outputs: list[Any], context: Any) -> Any:
@@ -505,7 +506,7 @@ def test_a_hung_inference_call_is_named_and_its_blocked_source_is_not(tmp_path: 
     daemon = SimpleNamespace(pipelines=[pipeline])
     pipeline.start()
     try:
-        assert runner.entered.wait(10)
+        assert runner.entered.wait(scaled(10))
         time.sleep(0.6)  # the source fills the hand-off queue and waits on back-pressure
         found = stalls(progress(daemon), time.monotonic(), 0.3)  # type: ignore[arg-type]
         assert [(s.pipeline, s.stage) for s in found] == [("front", "processing")]

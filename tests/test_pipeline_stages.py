@@ -18,6 +18,7 @@ from edge_runtime.model import ModelSlot
 from edge_runtime.pipeline import Pipeline
 from edge_runtime.publish.outbox import Outbox
 from edge_runtime.scheduling import yield_to_inference
+from tests.timeouts import scaled
 
 from .broker import wait_for
 from .daemon import ROOT
@@ -61,7 +62,7 @@ class Model:
             second = self.prepared == 2
         if second and self.prepare_gate is not None:
             self.prepare_entered.set()
-            self.prepare_gate.wait(10)
+            self.prepare_gate.wait(scaled(10))
         return [image], self.version  # the context says which model prepared the tensors
 
     def run(self, inputs: list[Any]) -> list[Any]:
@@ -74,7 +75,7 @@ class Model:
                 self.runs += 1
             if call == 0 and self.run_gate is not None:
                 self.run_entered.set()
-                self.run_gate.wait(10)
+                self.run_gate.wait(scaled(10))
             time.sleep(self.delays.get(call, 0.0))
             return [self.version]
 
@@ -151,7 +152,7 @@ def test_a_stop_while_the_source_waits_to_hand_over_loses_no_prepared_frame(tmp_
     pipeline = Pipeline("p", source, ModelSlot("m", model), outbox, topic="t", device="d")  # type: ignore[arg-type]
     pipeline.start()
     assert wait_for(lambda: model.runs >= 3, 10)
-    pipeline.stop(timeout=5)
+    pipeline.stop(timeout=scaled(5))
     assert wait_for(lambda: pipeline.done, 5)
     rows = [json.loads(m.payload) for m in outbox.fetch(0, 1000)]
     outbox.close()
@@ -198,7 +199,7 @@ def test_a_frame_prepared_by_a_model_swapped_out_meanwhile_is_prepared_again(tmp
     shared = ModelSlot("m", first)  # type: ignore[arg-type]
 
     def swap() -> None:
-        assert first.run_entered.wait(10) and first.prepare_entered.wait(10)
+        assert first.run_entered.wait(scaled(10)) and first.prepare_entered.wait(scaled(10))
         shared.swap(second)  # type: ignore[arg-type]
         prepare_gate.set()
         run_gate.set()
@@ -216,7 +217,7 @@ def test_a_frame_waiting_for_a_closed_model_runs_on_its_replacement(tmp_path: Pa
     shared = ModelSlot("m", first)  # type: ignore[arg-type]
 
     def swap_and_close() -> None:
-        assert first.run_entered.wait(10)
+        assert first.run_entered.wait(scaled(10))
         assert wait_for(lambda: first.prepared >= 2, 10)  # frame 1 prepared, waiting for the copy
         time.sleep(0.1)
         shared.swap(second)  # type: ignore[arg-type]

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests.timeouts import scaled
+
 from .broker import Broker, Recorder, wait_for
 from .daemon import ROOT, DaemonProcess, make_config
 
@@ -70,7 +72,7 @@ def test_fifo_samples_give_every_window_once_and_the_fault_is_flagged(
     first = ["ax,ay,az", *lines[:1500], "1.0,oops,2.0", *lines[1500:3000], "1,2"]
     writer = threading.Thread(target=lambda: (write_lines(fifo, first), write_lines(fifo, lines[3000:])))
     writer.start()
-    writer.join(60)
+    writer.join(scaled(60))
     assert wait_for(lambda: len(recorder.on(PRED)) >= expected, 60), daemon.log()[-3000:]
 
     def sensor_health() -> dict[str, Any]:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.timeouts import scaled
+
 from .certs import make_ca, make_server_cert
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,7 +73,12 @@ def run_script(
     full_env = {k: v for k, v in os.environ.items() if k not in outside}
     full_env.update(env or {})
     proc = subprocess.run(
-        ["bash", str(script), *args], check=False, capture_output=True, text=True, env=full_env, timeout=120
+        ["bash", str(script), *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=scaled(120),
     )
     if check:
         assert proc.returncode == 0, (
@@ -103,7 +110,9 @@ def staged(tmp_path: Path, board: str = "generic") -> Path:
 
 def analyze(*args: str) -> subprocess.CompletedProcess[str]:
     assert SYSTEMD_ANALYZE is not None
-    return subprocess.run([SYSTEMD_ANALYZE, *args], check=False, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [SYSTEMD_ANALYZE, *args], check=False, capture_output=True, text=True, timeout=scaled(60)
+    )
 
 
 def verify(root: Path) -> subprocess.CompletedProcess[str]:
@@ -536,7 +545,7 @@ def validate(root: Path, config: str = "/etc/edge-runtime/config.yaml") -> subpr
         check=False,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
         env=env,
     )
 
@@ -742,5 +751,5 @@ def test_inside_the_unit_the_credentials_directory_is_used_as_it_is(tmp_path: Pa
     config.write_text(text.replace(f"{PREFIX}/models/", f"{image}{PREFIX}/models/"))
     env = dict(os.environ, CREDENTIALS_DIRECTORY=str(creds))
     command = [sys.executable, "-m", "edge_runtime", "validate", str(config)]
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, check=False)
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=scaled(60), env=env, check=False)
     assert proc.returncode == 0, proc.stderr

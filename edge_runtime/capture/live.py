@@ -16,6 +16,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -189,7 +190,8 @@ def gstreamer_opener(pipeline: str) -> Opener:
     """Open a GStreamer pipeline (it must end in appsink); needs OpenCV built with GStreamer."""
 
     def open_pipeline() -> Any:
-        if "GStreamer:" in cv2.getBuildInformation() and "GStreamer: NO" in cv2.getBuildInformation():
+        # the build information pads its columns: "    GStreamer:                   NO"
+        if re.search(r"GStreamer:\s+NO", cv2.getBuildInformation()):
             raise RuntimeError("this OpenCV has no GStreamer support (use the distribution's python3-opencv)")
         return cv2.VideoCapture(pipeline, cv2.CAP_GSTREAMER)
 

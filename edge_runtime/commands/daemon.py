@@ -16,7 +16,7 @@ from edge_runtime.config.sections import Config
 from edge_runtime.errors import InputError
 from edge_runtime.health.logformat import send_fault_dumps_to_journal
 from edge_runtime.health.notify import Notifier, watchdog_interval
-from edge_runtime.service import Service
+from edge_runtime.service import Service, leave
 
 logger = logging.getLogger(__name__)
 
@@ -126,4 +126,4 @@ def cmd_run(args: argparse.Namespace) -> int:
         stall_limit_s=interval,
         keep_log_level=bool(args.verbose or args.quiet),
     )
-    return service.run()
+    return leave(service.run())

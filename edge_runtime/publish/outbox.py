@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Literal
 
 from edge_runtime.config.sections import OutboxConfig
-from edge_runtime.errors import EdgeRuntimeError, OutboxUnavailableError
+from edge_runtime.errors import EdgeRuntimeError, OutboxClosedError, OutboxUnavailableError
 from edge_runtime.publish import salvage
 from edge_runtime.publish.outbox_file import SCHEMA, free_bytes, open_file
 from edge_runtime.publish.retention import Caps, Row, coalesce, delete_rows
@@ -102,6 +102,9 @@ class Outbox:
         self._attempts: dict[int, int] = {}  # refusals that could not be written (see refused())
         self._done: set[int] = set()  # delivered rows, deleted in batches (delivered())
         self._done_since = 0.0
+        # Set under the lock by close(): a thread that outlived the stop's bounded wait (a call
+        # that could not be interrupted) is refused with OutboxClosedError, never reaches SQLite.
+        self._closed = False
         self.on_added: Callable[[], None] = _nothing  # called after new rows are committed (publisher)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -182,6 +185,7 @@ class Outbox:
         stored = 0
         retained = False  # any retained (state) message: coalescing to do
         with self._lock:
+            self._check_open()
             meta = dict(self._meta)
             for item in items:
                 seq = int(meta.get(f"seq:{item.topic}", 0)) + 1
@@ -273,6 +277,7 @@ class Outbox:
         out: list[Message] = []
         while after_id < self._last_id and len(out) < limit:  # nothing newer: no query
             with self._lock:
+                self._check_open()
                 rows = self._db.execute(
                     "SELECT id, topic, payload, qos, retain FROM messages WHERE id > ? ORDER BY id LIMIT ?",
                     (after_id, limit - len(out)),
@@ -318,7 +323,12 @@ class Outbox:
                 self._delete_now(list(self._done))
 
     def _delete_now(self, ids: list[int]) -> None:
-        """Delete rows in a transaction of their own (lock held); a failed write keeps them marked."""
+        """Delete rows in a transaction of their own (lock held); a failed write keeps them marked.
+
+        After close (a late ack) nothing is deleted: the rows are sent again at the next start.
+        """
+        if self._closed:
+            return
         tally = self._tally.copy()
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -363,9 +373,16 @@ class Outbox:
         self.ack([row_id])  # writes the count with the deletion
         return True
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise OutboxClosedError(f"outbox {self.path} is closed")
+
     def close(self) -> None:
-        """Write what is only in memory, checkpoint and close the database."""
+        """Write what is only in memory, checkpoint and close the database (once)."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             try:
                 if self._unsaved:
                     self._db.execute("BEGIN IMMEDIATE")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.timeouts import scaled
+
 SERVER = Path(__file__).with_name("rtsp_server.py")
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, with python3-gi; the venv has no GObject bindings
 
@@ -22,7 +24,7 @@ def rtsp_server_missing() -> str | None:
     )
     try:
         proc = subprocess.run(
-            [SYSTEM_PYTHON, "-c", probe], capture_output=True, text=True, timeout=60, check=False
+            [SYSTEM_PYTHON, "-c", probe], capture_output=True, text=True, timeout=scaled(60), check=False
         )
     except FileNotFoundError:
         return f"{SYSTEM_PYTHON} not found"
@@ -71,7 +73,7 @@ class RtspCamera:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGCONT)  # a paused one must be able to die
             self.proc.kill()
-            self.proc.wait(10)
+            self.proc.wait(scaled(10))
 
     def pause(self) -> None:
         """SIGSTOP: connections stay open, nothing is sent, new ones are accepted and not answered."""

@@ -30,6 +30,7 @@ from edge_runtime.config.loader import load_config
 from edge_runtime.config.sections import MqttConfig
 from edge_runtime.config.sources import SensorSource as SensorConfig
 from edge_runtime.types import Window
+from tests.timeouts import scaled
 
 from ..broker import Broker, wait_for
 from ..conftest import ROOT, run_cli
@@ -60,9 +61,9 @@ def start(cfg: SensorConfig, **kwargs: Any) -> SensorSource:
 
 
 def collect(source: SensorSource, count: int, timeout: float = 10.0) -> list[Window]:
-    """Windows from the source's hand-off until ``count`` arrived (or the timeout)."""
+    """Windows from the source's hand-off until ``count`` arrived (or the timeout, scaled)."""
     out: list[Window] = []
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while len(out) < count and time.monotonic() < deadline:
         item = source.handoff.get(0.05)
         if item is None:
@@ -202,7 +203,7 @@ def test_regular_file_is_paced_at_rate_hz(tmp_path: Path) -> None:
     got = collect(source, 4, timeout=5)
     elapsed = time.monotonic() - t0
     source.stop()
-    assert len(got) == 4 and 0.3 <= elapsed < 2.0
+    assert len(got) == 4 and 0.3 <= elapsed < scaled(2.0)  # paced: at least 0.3 s
     assert 0.07 <= got[0].end_ts - got[0].start_ts <= 0.12  # 9 sample periods of 10 ms
 
 
@@ -307,7 +308,9 @@ def test_iio_polls_raw_values_with_scale_and_offset_and_reconnects(tmp_path: Pat
     assert wait_for(lambda: source.state == "reconnecting", 5)
     fake_iio(device, {"accel_x": 4, "accel_z": 10})
     assert wait_for(lambda: source.state == "streaming", 5)
-    later = [w for w in collect(source, 6, timeout=5) if w.data[0, 0] == 2.0]  # scale 0.5 after replug
+    later = [
+        w for w in collect(source, 6, timeout=5) if w.data[0, 0] == 2.0
+    ]  # scale 0.5 after replug
     source.stop()
     assert later and later[-1].data.tolist() == [[2.0, 0.0]] * 5 and source.reconnects == 1
 
@@ -455,7 +458,7 @@ def test_stdin_gives_every_window_and_ends_at_end_of_file() -> None:
         input=text,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=scaled(60),
         check=True,
     )
     assert proc.stdout.split("\n")[0] == "[0, 2, 4, 6] ended 10 1"

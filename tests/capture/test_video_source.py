@@ -12,6 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 from edge_runtime.capture import make_source
 from edge_runtime.capture.files import VideoFileSource
 from edge_runtime.config.sources import VideoSource
+from tests.timeouts import scaled
 
 from ..broker import Broker, Recorder, wait_for
 from ..conftest import ROOT
@@ -36,7 +37,7 @@ def _drain(source: VideoFileSource) -> list[np.ndarray]:
     source.start()
     images = []
     try:
-        while (frame := source.handoff.get(timeout=10.0)) is not None:
+        while (frame := source.handoff.get(timeout=scaled(10.0))) is not None:
             assert frame is not False, "the source stalled"
             assert frame.index == len(images)
             images.append(frame.image)
@@ -95,7 +96,7 @@ def test_a_paced_looping_video_spends_its_frame_slots_on_frames_only(
     source.start()
     try:
         for index in range(8):  # almost three loops of three frames
-            frame = source.handoff.get(timeout=10.0)
+            frame = source.handoff.get(timeout=scaled(10.0))
             assert frame and frame.index == index
             start = slots[0] if start is None else start
     finally:

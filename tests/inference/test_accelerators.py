@@ -113,3 +113,34 @@ def test_external_delegate_that_does_not_exist_is_reported(tmp_path: Path) -> No
             BackendOptions(accelerator="external", delegate_path=str(tmp_path / "nope.so")),
         )
     gc.collect()
+
+
+@pytest.mark.parametrize("device", ["usb", "usb:0", "pci:0"])
+def test_edgetpu_device_reaches_the_delegate_and_a_refusal_says_what_to_check(
+    monkeypatch: pytest.MonkeyPatch, device: str
+) -> None:
+    """A Coral on USB or PCIe: the configured ``device`` is what libedgetpu gets; when it refuses
+    (no runtime, no stick, no permission on /dev/apex_0 or the USB node), the error names each check."""
+    from edge_runtime.inference import tflite
+
+    real = tflite._import_runtime()
+    calls: list[tuple[str, dict[str, str]]] = []
+
+    def load_delegate(library: str, options: dict[str, str]) -> None:
+        calls.append((library, options))
+        raise ValueError(f"Failed to load delegate from {library}")
+
+    parts = {"Interpreter": real.Interpreter, "load_delegate": staticmethod(load_delegate)}
+    runtime = type("runtime", (), parts)
+    monkeypatch.setattr(tflite, "_import_runtime", lambda: runtime)
+    with pytest.raises(AcceleratorError) as info:
+        create_backend(
+            "tflite",
+            CLASSIFIER / "efficientnet_lite0_int8.tflite",
+            BackendOptions(accelerator="edgetpu", device=device),
+        )
+    assert calls == [("libedgetpu.so.1", {"device": device})]
+    message = str(info.value)
+    checks = ("libedgetpu1-std", "lsusb", "/dev/apex_0", "plugdev (USB) or apex (PCIe)", "allow_cpu_fallback")
+    for check in checks:
+        assert check in message, (check, message)

@@ -18,6 +18,7 @@ from edge_runtime.publish.mqtt import MqttLink
 from edge_runtime.publish.topics import Topics
 from tests.broker import Broker, free_port, wait_for
 from tests.certs import make_ca, make_server_cert
+from tests.timeouts import scaled
 
 
 def link_to(port: int, **settings: object) -> MqttLink:
@@ -121,7 +122,7 @@ def test_an_mtls_broker_closing_a_connection_without_a_client_certificate_is_a_r
         good = link_to(port, host="localhost", tls=tls)
         good.start()
         try:
-            assert good.connected.wait(20), good.last_error
+            assert good.connected.wait(scaled(20)), good.last_error
         finally:
             good.stop()
         assert good.failed_connects == 0 and good.last_error is None

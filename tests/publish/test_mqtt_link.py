@@ -12,6 +12,7 @@ from edge_runtime.publish.mqtt import MqttLink
 from edge_runtime.publish.outbox import Outbox
 from edge_runtime.publish.publisher import Publisher
 from edge_runtime.publish.topics import Topics
+from tests.timeouts import scaled
 
 from ..broker import Broker, Recorder, wait_for
 
@@ -26,7 +27,7 @@ def test_messages_published_from_another_thread_arrive_in_order(broker: Broker, 
     link = MqttLink(cfg, Topics("t", "dev"), client_id="dev", groups=[], status=dict)
     link.start()
     try:
-        assert link.connected.wait(10)
+        assert link.connected.wait(scaled(10))
         sent = 0
         while sent < COUNT:
             if link.publish("t/order", json.dumps({"seq": sent}).encode(), 1) is not None:
@@ -55,7 +56,7 @@ def test_the_committing_thread_sends_its_rows_and_takes_the_acks_that_came_meanw
         outbox.put("t/fast", lambda seq: json.dumps({"seq": seq}).encode())
 
     try:
-        assert link.connected.wait(10)
+        assert link.connected.wait(scaled(10))
         assert wait_for(lambda: link.acks.qsize() == 1, 10), "no PUBACK for the link's own status"
         put()  # takes that ack from the queue, then sends
         assert wait_for(lambda: len(recorder.on("/fast")) == 1, 10), "not sent by the committing thread"
@@ -104,8 +105,8 @@ def test_a_failing_handler_never_ends_the_link_and_a_dropped_route_delivers_noth
     link.route("t/x/chunk/+", handler)
     link.start()
     try:
-        assert link.connected.wait(10)
-        assert recorder.subscribed.wait(10)
+        assert link.connected.wait(scaled(10))
+        assert recorder.subscribed.wait(scaled(10))
         # the link's SUBSCRIBE and the recorder's PUBLISH race at the broker: probe until routed
         assert wait_for(
             lambda: bool(recorder.client.publish("t/x/chunk/0", b"probe", qos=1)) and bool(got), 10

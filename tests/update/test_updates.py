@@ -28,12 +28,12 @@ import yaml
 
 from tests.broker import Broker, Recorder, wait_for
 from tests.daemon import ROOT, DaemonProcess, cli, make_config, make_video
+from tests.timeouts import scaled
 
 pytestmark = pytest.mark.slow
 
 PERSON = ROOT / "models" / "ssdlite_mobilenet_v2_person"
 FPS = 10
-MAX_GAP_S = 1.5  # 15 frame intervals: generous, since model loads and golden runs share 2 cores
 
 
 # -- bundles ---------------------------------------------------------------------------------------
@@ -181,9 +181,17 @@ class Device:
         health = [h for h in self.recorder.on("/health") if isinstance(h, dict)]
         return dict(health[-1].get("updates") or {}) if health else {}
 
-    def max_gap(self) -> float:
-        ts = sorted(p["ts"] for p in self.predictions())
-        return max(np.diff(ts)) if len(ts) > 1 else 0.0
+    def assert_no_gap(self, versions: set[str]) -> None:
+        """No result lost, whatever the machine's speed: every seq from the first prediction to
+        the last, each frame once and in order (a file source waits rather than drop), served
+        by exactly ``versions`` (a swap inside the sequence: no frame lost across it)."""
+        preds = sorted({p["id"]: p for p in self.predictions()}.values(), key=lambda p: p["seq"])
+        seqs = [p["seq"] for p in preds]
+        missing = sorted(set(range(seqs[0], seqs[-1])) - set(seqs))
+        assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), missing
+        frames = [p["frame"]["index"] for p in preds]
+        assert frames == list(range(frames[0], frames[0] + len(frames))), frames
+        assert {p["model"]["version"] for p in preds} == versions
 
     def log(self) -> str:
         return (self.tmp / "daemon.log").read_text(errors="replace")
@@ -207,9 +215,9 @@ def update_id(bundle: Path) -> str:
 
 
 def push(bundle: Path, broker: Broker, *extra: str, wait: float = 90) -> subprocess.CompletedProcess[str]:
-    return cli(
-        "push", bundle, "--broker", f"127.0.0.1:{broker.port}", "--wait", str(wait), *extra, timeout=wait + 30
-    )
+    wait_s = str(scaled(wait))  # the device's answer: a wait like the others (tests/timeouts.py)
+    broker_at = f"127.0.0.1:{broker.port}"
+    return cli("push", bundle, "--broker", broker_at, "--wait", wait_s, *extra, timeout=wait + 30)
 
 
 # -- happy paths ---------------------------------------------------------------------------------------
@@ -232,7 +240,7 @@ def test_update_by_chunks_swaps_while_serving(
     assert re.search(r"update: \S+ passed \d+ golden vector\(s\)", device.log()), device.log()[-2000:]
     t_active = device.final(uid)["ts"]
     assert wait_for(lambda: device.versions_after(t_active + 0.5) == {"2"}, 20)
-    assert device.max_gap() < MAX_GAP_S, device.max_gap()
+    device.assert_no_gap({"1", "2"})
     assert (
         tmp_path / "dev" / "state" / "models" / "ssdlite_mobilenet_v2_person" / "2" / "model.yaml"
     ).is_file()
@@ -284,7 +292,9 @@ def test_update_by_url(device: Device, broker: Broker, kit: dict[str, Path], tmp
         server.shutdown()
     assert done.returncode == 0, done.stdout + done.stderr + device.log()[-2000:]
     assert device.final(update_id(bundle))["state"] == "active"
-    assert device.max_gap() < MAX_GAP_S
+    mark = time.time()
+    assert wait_for(lambda: device.versions_after(mark) == {"2"}, 20)
+    device.assert_no_gap({"1", "2"})
 
 
 # -- refusals ----------------------------------------------------------------------------------------
@@ -387,10 +397,13 @@ def test_bad_updates_are_refused_and_the_old_model_keeps_serving(
             assert done.returncode == 1, (label, done.stdout, done.stderr)
             assert "rejected" in done.stdout, (label, done.stdout)
             assert final["active_version"] == "1", (label, final)
-        assert not (tmp_path / "escape.txt").exists() and not (b.parent / "escape.txt").exists()
+        # the extraction folder is store/.staging/ID.extract: "../../escape.txt" would land in the
+        # store; no file of that name may appear anywhere in the test's folders
+        assert not (tmp_path / "dev" / "state" / "models" / "escape.txt").exists()
+        assert not list(tmp_path.rglob("escape.txt"))
         mark = time.time()
         assert wait_for(lambda: dev.versions_after(mark) == {"1"}, 10)
-        assert dev.max_gap() < MAX_GAP_S, dev.max_gap()
+        dev.assert_no_gap({"1"})
         good = signed(kit, b / "good.tar", version="5")
         assert push(good, broker, "--device", "cam-test").returncode == 0, dev.log()[-2000:]
         store = tmp_path / "dev" / "state" / "models"
@@ -446,7 +459,7 @@ def test_sigkill_at_each_step_leaves_old_or_new(
     )
     try:
         assert dev.process is not None
-        assert dev.process.proc.wait(60) == -9, dev.log()[-2000:]
+        assert dev.process.proc.wait(scaled(60)) == -9, dev.log()[-2000:]
         assert f"fault injection at {point}" in dev.log()
         store = tmp_path / "dev" / "state" / "models" / "ssdlite_mobilenet_v2_person"
         active = json.loads((store / "active.json").read_text()) if (store / "active.json").exists() else None
@@ -460,7 +473,7 @@ def test_sigkill_at_each_step_leaves_old_or_new(
         settled = final["ts"] + 0.5
         assert wait_for(lambda: dev.versions_after(settled) == {version}, 30), dev.versions_after(settled)
         assert dev.versions_after(mark) <= {"1", "2"}
-        out, _ = pusher.communicate(timeout=60)
+        out, _ = pusher.communicate(timeout=scaled(60))
         assert pusher.returncode == (0 if state == "active" else 1), out
     finally:
         if pusher.poll() is None:
