@@ -36,7 +36,8 @@ def _literal(text: str | None) -> Any:
 
 def _ultralytics_labels(metadata: dict[str, str]) -> list[str] | None:
     names = _literal(metadata.get("names"))
-    if isinstance(names, dict) and all(isinstance(k, int) for k in names):
+    if isinstance(names, dict) and names and all(str(k).isdigit() for k in names):  # JSON: keys are text
+        names = {int(k): v for k, v in names.items()}
         return [str(names.get(i, i)) for i in range(max(names) + 1)]
     if isinstance(names, list):
         return [str(n) for n in names]

@@ -105,3 +105,15 @@ def test_a_model_that_fits_no_family_is_described_with_every_family_line() -> No
     assert "metadata: none" in result.err
     for family in ("classification", "yolov8", "yolov5", "yolo_end2end", "ssd", "mediapipe_ssd"):
         assert f"family: {family} " in result.err
+
+
+def test_ultralytics_metadata_packed_into_a_tflite_names_the_classes(tmp_path: Path) -> None:
+    """Ultralytics appends a zip with metadata.json to its .tflite exports: names come from it."""
+    import zipfile
+
+    model = tmp_path / "face_float16.tflite"
+    shutil.copy(BLAZEFACE, model)
+    with zipfile.ZipFile(model, "a") as zf:
+        zf.writestr("metadata.json", '{"names": {"0": "face"}, "imgsz": [128, 128], "stride": 8}')
+    found = _detections(model, "astronaut")
+    assert [d["label"] for d in found] == ["face"]
