@@ -52,6 +52,13 @@ def test_yolov5_head_on_an_nhwc_input_scores_objectness_times_class() -> None:
     np.testing.assert_allclose(found[0]["box"], [96 / 256, 80 / 256, 160 / 256, 112 / 256], atol=1e-4)
 
 
+def test_yolox_raw_head_is_decoded_on_its_grid_with_the_image_top_left() -> None:
+    """coffee (600x400) fills 320x213 from the top-left corner: no offset to take away."""
+    found = _detections(DATA / "layout_yolox.onnx", "coffee")
+    assert [(d["class_id"], d["score"]) for d in found] == [(1, 0.72)]
+    np.testing.assert_allclose(found[0]["box"], [104 / 320, 72 / 213, 168 / 320, 104 / 213], atol=1e-4)
+
+
 def test_blazeface_from_the_file_alone_finds_the_one_face() -> None:
     """MediaPipe's short-range model (128x128, 896 anchors): no model.yaml, one face, right place."""
     found = _detections(BLAZEFACE, "astronaut")

@@ -11,7 +11,6 @@ from collections.abc import Iterator
 
 import cv2
 import numpy as np
-import pytest
 
 from edge_runtime.inference import BackendOptions
 from edge_runtime.model import Runner, load_model
@@ -38,7 +37,6 @@ def _variants(bgr: np.ndarray) -> Iterator[np.ndarray]:
     yield cv2.imdecode(jpeg, cv2.IMREAD_COLOR)
 
 
-@pytest.mark.slow
 def test_classifier_files_agree_on_variants_of_the_test_photos() -> None:
     """Top-1 the same on nearly all inputs; where they differ, each one's top-1 is in the other's
     top-5; top-1 scores close where they agree."""
