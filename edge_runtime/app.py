@@ -122,7 +122,10 @@ class Daemon:
 
     def _publish_model_status(self, body: dict[str, Any]) -> None:
         assert self.outbox is not None
-        self.outbox.put(self.topics.model_status, lambda _seq: payloads.encode(body), qos=1, retain=True)
+        try:
+            self.outbox.put(self.topics.model_status, lambda _seq: payloads.encode(body), qos=1, retain=True)
+        except OutboxClosedError:  # an update step that outlived the stop: its job is on disk, it resumes
+            logger.warning("update status %s not sent: the daemon stopped", body.get("state"))
 
     def _start_pipelines(self) -> None:
         assert self.outbox is not None
@@ -190,16 +193,21 @@ class Daemon:
             logger.exception("health report failed")
 
     # -- stop --------------------------------------------------------------------------------
-    def stop(self, flush_timeout: float = 2.0, wait_s: float = 4.0) -> None:
+    def stop(self, flush_timeout: float = 2.0, wait_s: float = 4.0, update_wait_s: float = 30.0) -> None:
         """Orderly shutdown, bounded at about 12 s in the worst case (the unit allows 15 s).
 
         Pipelines and health get ``wait_s`` together to end; a thread still running then (inside
         a call nothing can interrupt) is named in a warning and detached: the outbox and models
-        refuse it once closed (docs/architecture.md, Start and stop order).
+        refuse it once closed (docs/architecture.md, Start and stop order). An update step in
+        progress (checks of a large bundle on a slow board) gets up to ``update_wait_s``: a
+        reload's next daemon must not share the model store with it.
         """
         self.stop_event.set()
         if self.updates is not None:
             self.updates.stop()
+            if self.updates.running:  # a step that does not check the flag; the store is not shared
+                logger.warning("stop: waiting up to %.0fs for the update step in progress", update_wait_s)
+                self.updates.stop(update_wait_s)
         for p in self.pipelines:
             p.source.stop_event.set()  # all sources at once, then wait for each pipeline
         deadline = time.monotonic() + wait_s
@@ -207,6 +215,7 @@ class Daemon:
         if self._health_thread.is_alive():
             self._health_thread.join(max(0.5, deadline - time.monotonic()))
         lingering += ["health"] if self._health_thread.is_alive() else []
+        lingering += ["updates"] if self.updates is not None and self.updates.running else []
         if lingering:
             logger.warning("stop: detached, still in a call that did not return: %s", ", ".join(lingering))
         if self.outbox is not None and self.link is not None:

@@ -11,6 +11,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from .daemon import ROOT
 from .timeouts import scaled
 
@@ -32,6 +34,7 @@ def test_base_is_one_multi_arch_debian_python_and_the_user_is_not_root() -> None
     assert _instructions("ENTRYPOINT") == ['["edge-runtime"]']
 
 
+@pytest.mark.slow  # pip fetches the build backend (setuptools >= 77) from the index
 def test_the_copied_files_build_the_package_with_its_extras(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()

@@ -25,7 +25,7 @@ from edge_runtime.pipeline import Pipeline
 from edge_runtime.publish.outbox import Outbox
 
 from .broker import Broker, wait_for
-from .daemon import DaemonProcess, make_config
+from .daemon import DaemonProcess, make_config, synthetic_config
 from .test_pipeline_stages import IMAGES, Model
 from .timeouts import scaled
 
@@ -121,3 +121,20 @@ def test_a_model_call_that_outlives_the_stop_reaches_nothing_closed(
     rows = [json.loads(m.payload) for m in reopened.fetch(0, 100)]
     reopened.close()
     assert rows == []  # nothing was committed after the close
+
+
+def test_an_update_status_after_the_close_is_not_a_failure_of_the_update(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An update step that outlived the stop reports a state: the closed outbox refuses it, and
+    that is a warning, not an exception (which the update manager would take for a failed step
+    and end the job for: an update lost to a reload on a slow board)."""
+    from edge_runtime.app import Daemon
+    from edge_runtime.config.loader import load_config
+
+    daemon = Daemon(load_config(synthetic_config(tmp_path, 1883)))
+    daemon.outbox = Outbox(tmp_path / "outbox.db")
+    daemon.outbox.close()
+    with caplog.at_level(logging.WARNING):
+        daemon._publish_model_status({"state": "testing", "update": "abc"})
+    assert "update status testing not sent: the daemon stopped" in caplog.text

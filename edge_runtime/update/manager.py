@@ -111,6 +111,11 @@ class UpdateManager(Intake):
         if self._download is not None:
             self._download.close()
 
+    @property
+    def running(self) -> bool:
+        """The thread is still inside a step (verifying, extracting, testing a bundle)."""
+        return self._thread.is_alive()
+
     def listen(self, manifest_topics: list[str]) -> None:
         """Take the manifests published on these topics (routed before the link connects)."""
         for topic in manifest_topics:  # desired state: the broker's retained copies are told apart

@@ -61,9 +61,9 @@ def start(cfg: SensorConfig, **kwargs: Any) -> SensorSource:
 
 
 def collect(source: SensorSource, count: int, timeout: float = 10.0) -> list[Window]:
-    """Windows from the source's hand-off until ``count`` arrived (or the timeout)."""
+    """Windows from the source's hand-off until ``count`` arrived (or the timeout, scaled)."""
     out: list[Window] = []
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + scaled(timeout)
     while len(out) < count and time.monotonic() < deadline:
         item = source.handoff.get(0.05)
         if item is None:
@@ -181,7 +181,7 @@ def test_regular_file_gives_every_window_then_ends_and_counts_malformed_lines(tm
     path = tmp_path / "s.csv"
     path.write_text("a,b\n" + lines(range(10)) + "garbage\n1,2,3,4\n\n" + lines(range(10, 20)))
     source = start(sensor(path=str(path)))
-    got = collect(source, 100, timeout=scaled(5))
+    got = collect(source, 100, timeout=5)
     source.stop()
     assert first_column(got) == [[float(i) for i in range(k * 3, k * 3 + 4)] for k in range(6)]
     assert source.state == "ended" and source.stats() == {"samples": 20, "malformed": 2, "reconnects": 0}
@@ -191,7 +191,7 @@ def test_regular_file_last_line_without_newline_counts(tmp_path: Path) -> None:
     path = tmp_path / "s.csv"
     path.write_text(lines(range(6)) + "6,-6")
     source = start(sensor(path=str(path), hop=1))
-    got = collect(source, 100, timeout=scaled(5))
+    got = collect(source, 100, timeout=5)
     assert [w.first_sample for w in got] == [0, 1, 2, 3] and source.stats()["samples"] == 7
 
 
@@ -200,7 +200,7 @@ def test_regular_file_is_paced_at_rate_hz(tmp_path: Path) -> None:
     path.write_text(lines(range(41)))
     t0 = time.monotonic()
     source = start(sensor(path=str(path), pace=True, rate_hz=100, window=10, hop=10))
-    got = collect(source, 4, timeout=scaled(5))
+    got = collect(source, 4, timeout=5)
     elapsed = time.monotonic() - t0
     source.stop()
     assert len(got) == 4 and 0.3 <= elapsed < scaled(2.0)  # paced: at least 0.3 s
@@ -211,13 +211,13 @@ def test_followed_file_picks_up_appended_lines_and_a_rotated_file(tmp_path: Path
     path = tmp_path / "s.csv"
     path.write_text(lines(range(4)))
     source = start(sensor(path=str(path), follow=True, window=2, hop=2))
-    assert len(collect(source, 2, timeout=scaled(5))) == 2
+    assert len(collect(source, 2, timeout=5)) == 2
     with path.open("a") as fh:
         fh.write(lines(range(4, 8)))
-    assert [w.first_sample for w in collect(source, 2, timeout=scaled(5))] == [4, 6]
+    assert [w.first_sample for w in collect(source, 2, timeout=5)] == [4, 6]
     path.unlink()
     path.write_text(lines(range(8, 10)))  # rotated: a new file under the same name
-    got = collect(source, 1, timeout=scaled(5))
+    got = collect(source, 1, timeout=5)
     source.stop()
     assert first_column(got) == [[8.0, 9.0]] and source.reconnects == 1
 
@@ -242,7 +242,7 @@ def test_fifo_with_a_writer_per_line_loses_nothing_then_reports_no_writer(tmp_pa
                 fh.write(f"{i},{-i}\n")
 
     threading.Thread(target=write, daemon=True).start()
-    got = collect(source, expected_windows(30, 4, 3), timeout=scaled(10))
+    got = collect(source, expected_windows(30, 4, 3), timeout=10)
     assert first_column(got) == [[float(i) for i in range(k * 3, k * 3 + 4)] for k in range(9)]
     assert wait_for(lambda: source.state == "reconnecting", 5)
     assert "no writer" in (source.error or "")
@@ -299,7 +299,7 @@ def test_iio_polls_raw_values_with_scale_and_offset_and_reconnects(tmp_path: Pat
         driver="iio", path=str(device), channels=["accel_x", "accel_z"], rate_hz=100, window=5, hop=5
     )
     source = start(cfg)
-    got = collect(source, 2, timeout=scaled(5))
+    got = collect(source, 2, timeout=5)
     assert len(got) == 2 and got[0].data.tolist() == [[0.5, 10.0]] * 5
     assert 0.03 <= got[0].end_ts - got[0].start_ts <= 0.08  # 4 polls 10 ms apart
     for f in device.iterdir():  # unplugged: the kernel removes the device folder
@@ -309,7 +309,7 @@ def test_iio_polls_raw_values_with_scale_and_offset_and_reconnects(tmp_path: Pat
     fake_iio(device, {"accel_x": 4, "accel_z": 10})
     assert wait_for(lambda: source.state == "streaming", 5)
     later = [
-        w for w in collect(source, 6, timeout=scaled(5)) if w.data[0, 0] == 2.0
+        w for w in collect(source, 6, timeout=5) if w.data[0, 0] == 2.0
     ]  # scale 0.5 after replug
     source.stop()
     assert later and later[-1].data.tolist() == [[2.0, 0.0]] * 5 and source.reconnects == 1
@@ -430,7 +430,7 @@ def test_an_overlong_line_is_one_malformed_line(tmp_path: Path) -> None:
     path = tmp_path / "s.csv"
     path.write_text(lines(range(2)) + "9" * 200_000 + "\n" + lines(range(2, 4)))
     source = start(sensor(path=str(path), window=2, hop=2))
-    got = collect(source, 10, timeout=scaled(5))
+    got = collect(source, 10, timeout=5)
     assert first_column(got) == [[0.0, 1.0], [2.0, 3.0]]
     assert source.stats() == {"samples": 4, "malformed": 1, "reconnects": 0}
 
