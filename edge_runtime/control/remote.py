@@ -185,8 +185,6 @@ class RemoteConfig:
         digest = hashlib.sha256(payload).hexdigest()
         if not payload or self.store.seen(digest):
             return  # a cleared topic, or the same retained document read again: nothing to do
-        with self._lock:
-            self.store.remember(digest)
         try:
             message = envelope.read_json(payload, max_bytes=MAX_DOCUMENT_BYTES, what="config document")
             if not envelope.is_envelope(message):
@@ -197,6 +195,11 @@ class RemoteConfig:
             if self._refusals.allow() is not None:
                 self._report("rejected", None, digest, str(exc))
             return
+        # Only authenticated documents are remembered: junk must neither write to the disk per
+        # message nor push the digests of real documents out of the bounded list (a retained
+        # document forgotten that way would be handled, and reported, again at the next connect).
+        with self._lock:
+            self.store.remember(digest)
         version: int | None = None
         try:
             doc = envelope.open_document(signed, ConfigDoc)

@@ -93,3 +93,22 @@ def test_a_remote_config_that_no_longer_loads_is_dropped_for_the_local_file(tmp_
     body = supervisor.sent[-1][1]
     assert body["state"] == "rolled_back" and "no longer loads" in body["reason"]
     assert ConfigStore(folder, keep=3).active is None
+
+
+def test_unsigned_junk_neither_writes_per_message_nor_evicts_handled_documents(tmp_path: Path) -> None:
+    """A flood of distinct unsigned documents: the handled list (bounded) keeps the real
+    document's digest, so its retained copy read again at the next connect still does nothing."""
+    config, folder = _setup(tmp_path)
+    store = ConfigStore(folder, keep=3)
+    store.remember("ee" * 32)  # the digest of the real (retained) document, handled before
+    remote = RemoteConfig(load_config(config), config)
+    remote.startup(load_config(config))
+    supervisor = _Supervisor()
+    remote.supervisor = supervisor
+    state = folder / "config-state.json"
+    for i in range(200):
+        remote._handle(json.dumps({"document": f"junk {i}", "signature": ""}).encode())
+    assert remote.store.seen("ee" * 32)
+    assert "ee" * 32 in json.loads(state.read_text())["seen"]
+    assert len(supervisor.sent) == 1  # the refusals: reported once (at most once per 10 s)
+    assert supervisor.sent[0][1]["state"] == "rejected"
