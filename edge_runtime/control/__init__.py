@@ -60,7 +60,9 @@ def start(
         reload=None if remote is None else remote.reload,
         rebirth=lambda: daemon.rebirth() + (remote.republish() if remote is not None else []),
     )
-    requests = Requests(commands, link, per_s=c.commands_per_s, max_pending=c.max_pending)
+    requests = Requests(
+        commands, link, per_s=c.commands_per_s, max_pending=c.max_pending, prefix=cfg.mqtt.topic_prefix
+    )
     link.route_requests(commands_topic, requests.offer)
     if remote is not None:
         for topic in remote.desired_topics:

@@ -64,8 +64,10 @@ class Requests:
         *,
         per_s: float,
         max_pending: int,
+        prefix: str,
     ) -> None:
         self.handle, self.link = handle, link
+        self.prefix = prefix
         self.counters = {"received": 0, "dropped": 0, "answered": 0, "failed": 0, "unanswerable": 0}
         self._bucket = _Bucket(per_s, burst=max(max_pending, per_s))
         self._log = Throttle(per_s=60.0, burst=5)
@@ -78,12 +80,23 @@ class Requests:
         if len(payload) > MAX_REQUEST_BYTES or not self._bucket.take():
             self._dropped("over the rate limit or too big")
             return
-        if response is not None and (len(response) > MAX_RESPONSE_TOPIC or any(c in response for c in "+#")):
+        if response is not None and not self.answerable(response):
             response = None  # not a topic we may publish on
         try:
             self._queue.put_nowait(Request(topic.rpartition("/")[2], payload, response, correlation))
         except queue.Full:
             self._dropped("queue full")
+
+    def answerable(self, topic: str) -> bool:
+        """True when an answer may go to ``topic``: not too long, no wildcards, not a broker
+        (``$``) topic, and inside ``P/`` only under ``P/replies/``. Anyone may name a response
+        topic: without this rule they could make the device publish, with its credentials, on
+        its own status or predictions, another device's commands or an update's chunks."""
+        if not topic or len(topic) > MAX_RESPONSE_TOPIC or any(c in topic for c in "+#\0"):
+            return False
+        if topic.startswith("$"):
+            return False
+        return not topic.startswith(f"{self.prefix}/") or topic.startswith(f"{self.prefix}/replies/")
 
     def _dropped(self, why: str) -> None:
         self.counters["dropped"] += 1

@@ -18,6 +18,8 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_runtime.commands.broker import parse_host_port
 from edge_runtime.fleet import cmdsend
@@ -217,3 +219,36 @@ def test_a_signed_reload_rereads_the_config_file_as_sighup_does(site: dict[str, 
     ), site["daemon"].log()[-3000:]
     assert wait_for(lambda: "reload: running" in site["daemon"].log(), 30)  # logged after the birth
     assert ask(site, "ping")["ok"] is True  # the new daemon answers too
+
+
+def test_answers_never_go_to_the_devices_own_or_other_fleet_topics(site: dict[str, Any]) -> None:
+    """Anyone may name a response topic: one inside ``P/`` other than ``P/replies/...`` (the
+    device's status or predictions, another device's commands, an update's chunks) or a broker
+    ``$`` topic gets no answer (counted unanswerable); one outside ``P/`` is answered."""
+    rec = site["recorder"]
+    forbidden = [
+        f"edge/{DEVICE}/status",
+        f"edge/{DEVICE}/predictions/front",
+        f"edge/{DEVICE}/config/desired",
+        "edge/cam-other/cmd/pause",
+        "edge/updates/0123456789abcdef/chunk/0",
+        "$SYS/broker/hijack",
+    ]
+    allowed = "elsewhere/replies/probe"
+    before = ask(site, "health")["result"]["control"]["unanswerable"]
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="aimer", protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", site["broker"].port)
+    client.loop_start()
+    for topic in [*forbidden, allowed]:  # handled in order: the allowed one's answer comes last
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = topic
+        props.CorrelationData = b"aim"
+        client.publish(f"edge/{DEVICE}/cmd/ping", b"", qos=1, properties=props).wait_for_publish(10)
+    client.loop_stop()
+    client.disconnect()
+    assert wait_for(lambda: any(p.get("ok") for p in rec.on(allowed) if isinstance(p, dict)), 30)
+    answers = [
+        (t, p) for t, p, _ in list(rec.messages) if t in forbidden and isinstance(p, dict) and "ok" in p
+    ]
+    assert answers == []
+    assert ask(site, "health")["result"]["control"]["unanswerable"] == before + len(forbidden)
