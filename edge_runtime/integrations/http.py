@@ -13,6 +13,7 @@ import hmac
 import json
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -82,6 +83,12 @@ class _Server(ThreadingHTTPServer):
             self.shutdown_request(request)
             return
         super().process_request(request, client_address)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One throttled line, not socketserver's traceback on stderr: a client that resets or
+        stops reading would otherwise write one to the journal per connection."""
+        exc = sys.exc_info()[1]
+        _FAILURES.log(logger, logging.WARNING, "conn", "http: a connection failed: %r", exc)
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
         try:

@@ -151,3 +151,29 @@ def test_home_assistant_labels_must_name_a_pipeline(tmp_path: Path) -> None:
         problems[0].startswith(f"{config}:")
         and "home_assistant.labels.frnt: no pipeline named 'frnt'" in problems[0]
     )
+
+
+def _reset_midway(port: int) -> None:
+    """Half a request, then a TCP reset (SO_LINGER 0): the server's read fails."""
+    import socket
+    import struct
+
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(b"GET /api/status HTTP/1.1\r\nHost: x\r\n")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+def test_clients_that_reset_print_no_tracebacks(capfd: pytest.CaptureFixture[str]) -> None:
+    """Anyone who reaches the port can reset connections: the server goes on answering and writes
+    no traceback per connection (the journal), only a throttled line."""
+    server, url = _serve(Auth())
+    try:
+        for _ in range(30):
+            _reset_midway(server.port)
+        assert wait_for(lambda: get(url + "/healthz")[0] == 200, 20)
+        assert wait_for(lambda: server._server.slots._value == 2, 20)  # every thread ended
+    finally:
+        server.close()
+    err = capfd.readouterr().err
+    assert "Traceback" not in err, err[:2000]
