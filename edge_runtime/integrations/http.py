@@ -1,14 +1,16 @@
 """The local status page's HTTP server (read-only; docs/integrations.md#the-status-page).
 
 stdlib ``ThreadingHTTPServer`` with bounds: at most ``max_threads`` requests at once (more are
-closed unanswered), a 10 s socket timeout, GET and HEAD only, no request body read, nothing
-logged per request. Images come from the snapshot holders' caches, rendered at most every
-``min_render_s`` however often they are asked for, in these threads, never in a pipeline's.
+closed unanswered), a 10 s socket timeout and 30 s for a whole request, GET and HEAD only, no
+request body read, nothing logged per request. Images come from the snapshot holders' caches,
+rendered at most every ``min_render_s`` however often they are asked for, in these threads, never
+in a pipeline's.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hmac
 import json
 import logging
@@ -70,8 +72,8 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 16
 
-    def __init__(self, address: tuple[str, int], routes: Routes, max_threads: int) -> None:
-        self.routes = routes
+    def __init__(self, address: tuple[str, int], routes: Routes, max_threads: int, deadline_s: float) -> None:
+        self.routes, self.deadline_s = routes, deadline_s
         self.slots = threading.BoundedSemaphore(max_threads)
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.address_family = family
@@ -102,6 +104,21 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 10  # a client that sends nothing holds a thread at most this long
     server_version = "edge-runtime"
     sys_version = ""
+
+    def handle(self) -> None:
+        """One request within ``deadline_s`` in all: the socket timeout bounds each read, but a
+        client that sends a byte every few seconds (slowloris) would hold a thread for ever."""
+        cut = threading.Timer(self.server.deadline_s, self._cut)
+        cut.daemon = True
+        cut.start()
+        try:
+            super().handle()
+        finally:
+            cut.cancel()
+
+    def _cut(self) -> None:
+        with contextlib.suppress(OSError):  # reads see the end, writes fail: the thread ends
+            self.connection.shutdown(socket.SHUT_RDWR)
 
     def log_message(self, format: str, *args: Any) -> None:
         """Nothing per request (anyone who can reach the port could fill the journal)."""
@@ -171,8 +188,10 @@ class _Handler(BaseHTTPRequestHandler):
 class StatusServer:
     """The server in its own thread (``http``); :meth:`close` stops it and frees the port."""
 
-    def __init__(self, host: str, port: int, routes: Routes, max_threads: int) -> None:
-        self._server = _Server((host, port), routes, max_threads)
+    def __init__(
+        self, host: str, port: int, routes: Routes, max_threads: int, deadline_s: float = 30.0
+    ) -> None:
+        self._server = _Server((host, port), routes, max_threads, deadline_s)
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.5,), name="http", daemon=True

@@ -177,3 +177,38 @@ def test_clients_that_reset_print_no_tracebacks(capfd: pytest.CaptureFixture[str
         server.close()
     err = capfd.readouterr().err
     assert "Traceback" not in err, err[:2000]
+
+
+def test_a_client_trickling_its_headers_loses_its_thread_at_the_deadline() -> None:
+    """Slowloris: a header byte every 0.3 s never trips the 10 s socket timeout; with one thread
+    it would hold the page for ever. The request deadline (here 2 s) frees the thread."""
+    import socket
+    import threading
+
+    routes = Routes(_Status(), {}, None, Auth(), 2.0)  # type: ignore[arg-type]
+    server = StatusServer("127.0.0.1", free_port(), routes, max_threads=1, deadline_s=2.0)
+    url = f"http://127.0.0.1:{server.port}/healthz"
+    stop = threading.Event()
+    cut = threading.Event()
+
+    def trickle() -> None:
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        try:
+            sock.sendall(b"GET / HTTP/1.0\r\n")
+            while not stop.wait(0.3):  # the attack's pace
+                sock.sendall(b"X-a: b\r\n")
+        except OSError:
+            cut.set()  # the server closed it
+        finally:
+            sock.close()
+
+    slow = threading.Thread(target=trickle, daemon=True)
+    try:
+        slow.start()
+        assert wait_for(lambda: server._server.slots._value == 0, 10)  # it holds the only thread
+        assert wait_for(lambda: get(url, timeout=3)[0] == 200, 30)
+        assert wait_for(cut.is_set, 10)
+    finally:
+        stop.set()
+        slow.join(5)
+        server.close()
