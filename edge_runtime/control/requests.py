@@ -23,7 +23,7 @@ from edge_runtime.throttle import Throttle
 
 logger = logging.getLogger(__name__)
 
-MAX_REQUEST_BYTES = 16 * 1024  # a signed command is under 1 KB
+MAX_REQUEST_BYTES = 16 * 1024  # with its correlation data; a signed command is under 1 KB
 MAX_RESPONSE_TOPIC = 256
 
 
@@ -77,7 +77,10 @@ class Requests:
     def offer(self, topic: str, payload: bytes, response: str | None, correlation: bytes | None) -> None:
         """paho's thread: count, rate-limit, enqueue; nothing else."""
         self.counters["received"] += 1
-        if len(payload) > MAX_REQUEST_BYTES or not self._bucket.take():
+        # correlation data is echoed in the answer: counted with the payload, so nobody can make
+        # the device queue, or send to a topic of their choosing, a megabyte per request
+        size = len(payload) + len(correlation or b"")
+        if size > MAX_REQUEST_BYTES or not self._bucket.take():
             self._dropped("over the rate limit or too big")
             return
         if response is not None and not self.answerable(response):

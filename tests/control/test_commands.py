@@ -252,3 +252,23 @@ def test_answers_never_go_to_the_devices_own_or_other_fleet_topics(site: dict[st
     ]
     assert answers == []
     assert ask(site, "health")["result"]["control"]["unanswerable"] == before + len(forbidden)
+
+
+def test_big_correlation_data_is_not_echoed(site: dict[str, Any]) -> None:
+    """Correlation data counts with the payload (16 KiB): a request with 60 KB of it (MQTT allows
+    64 KiB) is dropped (counted), not queued and sent back to a topic of the sender's choosing."""
+    rec = site["recorder"]
+    before = ask(site, "health")["result"]["control"]["dropped"]
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="echo", protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", site["broker"].port)
+    client.loop_start()
+    for topic, correlation in (("elsewhere/echo/big", b"x" * 60_000), ("elsewhere/echo/small", b"y")):
+        props = Properties(PacketTypes.PUBLISH)
+        props.ResponseTopic = topic
+        props.CorrelationData = correlation
+        client.publish(f"edge/{DEVICE}/cmd/ping", b"", qos=1, properties=props).wait_for_publish(10)
+    client.loop_stop()
+    client.disconnect()
+    assert wait_for(lambda: len(rec.on("elsewhere/echo/small")) == 1, 30)
+    assert rec.on("elsewhere/echo/big") == []
+    assert ask(site, "health")["result"]["control"]["dropped"] == before + 1
