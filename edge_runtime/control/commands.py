@@ -19,6 +19,7 @@ from edge_runtime.control.ports import Daemon, FrameSource, PipelineView
 from edge_runtime.control.requests import MAX_REQUEST_BYTES, Request
 from edge_runtime.control.snapshot import encode
 from edge_runtime.errors import ControlError
+from edge_runtime.throttle import Throttle
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -44,12 +45,17 @@ class Commands:
         snapshot_quality: int,
         reload: Callable[[], None] | None,
         rebirth: Callable[[], list[str]],
+        publish_every_s: float = 5.0,
     ) -> None:
         self.daemon, self.device, self.groups, self.keys = daemon, device, groups, keys
         self.nonces, self.require_signed, self.frames = nonces, require_signed, frames
         self.max_height, self.quality = snapshot_max_height, snapshot_quality
         self.reload, self.rebirth = reload, rebirth
         self.refused = 0
+        # health and rebirth publish through the outbox (a durable row each): anyone may ask, so
+        # they publish at most once per publish_every_s; asking more often only reads
+        self.publish_every_s = publish_every_s
+        self._publishes = Throttle(per_s=publish_every_s, burst=1)
 
     def __call__(self, request: Request) -> dict[str, Any]:
         """The answer to ``request``."""
@@ -102,11 +108,14 @@ class Commands:
 
     def _health(self, args: dict[str, str]) -> dict[str, Any]:
         _no_args(args)
-        self.daemon.publish_health()
+        if self._publishes.allow("health") is not None:
+            self.daemon.publish_health()
         return self.daemon.health()
 
     def _rebirth(self, args: dict[str, str]) -> dict[str, Any]:
         _no_args(args)
+        if self._publishes.allow("rebirth") is None:
+            raise ControlError(f"rebirth was done less than {self.publish_every_s:g} s ago; ask again later")
         return {"republished": self.rebirth()}
 
     def _pause(self, args: dict[str, str]) -> dict[str, Any]:

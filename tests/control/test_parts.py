@@ -144,3 +144,17 @@ def test_bad_requests_get_reasons(tmp_path: Path, keys: dict[str, Any]) -> None:
     )
     deep = b'{"args": ' + b"[" * 50 + b"]" * 50 + b"}"
     assert "nests deeper" in _ask(commands, "ping", deep)["error"]
+
+
+def test_health_and_rebirth_publish_at_most_once_per_window(tmp_path: Path, keys: dict[str, Any]) -> None:
+    """Anyone may ask for health or a rebirth: a flood of them publishes once (one outbox row),
+    the health answers still carry the body, the extra rebirths are refused with the reason."""
+    commands = _commands(tmp_path, keys)
+    daemon = commands.daemon
+    assert isinstance(daemon, _Daemon)
+    answers = [_ask(commands, "health") for _ in range(50)]
+    assert all(a["ok"] and a["result"] == {"device": "d1"} for a in answers)
+    assert daemon.health_published == 1
+    births = [_ask(commands, "rebirth") for _ in range(50)]
+    assert births[0] == {"ok": True, "result": {"republished": ["edge/d1/status"]}}
+    assert all(not b["ok"] and "rebirth was done less than 5 s ago" in b["error"] for b in births[1:])
