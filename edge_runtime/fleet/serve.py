@@ -12,6 +12,7 @@ dropped requests, never memory (fleet/chunks.py bounds each answer).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import re
@@ -24,8 +25,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from edge_runtime.errors import EdgeRuntimeError, InputError, UpdateError
-from edge_runtime.fleet.chunks import MANIFEST_SUFFIX, ChunkSender, Offer
-from edge_runtime.mqttclient import Broker, make_client
+from edge_runtime.fleet.chunks import MANIFEST_SUFFIX, MAX_REQUEST_BYTES, ChunkSender, Offer
+from edge_runtime.mqttclient import Broker, connect_properties, make_client
 from edge_runtime.throttle import Throttle
 
 logger = logging.getLogger(__name__)
@@ -111,7 +112,10 @@ class ChunkServer:
             logger.warning("fleet serve: no signed bundle in %s yet (watching it)", self.catalog.folder)
         b = self.broker
         try:
-            self.client.connect(b.host, b.port, keepalive=b.keepalive)
+            # the broker drops what is bigger than a request for us, rather than sending it
+            limit = dataclasses.replace(b, max_packet_bytes=MAX_REQUEST_BYTES + 4096)
+            props = connect_properties(limit, 0)
+            self.client.connect(b.host, b.port, keepalive=b.keepalive, properties=props)
         except (OSError, ValueError) as exc:
             raise EdgeRuntimeError(f"cannot connect to the broker {b}: {exc}") from exc
         self.client.loop_start()
@@ -168,6 +172,9 @@ class ChunkServer:
         client.subscribe(f"{self.prefix}/updates/+/request", qos=0)
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        if len(msg.payload) > MAX_REQUEST_BYTES:  # never a request: the queue holds only small ones
+            self.dropped += 1
+            return
         try:
             self.requests.put_nowait((msg.topic, bytes(msg.payload)))
         except (queue.Full, UnicodeDecodeError):

@@ -115,3 +115,23 @@ def test_the_server_answers_only_offered_updates_whatever_the_topic_or_body(
     assert len(caplog.records) <= 12, [r.getMessage() for r in caplog.records]
     server._answer(f"p/updates/{offer.update}/request", request)
     assert sent == [f"p/updates/{offer.update}/chunk/{i}" for i in range(3)]
+
+
+def test_the_server_queues_no_message_bigger_than_a_request(tmp_path: Path) -> None:
+    """Anyone may publish on ``P/updates/+/request``: 1,000 queued 1 MB messages would be 1 GB.
+    Messages over a request's limit are dropped (counted) before the queue."""
+    import paho.mqtt.client as mqtt
+
+    from edge_runtime.fleet.chunks import MAX_REQUEST_BYTES
+    from edge_runtime.fleet.serve import ChunkServer
+    from edge_runtime.mqttclient import Broker
+
+    server = ChunkServer(tmp_path, Broker(host="127.0.0.1", port=1), prefix="p", rescan_s=1000)
+    big = mqtt.MQTTMessage(topic=b"p/updates/0123456789abcdef/request")
+    big.payload = b"x" * (MAX_REQUEST_BYTES + 1)
+    small = mqtt.MQTTMessage(topic=b"p/updates/0123456789abcdef/request")
+    small.payload = b'{"chunks": [0]}'
+    for _ in range(50):
+        server._on_message(server.client, None, big)
+    server._on_message(server.client, None, small)
+    assert (server.dropped, server.requests.qsize()) == (50, 1)
