@@ -60,8 +60,15 @@ class MqttLink:
         groups: list[str],
         status: Callable[[], dict[str, Any]],
         failure_log: Throttle | None = None,
+        max_answers: int = 4,
+        answer_timeout_s: float = 60.0,
     ) -> None:
         self.cfg, self.topics, self.groups, self._status = cfg, topics, groups, status
+        # answers to commands not acknowledged yet: anyone may ask, and paho keeps what it cannot
+        # send in memory, so on a slow uplink at most max_answers wait (a snapshot is 512 KiB)
+        self.max_answers, self.answer_timeout_s = max_answers, answer_timeout_s
+        self._answers: list[tuple[float, mqtt.MQTTMessageInfo]] = []
+        self._answers_lock = threading.Lock()
         self.connected = threading.Event()
         self.acks: queue.SimpleQueue[Ack] = queue.SimpleQueue()
         # called on paho's thread after each ack is queued (the publisher decides whether to wake)
@@ -325,14 +332,25 @@ class MqttLink:
 
     def respond(self, topic: str, payload: bytes, correlation: bytes | None) -> bool:
         """Answer a request on its response topic (QoS 1, not retained, no response topic of its
-        own, so two devices cannot answer each other forever); False when not connected."""
+        own, so two devices cannot answer each other forever); False when not connected or when
+        ``max_answers`` answers still wait for their PUBACK (for at most ``answer_timeout_s``)."""
         if not self.connected.is_set():
             return False
         props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
         if correlation is not None:
             props.CorrelationData = correlation
-        info = self._client.publish(topic, payload, qos=1, retain=False, properties=props)
-        return info.rc == mqtt.MQTT_ERR_SUCCESS  # its PUBACK matches no outbox row: ignored there
+        now = time.monotonic()
+        with self._answers_lock:  # no paho callback takes this lock: holding it over publish is safe
+            self._answers = [
+                (t, i) for t, i in self._answers if now - t < self.answer_timeout_s and _unacked(i)
+            ]
+            if len(self._answers) >= self.max_answers:
+                return False
+            info = self._client.publish(topic, payload, qos=1, retain=False, properties=props)
+            if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                return False
+            self._answers.append((now, info))  # its PUBACK matches no outbox row: ignored there
+        return True
 
     def rebirth(self) -> bool:
         """Publish the retained online status (the birth message) again; False when not connected."""
@@ -407,6 +425,14 @@ def _deliver_request_to(handler: RequestHandler) -> _Callback:
         )
 
     return _guarded(deliver)
+
+
+def _unacked(info: mqtt.MQTTMessageInfo) -> bool:
+    """An answer still waits for its PUBACK (paho raises for one that failed: not waiting)."""
+    try:
+        return not info.is_published()
+    except (ValueError, RuntimeError):
+        return False
 
 
 def _leave_writes_to_the_loop(_client: mqtt.Client, _userdata: Any, _sock: Any) -> None:

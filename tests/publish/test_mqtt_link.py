@@ -129,3 +129,24 @@ def test_a_failing_handler_never_ends_the_link_and_a_dropped_route_delivers_noth
     assert [p for _t, p in got if p != b"probe"] == ["²".encode(), b"ok"], (
         "nothing after the route was dropped"
     )
+
+
+def test_answers_waiting_for_their_puback_are_bounded(broker: Broker, recorder: Recorder) -> None:
+    """While the broker takes nothing (paused: a slow uplink), at most ``max_answers`` answers
+    wait in paho's memory; the rest are refused, not queued. Once acknowledged, answers go again."""
+    cfg = MqttConfig(host="127.0.0.1", port=broker.port, topic_prefix="t")
+    link = MqttLink(cfg, Topics("t", "dev"), client_id="dev", groups=[], status=dict, max_answers=3)
+    link.start()
+    try:
+        assert link.connected.wait(scaled(10))
+        assert broker.proc is not None
+        os.kill(broker.proc.pid, signal.SIGSTOP)
+        try:
+            sent = [link.respond("r/answers", b"x" * 1000, b"c") for _ in range(20)]
+        finally:
+            os.kill(broker.proc.pid, signal.SIGCONT)
+        assert sent.count(True) == 3 and sent[:3] == [True] * 3, sent
+        assert wait_for(lambda: len(recorder.on("r/answers")) == 3, 20)
+        assert wait_for(lambda: link.respond("r/answers", b"again", None), 20)
+    finally:
+        link.stop()
