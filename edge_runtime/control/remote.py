@@ -56,6 +56,7 @@ class RemoteConfig:
         self._stop = threading.Event()
         self._log = Throttle(per_s=60.0, burst=5)
         self._refusals = Throttle(per_s=10.0, burst=1)  # reports of unauthenticated documents
+        self._rejections = Throttle(per_s=60.0, burst=10)  # reports of signed documents refused
         self._thread = threading.Thread(target=self._run, name="config", daemon=True)
 
     # -- what runs ---------------------------------------------------------------------------
@@ -195,11 +196,6 @@ class RemoteConfig:
             if self._refusals.allow() is not None:
                 self._report("rejected", None, digest, str(exc))
             return
-        # Only authenticated documents are remembered: junk must neither write to the disk per
-        # message nor push the digests of real documents out of the bounded list (a retained
-        # document forgotten that way would be handled, and reported, again at the next connect).
-        with self._lock:
-            self.store.remember(digest)
         version: int | None = None
         try:
             doc = envelope.open_document(signed, ConfigDoc)
@@ -207,9 +203,22 @@ class RemoteConfig:
             doc.check_target(self.device, self.groups)
             cfg, text = self._check(doc)
         except ControlError as exc:
+            # Anyone can replay signed documents (every device's are on the broker: another
+            # device's, stale ones) in a cycle longer than the remembered list: refusals are
+            # logged, reported and remembered at a bounded rate, the rest only counted in a line.
+            if self._rejections.allow() is None:
+                self._log.log(logger, logging.WARNING, "held", "remote config v%s rejected: %s", version, exc)
+                return
+            with self._lock:
+                self.store.remember(digest)
             logger.warning("remote config v%s rejected: %s", version, exc)
             self._report("rejected", version, signed.sha256, str(exc))
             return
+        # Only authenticated documents are remembered: junk must neither write to the disk per
+        # message nor push the digests of real documents out of the bounded list (a retained
+        # document forgotten that way would be handled, and reported, again at the next connect).
+        with self._lock:
+            self.store.remember(digest)
         self._apply(doc, signed.sha256, cfg, text)
 
     def _check(self, doc: ConfigDoc) -> tuple[Config, str]:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from edge_runtime.config.loader import load_config
 from edge_runtime.control.configstore import ConfigStore, file_digest
+from edge_runtime.control.envelope import ConfigDoc, sign
 from edge_runtime.control.remote import RemoteConfig
+from edge_runtime.update.manifest import generate_keys, load_private_key
 from tests.daemon import synthetic_config
 
 
@@ -112,3 +116,31 @@ def test_unsigned_junk_neither_writes_per_message_nor_evicts_handled_documents(t
     assert "ee" * 32 in json.loads(state.read_text())["seen"]
     assert len(supervisor.sent) == 1  # the refusals: reported once (at most once per 10 s)
     assert supervisor.sent[0][1]["state"] == "rejected"
+
+
+def test_replayed_signed_documents_for_others_are_reported_at_a_bounded_rate(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every device's signed documents are on the broker: anyone can replay 200 of them (more
+    than the remembered list holds). At most 10 a minute are logged, reported and remembered;
+    the real document's digest stays remembered."""
+    private, public = generate_keys(tmp_path / "keys")
+    config = synthetic_config(
+        tmp_path,
+        1883,
+        control={"state_dir": str(tmp_path / "control")},
+        updates={"store": str(tmp_path / "models"), "public_keys": [str(public)]},
+    )
+    ConfigStore(tmp_path / "control", keep=3).remember("ee" * 32)
+    remote = RemoteConfig(load_config(config), config)
+    supervisor = _Supervisor()
+    remote.supervisor = supervisor
+    key = load_private_key(private)
+    caplog.set_level("WARNING")
+    for i in range(200):
+        doc = ConfigDoc(target=f"device:other-{i}", created=time.time(), version=i + 1, config="x: 1")
+        remote._handle(sign(doc, key))
+    assert len(supervisor.sent) == 10
+    assert all("signed for device:other-" in body["reason"] for _, body in supervisor.sent)
+    assert len(caplog.records) <= 16, [r.getMessage() for r in caplog.records]
+    assert remote.store.seen("ee" * 32)
