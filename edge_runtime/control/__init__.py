@@ -61,7 +61,12 @@ def start(
         rebirth=lambda: daemon.rebirth() + (remote.republish() if remote is not None else []),
     )
     requests = Requests(
-        commands, link, per_s=c.commands_per_s, max_pending=c.max_pending, prefix=cfg.mqtt.topic_prefix
+        commands,
+        link,
+        per_s=c.commands_per_s,
+        max_pending=c.max_pending,
+        prefix=cfg.mqtt.topic_prefix,
+        refused=(cfg.home_assistant.discovery_prefix,),  # the device's discovery is retained there
     )
     link.route_requests(commands_topic, requests.offer)
     if remote is not None:

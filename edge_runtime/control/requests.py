@@ -65,9 +65,10 @@ class Requests:
         per_s: float,
         max_pending: int,
         prefix: str,
+        refused: tuple[str, ...] = (),
     ) -> None:
         self.handle, self.link = handle, link
-        self.prefix = prefix
+        self.prefix, self.refused = prefix, refused
         self.counters = {"received": 0, "dropped": 0, "answered": 0, "failed": 0, "unanswerable": 0}
         self._bucket = _Bucket(per_s, burst=max(max_pending, per_s))
         self._log = Throttle(per_s=60.0, burst=5)
@@ -92,12 +93,13 @@ class Requests:
 
     def answerable(self, topic: str) -> bool:
         """True when an answer may go to ``topic``: not too long, no wildcards, not a broker
-        (``$``) topic, and inside ``P/`` only under ``P/replies/``. Anyone may name a response
+        (``$``) topic nor under a ``refused`` prefix (Home Assistant's discovery), and inside
+        ``P/`` only under ``P/replies/``. Anyone may name a response
         topic: without this rule they could make the device publish, with its credentials, on
         its own status or predictions, another device's commands or an update's chunks."""
         if not topic or len(topic) > MAX_RESPONSE_TOPIC or any(c in topic for c in "+#\0"):
             return False
-        if topic.startswith("$"):
+        if topic.startswith("$") or any(topic.startswith(f"{r}/") for r in self.refused):
             return False
         return not topic.startswith(f"{self.prefix}/") or topic.startswith(f"{self.prefix}/replies/")
 

@@ -223,8 +223,9 @@ def test_a_signed_reload_rereads_the_config_file_as_sighup_does(site: dict[str, 
 
 def test_answers_never_go_to_the_devices_own_or_other_fleet_topics(site: dict[str, Any]) -> None:
     """Anyone may name a response topic: one inside ``P/`` other than ``P/replies/...`` (the
-    device's status or predictions, another device's commands, an update's chunks) or a broker
-    ``$`` topic gets no answer (counted unanswerable); one outside ``P/`` is answered."""
+    device's status or predictions, another device's commands, an update's chunks), a broker
+    ``$`` topic or one under Home Assistant's discovery prefix gets no answer (counted
+    unanswerable); one elsewhere is answered."""
     rec = site["recorder"]
     forbidden = [
         f"edge/{DEVICE}/status",
@@ -233,6 +234,7 @@ def test_answers_never_go_to_the_devices_own_or_other_fleet_topics(site: dict[st
         "edge/cam-other/cmd/pause",
         "edge/updates/0123456789abcdef/chunk/0",
         "$SYS/broker/hijack",
+        f"homeassistant/device/{DEVICE}/config",
     ]
     allowed = "elsewhere/replies/probe"
     before = ask(site, "health")["result"]["control"]["unanswerable"]
