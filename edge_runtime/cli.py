@@ -81,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("config-schema", help="JSON Schema of the config file")
 
     _update_commands(sub)
+    _fleet_commands(sub)
 
     p = sub.add_parser("models", help="bundled models and the backends/accelerators usable here")
     p.add_argument("--dir", default=None, help="folder of model bundles (default: ./models)")
@@ -133,7 +134,9 @@ def _update_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
 
     p = sub.add_parser("push", help="publish a signed update over MQTT and follow the devices")
-    p.add_argument("bundle", metavar="BUNDLE", help="a signed bundle file (BUNDLE.manifest.json beside it)")
+    p.add_argument(
+        "bundle", metavar="BUNDLE", nargs="?", help="a signed bundle file (BUNDLE.manifest.json beside it)"
+    )
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--device", metavar="ID", help="the device to update (its device.id)")
     who.add_argument("--group", metavar="G", help="update the devices of group G (their device.groups)")
@@ -161,6 +164,83 @@ def _update_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         default=600.0,
         metavar="S",
         help="without --wait: serve chunks at most this long",
+    )
+    p.add_argument(
+        "--no-retain",
+        action="store_true",
+        help="publish the update once, not retained (only devices online now get it)",
+    )
+    p.add_argument(
+        "--clear",
+        action="store_true",
+        help="remove the desired (retained) update of --device or --group from the broker; no BUNDLE",
+    )
+    _wave_args(p)
+
+
+def _wave_args(p: argparse.ArgumentParser) -> None:
+    """push --group's staged rollout (docs/fleet.md#staged-rollouts)."""
+    p.add_argument(
+        "--waves",
+        default=None,
+        metavar="LIST",
+        help="staged rollout: devices reached after each wave, counts or percents (1,10%%,50%%,100%%)",
+    )
+    p.add_argument(
+        "--max-failures",
+        default=None,
+        metavar="N|P%",
+        help="with --waves: stop when more devices than this failed (default 0; P%% of those targeted)",
+    )
+    p.add_argument(
+        "--wave-timeout",
+        type=float,
+        default=600.0,
+        metavar="S",
+        help="with --waves: how long a wave waits for its devices (default 600); offline ones stay pending",
+    )
+
+
+def _fleet_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """fleet: operator commands for many devices (one subcommand each)."""
+    p = sub.add_parser("fleet", help="operator commands for a fleet of devices")
+    fleet = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="what to do")
+    s = fleet.add_parser("serve", help="serve the MQTT chunks of every signed bundle in DIR until stopped")
+    s.add_argument("dir", metavar="DIR", help="folder of signed bundles (FILE and FILE.manifest.json)")
+    add_broker_args(s)
+    s.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
+    s.add_argument(
+        "--rescan", type=float, default=10.0, metavar="S", help="read DIR again every S seconds (default 10)"
+    )
+    s.add_argument(
+        "--max-rate",
+        type=float,
+        default=8.0,
+        metavar="MIB_S",
+        help="chunk bytes sent per second, all devices together, in MiB (default 8)",
+    )
+    _fleet_status_args(fleet)
+
+
+def _fleet_status_args(fleet: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """fleet status (docs/fleet.md#fleet-status)."""
+    s = fleet.add_parser("status", help="one row per device: online, models, update state, fps, backlog")
+    s.set_defaults(command="fleet-status")
+    add_broker_args(s)
+    s.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
+    s.add_argument("--group", metavar="G", default=None, help="only the devices of group G")
+    s.add_argument("--json", action="store_true", help="a JSON list of objects (keys: docs/fleet.md)")
+    s.add_argument("--watch", action="store_true", help="go on, printing again whenever something changed")
+    s.add_argument(
+        "--wait",
+        type=float,
+        default=12.0,
+        metavar="S",
+        help="wait up to S seconds for each online device's health (not retained; default 12)",
+    )
+    s.add_argument("--interval", type=float, default=2.0, metavar="S", help="--watch: refresh period")
+    s.add_argument(
+        "--max-devices", type=int, default=10_000, metavar="N", help="keep at most N devices (default 10000)"
     )
 
 

@@ -1,7 +1,8 @@
 """The package's layering (docs/architecture.md), read from the import statements of every module.
 
 Stage packages never import each other; the leaves import nothing of the package beyond other
-leaves; only the composition modules (app, pipeline, service, cli, commands/, model/) cross stages.
+leaves; only the composition modules (app, pipeline, service, cli, commands/, model/, and the operator-side
+fleet/) cross stages.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ LEAVES = {
     "throttle",
     "durable",
 }
-COMPOSITION = {"app", "pipeline", "service", "cli", "commands", "model", "__main__", "__init__"}
+COMPOSITION = {"app", "pipeline", "service", "cli", "commands", "model", "fleet", "__main__", "__init__"}
 
 
 def _unit(path: Path) -> str:

@@ -3,6 +3,8 @@
 from edge_runtime.commands.bench import cmd_bench
 from edge_runtime.commands.bundles import cmd_bundle, cmd_keys
 from edge_runtime.commands.daemon import cmd_config_schema, cmd_run, cmd_validate
+from edge_runtime.commands.fleet import cmd_fleet
+from edge_runtime.commands.fleet_status import cmd_fleet_status
 from edge_runtime.commands.infer import cmd_infer
 from edge_runtime.commands.models import cmd_models
 from edge_runtime.commands.push import cmd_push
@@ -11,6 +13,8 @@ __all__ = [
     "cmd_bench",
     "cmd_bundle",
     "cmd_config_schema",
+    "cmd_fleet",
+    "cmd_fleet_status",
     "cmd_infer",
     "cmd_keys",
     "cmd_models",

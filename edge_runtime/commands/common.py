@@ -23,7 +23,7 @@ def options_from_flags(args: argparse.Namespace) -> BackendOptions:
         allow_cpu_fallback=False if args.no_fallback else None,
         device=args.device,
         delegate_path=args.delegate,
-        exact_int8=args.exact_int8,
+        exact_int8=True if args.exact_int8 else None,  # unset: exact where the CPU needs it
     )
 
 

@@ -1,9 +1,12 @@
 """``push``: publish a signed update to a device or a group, serve its chunks, follow the outcome.
 
-By chunks (the default) devices pull the bundle: each asks on ``P/updates/<id>/request`` for the
-chunk indices it lacks and this command publishes them on ``P/updates/<id>/chunk/<i>``, so reordered,
-repeated and lost chunks, and devices that restart mid-way, all end with a complete file. Chunks are
-served while this command runs; with ``--url`` the devices fetch the bundle themselves.
+The update is published retained (desired state, docs/updates.md): a device that is offline now
+finds it when it connects. By chunks (the default) devices pull the bundle: each asks on
+``P/updates/<id>/request`` for the chunk indices it lacks and the answer comes on
+``P/updates/<id>/chunk/<i>`` (fleet/chunks.py), so reordered, repeated and lost chunks, and devices
+that restart mid-way, all end with a complete file. Chunks are served while this command runs and,
+for devices that come later, by ``fleet serve``; with ``--url`` the devices fetch the bundle
+themselves. ``push --clear`` removes the desired update from the broker.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from edge_runtime.commands.broker import broker_from_args
-from edge_runtime.errors import EdgeRuntimeError, InputError
+from edge_runtime.errors import EdgeRuntimeError, InputError, UpdateError
+from edge_runtime.fleet.chunks import ChunkSender, Offer
 from edge_runtime.mqttclient import Broker, make_client
 from edge_runtime.update.job import MAX_HINTED_CHUNKS
 from edge_runtime.update.manifest import (
@@ -98,11 +102,62 @@ def _url(args: argparse.Namespace, m: Manifest) -> str | None:
 
 
 def cmd_push(args: argparse.Namespace) -> int:
-    """Publish, serve chunks, and with ``--wait`` follow every targeted device."""
+    """Publish, serve chunks, and with ``--wait`` follow every targeted device; or ``--clear``."""
+    if args.clear:
+        if args.bundle:
+            raise InputError("--clear takes no BUNDLE: it removes the desired update of the device or group")
+        return _clear(args)
+    if not args.bundle:
+        raise InputError("a BUNDLE to push (or --clear)")
     bundle, envelope, manifest = _load(args)
     broker = broker_from_args(args)
     pusher = _Pusher(args, broker, bundle, envelope, manifest)
+    if args.waves or args.max_failures:
+        return _staged(args, broker, pusher)
     return pusher.run()
+
+
+def _staged(args: argparse.Namespace, broker: Broker, pusher: _Pusher) -> int:
+    """``--waves``: a staged rollout (commands/staged.py) that serves the chunks as push does."""
+    from edge_runtime.commands.staged import run_staged
+    from edge_runtime.fleet.watch import FleetWatcher
+
+    return run_staged(
+        args,
+        lambda state: FleetWatcher(
+            broker,
+            state,
+            extra=(f"{pusher.base}/request",),
+            on_extra=lambda _topic, payload: pusher._serve(payload),
+            client=pusher.client,
+        ),
+        pusher,
+    )
+
+
+def _update_topic(args: argparse.Namespace) -> str:
+    if args.device:
+        return f"{args.prefix}/{args.device}/model/update"
+    return f"{args.prefix}/groups/{args.group}/model/update"
+
+
+def _clear(args: argparse.Namespace) -> int:
+    """Publish an empty retained message: the broker forgets the desired update of that topic."""
+    broker = broker_from_args(args)
+    client = make_client(broker, f"edge-push-{uuid.uuid4().hex[:8]}")
+    try:
+        client.connect(broker.host, broker.port, keepalive=broker.keepalive)
+    except (OSError, ValueError) as exc:
+        raise EdgeRuntimeError(f"cannot connect to the broker {broker}: {exc}") from exc
+    client.loop_start()
+    try:
+        topic = _update_topic(args)
+        client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)
+        print(f"cleared the desired update on {topic} (devices keep what they run)")
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    return 0
 
 
 class _Pusher:
@@ -133,7 +188,8 @@ class _Pusher:
             self.devices[args.device] = _Device()
         self.members: set[str] = set()
         self.inbox: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
-        self.sent_at: dict[int, float] = {}
+        self.offer = Offer(self.uid, bundle, m, self.chunk_size, envelope)
+        self.sender = ChunkSender(self._publish_chunk, prefix=self.prefix)
         self.client = make_client(broker, f"edge-push-{uuid.uuid4().hex[:8]}")
         c = self.client
         c.on_message = lambda _c, _u, msg: self.inbox.put(msg)
@@ -159,8 +215,9 @@ class _Pusher:
             self._drain(time.monotonic() + DISCOVERY_S)  # retained births tell who is in the group
             if self.args.group:
                 self._announce_group()
-            target = self._update_topic()
-            self.client.publish(target, self.payload, qos=1).wait_for_publish(10)
+            target = _update_topic(self.args)
+            retain = not self.args.no_retain  # desired state: devices that connect later find it
+            self.client.publish(target, self.payload, qos=1, retain=retain).wait_for_publish(10)
             print(
                 f"published update {self.uid} ({self.manifest.name} {self.manifest.version}, "
                 f"{self.manifest.size} bytes{'' if self.args.url else f', {self.count} chunks'}) to {target}"
@@ -169,11 +226,6 @@ class _Pusher:
         finally:
             self.client.loop_stop()
             self.client.disconnect()
-
-    def _update_topic(self) -> str:
-        if self.args.device:
-            return f"{self.prefix}/{self.args.device}/model/update"
-        return f"{self.prefix}/groups/{self.args.group}/model/update"
 
     def _announce_group(self) -> None:
         for device in sorted(self.members):
@@ -226,15 +278,16 @@ class _Pusher:
                 return
 
     def _handle(self, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == f"{self.base}/request":
+            self._serve(bytes(msg.payload))
+            return
         try:
             body = json.loads(msg.payload)
         except ValueError:
             return
         if not isinstance(body, dict):
             return
-        if msg.topic == f"{self.base}/request":
-            self._serve(body.get("chunks"))
-        elif msg.topic.endswith("/model/status"):
+        if msg.topic.endswith("/model/status"):
             if not msg.retain:  # a retained one is from before this push (an earlier attempt)
                 self._status(msg.topic.split("/")[-3], body)
         elif (
@@ -244,19 +297,16 @@ class _Pusher:
         ):
             self.members.add(msg.topic.split("/")[-2])
 
-    def _serve(self, chunks: Any) -> None:
-        if self.args.url is not None or not isinstance(chunks, list):
+    def _serve(self, payload: bytes) -> None:
+        if self.args.url is not None:
             return
-        now = time.monotonic()
-        with self.bundle.open("rb") as fh:
-            for index in chunks:
-                if not isinstance(index, int) or not 0 <= index < self.count:
-                    continue
-                if now - self.sent_at.get(index, -10.0) < 1.0:  # several devices asked at once
-                    continue
-                fh.seek(index * self.chunk_size)
-                self.client.publish(f"{self.base}/chunk/{index}", fh.read(self.chunk_size), qos=1)
-                self.sent_at[index] = now
+        try:
+            self.sender.answer(self.offer, payload)
+        except UpdateError:  # not a chunk request: anyone may publish there
+            return
+
+    def _publish_chunk(self, topic: str, data: bytes) -> bool:
+        return self.client.publish(topic, data, qos=1).rc == mqtt.MQTT_ERR_SUCCESS
 
     def _status(self, device: str, body: dict[str, Any]) -> None:
         if body.get("update") != self.uid:

@@ -157,12 +157,12 @@ class ModelConfig(Section):
         "and publishing need: with 2 threads on 2 cores, off was measured 20% faster in the daemon); "
         "null: the runtime's default (spin)",
     )
-    exact_int8: bool = Field(
-        False,
+    exact_int8: bool | None = Field(
+        None,
         description="onnx: on x86 CPUs without VNNI (AVX2, AVX-512F), run int8 products in ONNX "
         "Runtime's exact uint8 x uint8 kernels; its default kernels saturate with 8-bit weights and "
-        "change the answers (the bundled models use 7-bit weights and need no such setting); "
-        "measured 30% slower at 1 thread; no effect on other CPUs",
+        "change the answers. null (default): exact on those CPUs, where it is needed; false: the "
+        "default kernels (faster, right only for 7-bit weights); no effect on other CPUs",
     )
     top_k: int | None = Field(None, ge=1, description="classification: classes per result")
     score_threshold: float | None = Field(None, ge=0, le=1, description="override model.yaml")

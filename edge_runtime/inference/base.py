@@ -30,7 +30,8 @@ class BackendOptions:
     delegate_options: Mapping[str, Any] = field(default_factory=dict)
     xnnpack: bool = True  # tflite: use the XNNPACK CPU delegate
     spin_wait: bool | None = None  # onnx: idle intra-op threads spin (None: the runtime's default, on)
-    exact_int8: bool = False  # onnx: exact uint8 x uint8 products on x86 CPUs without VNNI
+    # onnx: exact uint8 x uint8 products on x86 CPUs without VNNI (None: there, and only there)
+    exact_int8: bool | None = None
     # Copies of the model that run at once, ``threads`` split among them (inference/pool.py);
     # None: one per thread on the CPU, one on an accelerator.
     streams: int | None = 1

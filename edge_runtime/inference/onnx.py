@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import platform
+import re
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +50,24 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(arg.name, shape, dtype, guess_layout(shape))  # type: ignore[arg-type]
 
 
+@lru_cache(maxsize=1)
+def cpu_lacks_vnni() -> bool:
+    """An x86 CPU without VNNI (AVX2, AVX-512F: most x86 before Ice Lake / Zen 4).
+
+    There ONNX Runtime's default uint8 x int8 kernels add pairs of products in 16 bits and saturate
+    with 8-bit weights, so int8 models need its exact kernels to give the answers they give on
+    VNNI and ARM CPUs (and on LiteRT). Other machines: False. Unknown x86 flags: True (exact is
+    never wrong, only slower).
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return True
+    return re.search(r"\b(avx512_vnni|avx_vnni)\b", flags) is None
+
+
 def _session_options(ort: Any, options: BackendOptions) -> Any:
     so = ort.SessionOptions()
     levels = {
@@ -63,7 +84,7 @@ def _session_options(ort: Any, options: BackendOptions) -> Any:
         # Spinning threads answer the next call a little sooner but burn a core while they wait:
         # on a small board that core is what decoding and publishing need.
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if options.spin_wait else "0")
-    if options.exact_int8:
+    if options.exact_int8 or (options.exact_int8 is None and cpu_lacks_vnni()):
         # x86 without VNNI: ORT's uint8 x int8 kernels add pairs of products in 16 bits, which
         # saturates with 8-bit weights; this converts the weights to uint8 for exact kernels.
         so.add_session_config_entry("session.x64quantprecision", "1")

@@ -8,6 +8,7 @@ bare file without model.yaml is described from its own metadata (metadata.py).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,12 @@ from edge_runtime.hashing import file_sha256
 from edge_runtime.inference import Backend, BackendOptions, StreamPool, create_backend
 from edge_runtime.model.files import choose_kind, resolve, verify_hashes
 from edge_runtime.model.metadata import spec_from_metadata
-from edge_runtime.model.spec import ModelSpec, WindowInput
+from edge_runtime.model.spec import MediapipeAnchorSpec, ModelSpec, WindowInput
 from edge_runtime.postprocess.decode import Decoder
 from edge_runtime.postprocess.detection import DetectionParams
 from edge_runtime.postprocess.families import num_classes
 from edge_runtime.postprocess.labels import read_labels
+from edge_runtime.postprocess.mediapipe import known_anchors, mediapipe_anchors
 from edge_runtime.postprocess.ssd import ssd_anchors
 from edge_runtime.types import TensorSpec
 
@@ -140,8 +142,8 @@ def _check_outputs(spec: ModelSpec, backend: Backend, labels: list[str] | None, 
         raise ModelError(
             f"{file}: labels file has {len(labels)} labels but the model outputs {classes} classes"
         )
-    if spec.family == "ssd":
-        anchors = make_anchors(spec)
+    if spec.family in ("ssd", "mediapipe_ssd"):
+        anchors = make_anchors(spec, _input_size(spec, backend), shapes)
         if not any(len(s) == 3 and s[1] == anchors.shape[0] for s in shapes):
             raise ModelError(
                 f"{file}: postprocess.anchors give {anchors.shape[0]} anchors but outputs are {shapes}"
@@ -162,9 +164,35 @@ def _check_window_outputs(spec: ModelSpec, backend: Backend, file: Path) -> None
         )
 
 
-def make_anchors(spec: ModelSpec) -> npt.NDArray[np.float32]:
-    """SSD anchors from model.yaml (cached per parameter set)."""
+def _input_size(spec: ModelSpec, backend: Backend) -> tuple[int, int]:
+    size = backend.input_specs[0].image_size or spec.preprocess.input_size
+    return size or (0, 0)
+
+
+def make_anchors(
+    spec: ModelSpec, input_size: tuple[int, int] = (0, 0), shapes: Sequence[tuple[int, ...]] = ()
+) -> npt.NDArray[np.float32]:
+    """Anchors of an SSD model (cached per parameter set): from model.yaml's ``postprocess.anchors``
+    or, for ``mediapipe_ssd`` without them, the face detectors' options whose count fits ``shapes``.
+    """
     a = spec.postprocess.anchors
+    if isinstance(a, MediapipeAnchorSpec):
+        return mediapipe_anchors(
+            input_size,
+            a.strides,
+            aspect_ratios=a.aspect_ratios,
+            interpolated_scale_aspect_ratio=a.interpolated_scale_aspect_ratio,
+            anchor_offset=a.anchor_offset,
+        )
+    if spec.family == "mediapipe_ssd":
+        count = shapes[0][1] if shapes and len(shapes[0]) == 3 else -1
+        found = known_anchors(input_size, count)
+        if found is None:
+            raise ModelError(
+                f"{spec.name}: no MediaPipe face-detector anchor options give {count} anchors for input "
+                f"{list(input_size)}; add postprocess.anchors: {{generator: mediapipe, strides: [...]}}"
+            )
+        return found
     assert a is not None
     return ssd_anchors(
         a.feature_map_sizes,
@@ -174,6 +202,13 @@ def make_anchors(spec: ModelSpec) -> npt.NDArray[np.float32]:
         reduce_boxes_in_lowest_layer=a.reduce_boxes_in_lowest_layer,
         interpolated_scale_aspect_ratio=a.interpolated_scale_aspect_ratio,
     )
+
+
+def _activation(spec: ModelSpec) -> str:
+    """``auto``: MediaPipe heads give logits; every other family's outputs are used as they are."""
+    if spec.postprocess.score_activation != "auto":
+        return spec.postprocess.score_activation
+    return "sigmoid" if spec.family == "mediapipe_ssd" else "none"
 
 
 def make_decoder(
@@ -197,8 +232,12 @@ def make_decoder(
         top_k=top_k or post.top_k,
         apply_softmax=post.softmax,
         class_score_threshold=threshold if threshold is not None and not is_detector else 0.0,
-        score_activation=post.score_activation,
+        score_activation=_activation(spec),
         label_offset=post.label_offset,
         box_scale=post.box_scale,
-        anchors=make_anchors(spec) if spec.family == "ssd" else None,
+        anchors=(
+            make_anchors(spec, model.input_size, [s.shape for s in model.backend.output_specs])
+            if spec.family in ("ssd", "mediapipe_ssd")
+            else None
+        ),
     )

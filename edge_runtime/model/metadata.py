@@ -2,12 +2,14 @@
 
 Ultralytics ONNX exports carry ``names``, ``imgsz`` and ``task`` in the ONNX metadata; TFLite
 models with metadata carry their labels as an associated file packed into the ``.tflite`` (which
-is then also a zip archive). The family comes from the output shapes.
+is then also a zip archive; Ultralytics also packs its ``metadata.json`` there). The family comes
+from the output shapes, the input size and the metadata (postprocess/families.py).
 """
 
 from __future__ import annotations
 
 import ast
+import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,10 @@ import numpy as np
 from edge_runtime.errors import ModelError
 from edge_runtime.inference.base import Backend
 from edge_runtime.model.spec import ModelSpec
-from edge_runtime.postprocess.families import guess_family
+from edge_runtime.postprocess.families import FAMILY_LINES, guess_family
+
+# MediaPipe's face detectors' own thresholds (face_detection_*_common.pbtxt)
+_MEDIAPIPE_POSTPROCESS = {"score_threshold": 0.5, "iou_threshold": 0.3}
 
 
 def _literal(text: str | None) -> Any:
@@ -38,43 +43,88 @@ def _ultralytics_labels(metadata: dict[str, str]) -> list[str] | None:
     return None
 
 
-def _tflite_packed_labels(file: Path) -> list[str] | None:
+def _tflite_packed(file: Path) -> tuple[list[str] | None, dict[str, str]]:
+    """Labels (the first ``.txt``) and Ultralytics' ``metadata.json`` packed into a ``.tflite``."""
     if file.suffix != ".tflite" or not zipfile.is_zipfile(file):
-        return None
+        return None, {}
+    labels: list[str] | None = None
+    meta: dict[str, str] = {}
     with zipfile.ZipFile(file) as zf:
-        texts = [n for n in zf.namelist() if n.endswith(".txt")]
-        if not texts:
-            return None
-        lines = zf.read(texts[0]).decode("utf-8", errors="replace").splitlines()
-    return [line.strip() for line in lines if line.strip()]
+        names = zf.namelist()
+        texts = [n for n in names if n.endswith(".txt")]
+        if texts:
+            lines = zf.read(texts[0]).decode("utf-8", errors="replace").splitlines()
+            labels = [line.strip() for line in lines if line.strip()]
+        if "metadata.json" in names:
+            try:
+                loaded = json.loads(zf.read("metadata.json"))
+            except ValueError:
+                loaded = None
+            if isinstance(loaded, dict):
+                meta = {str(k): v if isinstance(v, str) else repr(v) for k, v in loaded.items()}
+    return labels, meta
 
 
 def _preprocess(family: str, backend: Backend) -> dict[str, Any]:
-    """Defaults: YOLO letterboxes 0..1 pixels; quantised inputs take raw pixels; else 0..1."""
+    """Defaults: YOLO letterboxes 0..1 pixels; MediaPipe letterboxes -1..1 with black borders;
+    quantised inputs take raw pixels; else 0..1."""
     spec = backend.input_specs[0]
-    if family in ("yolov5", "yolov8"):
+    if family in ("yolov5", "yolov8", "yolo_end2end"):
         return {"resize": "letterbox", "mean": (0.0,) * 3, "std": (255.0,) * 3, "pad_value": 114}
+    if family == "mediapipe_ssd":
+        return {"resize": "letterbox", "mean": (127.5,) * 3, "std": (127.5,) * 3, "pad_value": 0}
     if np.issubdtype(spec.dtype, np.integer) and spec.quantization is not None:
         q = spec.quantization  # mean/std that make quantise(normalise(p)) == p
         return {"mean": (float(q.zero_point),) * 3, "std": (1.0 / q.scale,) * 3}
     return {"mean": (0.0,) * 3, "std": (255.0,) * 3}
 
 
+def no_family_message(file: Path, backend: Backend, metadata: dict[str, str]) -> str:
+    """What the model has, and the model.yaml that would describe it with each family."""
+
+    def tensors(specs: Any) -> str:
+        return ", ".join(f"{s.name} {list(s.shape)} {np.dtype(s.dtype).name}" for s in specs)
+
+    meta = ", ".join(f"{k}={v[:60]!r}" for k, v in sorted(metadata.items())) or "none"
+    kind = backend.kind
+    lines = [
+        f"{file}: its outputs fit no known family; describe it in a model.yaml next to it "
+        f"(name: {file.stem}, files: {{{kind}: {file.name}}}, the task and family lines below)",
+        f"  inputs:  {tensors(backend.input_specs)}",
+        f"  outputs: {tensors(backend.output_specs)}",
+        f"  metadata: {meta}",
+        "  families:",
+    ]
+    width = max(len(f) for f, _, _ in FAMILY_LINES)
+    lines += [f"    {task:<22} family: {fam:<{width}}  # {what}" for fam, task, what in FAMILY_LINES]
+    lines.append("See docs/models.md#families.")
+    return "\n".join(lines)
+
+
 def spec_from_metadata(file: Path, backend: Backend) -> tuple[ModelSpec, list[str] | None]:
     """A ModelSpec (and labels) for a model file without model.yaml, or ModelError."""
+    packed_labels, packed_meta = _tflite_packed(file)
+    meta = {**packed_meta, **dict(backend.metadata)}
     shapes = [s.shape for s in backend.output_specs]
-    family = guess_family(shapes)
+    imgsz = _literal(meta.get("imgsz"))
+    size = backend.input_specs[0].image_size if backend.input_specs else None
+    if size is None and isinstance(imgsz, list) and len(imgsz) == 2:
+        size = (int(imgsz[0]), int(imgsz[1]))
+    family = guess_family(shapes, size, meta)
+    if family is None:
+        raise ModelError(no_family_message(file, backend, meta))
     if family == "ssd":
         raise ModelError(
             f"{file}: looks like an SSD head (box encodings + scores) but anchors are unknown; "
-            "add a model.yaml with family: ssd and postprocess.anchors"
+            "add a model.yaml with family: ssd and postprocess.anchors (docs/models.md#families)"
         )
-    meta = dict(backend.metadata)
-    labels = _ultralytics_labels(meta) or _tflite_packed_labels(file)
-    imgsz = _literal(meta.get("imgsz"))
+    labels = _ultralytics_labels(meta) or packed_labels
     preprocess = _preprocess(family, backend)
     if isinstance(imgsz, list) and len(imgsz) == 2:
         preprocess["input_size"] = tuple(int(v) for v in imgsz)
+    stride = _literal(meta.get("stride"))
+    if isinstance(stride, int) and stride > 0:
+        preprocess["stride"] = stride
     spec = ModelSpec.model_validate(
         {
             "name": file.stem,
@@ -83,6 +133,7 @@ def spec_from_metadata(file: Path, backend: Backend) -> tuple[ModelSpec, list[st
             "family": family,
             "files": {backend.kind: file.name},
             "preprocess": preprocess,
+            "postprocess": _MEDIAPIPE_POSTPROCESS if family == "mediapipe_ssd" else {},
         }
     )
     return spec, labels

@@ -60,6 +60,11 @@ class Runner:
         self._prep = prep
         self._output_specs = list(model.backend.output_specs)
         self._encoder: InputEncoder | None = None
+        # A model that takes any height/width gets the smallest stride-aligned letterbox around
+        # each image (as Ultralytics does) instead of padding to the full square. ONNX Runtime only:
+        # a TFLite interpreter would have to be re-allocated for every new shape.
+        dynamic = model.image_input.image_size is None and model.backend.kind == "onnx"
+        self._rect_stride = prep.stride if prep.resize == "letterbox" and dynamic else 0
 
     def prepare(self, image_bgr: npt.NDArray[Any]) -> tuple[list[npt.NDArray[Any]], Any]:
         """BGR image -> (input tensors, the transform back to the image for ``finish``)."""
@@ -72,6 +77,8 @@ class Runner:
         size = self.model.input_size
         # Geometry first, colour order after: resizing treats channels alike, so swapping them on
         # the small image gives the same pixels for a fraction of the work.
+        if self._rect_stride:
+            size = geometry.stride_rectangle(image_bgr.shape[:2], size, self._rect_stride)
         if p.resize == "letterbox":
             resized, transform = geometry.letterbox(image_bgr, size, p.pad_value, p.interpolation)
         elif p.resize == "center_crop":
@@ -95,7 +102,7 @@ class Runner:
         real = [dequantize(o, s.quantization) for o, s in zip(outputs, self._output_specs, strict=True)]
         if self.model.spec.task == "classification":
             return InferenceResult("classification", classes=tuple(self.decoder.classify(real)))
-        raw = self.decoder.detect(real)
+        raw = self.decoder.detect(real, (transform.dst_height, transform.dst_width))
         boxes = transform.to_original(raw.boxes)
         return InferenceResult("detection", detections=tuple(to_detections(boxes, raw, self.model.labels)))
 

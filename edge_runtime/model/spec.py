@@ -18,12 +18,16 @@ Family = Literal[
     "tflite_detection_postprocess",
     "yolov5",
     "yolov8",
+    "yolo_end2end",
+    "mediapipe_ssd",
     "anomaly_score",
     "reconstruction",
     "regression",
 ]
 
-DETECTION_FAMILIES: frozenset[str] = frozenset({"ssd", "tflite_detection_postprocess", "yolov5", "yolov8"})
+DETECTION_FAMILIES: frozenset[str] = frozenset(
+    {"ssd", "tflite_detection_postprocess", "yolov5", "yolov8", "yolo_end2end", "mediapipe_ssd"}
+)
 TASK_FAMILIES: dict[str, frozenset[str]] = {
     "classification": frozenset({"classification"}),
     "detection": DETECTION_FAMILIES,
@@ -73,6 +77,12 @@ class PreprocessSpec(_Strict):
     input_size: tuple[int, int] | None = Field(
         None, description="[height, width] for models whose input size is dynamic"
     )
+    stride: int = Field(
+        32,
+        ge=0,
+        description="letterbox on a model with dynamic height/width: pad only to the next multiple "
+        "of this around the image, not to the full input_size (0: always the full input_size)",
+    )
 
     @field_validator("std")
     @classmethod
@@ -102,6 +112,20 @@ class AnchorSpec(_Strict):
     )
 
 
+class MediapipeAnchorSpec(_Strict):
+    """MediaPipe ``SsdAnchorsCalculator`` options (fixed-size anchors: only the centres matter)."""
+
+    generator: Literal["mediapipe"] = Field(..., description="anchor generator (MediaPipe's)")
+    strides: tuple[int, ...] = Field(
+        ..., min_length=1, description="stride of each layer; layers of equal stride share one grid"
+    )
+    aspect_ratios: int = Field(1, ge=1, description="number of aspect ratios per layer (anchors per cell)")
+    interpolated_scale_aspect_ratio: float = Field(
+        1.0, description="1.0: one more anchor per cell and layer, as MediaPipe's face detectors (0: none)"
+    )
+    anchor_offset: float = Field(0.5, description="anchor centre within its cell (x and y)")
+
+
 class PostprocessSpec(_Strict):
     """Decoder settings. Detection defaults suit most detectors; classification uses top_k."""
 
@@ -115,14 +139,19 @@ class PostprocessSpec(_Strict):
     iou_threshold: float = Field(0.45, gt=0.0, le=1.0, description="NMS IoU threshold")
     max_detections: int = Field(100, ge=1, description="detections kept after NMS")
     class_agnostic_nms: bool = Field(False, description="one NMS over all classes")
-    score_activation: Literal["none", "sigmoid", "softmax"] = Field(
-        "none", description="activation applied to raw class outputs"
+    score_activation: Literal["auto", "none", "sigmoid", "softmax"] = Field(
+        "auto",
+        description="activation applied to raw class outputs (auto: sigmoid for mediapipe_ssd, else none)",
     )
     label_offset: int = Field(0, ge=0, description="leading non-object columns (background)")
     box_scale: tuple[float, float, float, float] = Field(
         (10.0, 10.0, 5.0, 5.0), description="ssd: y, x, h, w box-encoding scale factors"
     )
-    anchors: AnchorSpec | None = Field(None, description="ssd: anchor generator")
+    anchors: AnchorSpec | MediapipeAnchorSpec | None = Field(
+        None,
+        description="ssd: ssd_anchor_generator parameters; mediapipe_ssd: {generator: mediapipe, strides: "
+        "[...]} (default: the face detectors' options whose anchor count fits the outputs)",
+    )
 
 
 class ImageInput(_Strict):
@@ -204,8 +233,12 @@ class ModelSpec(_Strict):
     def _family_fits_task(self) -> ModelSpec:
         if self.family not in TASK_FAMILIES[self.task]:
             raise ValueError(f"family {self.family!r} does not fit task {self.task!r}")
-        if self.family == "ssd" and self.postprocess.anchors is None:
-            raise ValueError("family 'ssd' needs postprocess.anchors")
+        anchors = self.postprocess.anchors
+        if self.family == "ssd" and not isinstance(anchors, AnchorSpec):
+            raise ValueError("family 'ssd' needs postprocess.anchors: {feature_map_sizes: [...]}")
+        mediapipe = anchors is None or isinstance(anchors, MediapipeAnchorSpec)
+        if self.family == "mediapipe_ssd" and not mediapipe:
+            raise ValueError("family 'mediapipe_ssd' takes postprocess.anchors: {generator: mediapipe, ...}")
         return self
 
     @model_validator(mode="after")

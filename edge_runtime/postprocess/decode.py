@@ -12,9 +12,10 @@ import numpy.typing as npt
 from edge_runtime.errors import ModelError
 from edge_runtime.postprocess.classification import classify, looks_like_probabilities, softmax
 from edge_runtime.postprocess.detection import DetectionParams, RawDetections, select
+from edge_runtime.postprocess.mediapipe import decode_mediapipe, split_outputs
 from edge_runtime.postprocess.ssd import decode_ssd
 from edge_runtime.postprocess.tflite_detect import decode_postprocessed
-from edge_runtime.postprocess.yolo import decode_yolov5, decode_yolov8
+from edge_runtime.postprocess.yolo import decode_end2end, decode_yolov5, decode_yolov8
 from edge_runtime.types import Classification
 
 Arr = npt.NDArray[np.float32]
@@ -23,7 +24,8 @@ Arr = npt.NDArray[np.float32]
 def activate(x: Arr, activation: str) -> Arr:
     """Apply ``sigmoid``/``softmax`` (over the last axis) or nothing."""
     if activation == "sigmoid":
-        return (1.0 / (1.0 + np.exp(-x))).astype(np.float32)
+        # clipped: exp(88) overflows float32 (MediaPipe heads give logits beyond +-100)
+        return (1.0 / (1.0 + np.exp(-np.clip(x, -80.0, 80.0)))).astype(np.float32)
     if activation == "softmax":
         return softmax(x)
     return x
@@ -65,9 +67,14 @@ class Decoder:
             label_offset=self.label_offset,
         )
 
-    def detect(self, outputs: Sequence[Arr]) -> RawDetections:
-        """Detections with boxes normalised to the MODEL INPUT (map them back with the transform)."""
+    def detect(self, outputs: Sequence[Arr], input_size: tuple[int, int] | None = None) -> RawDetections:
+        """Detections with boxes normalised to the MODEL INPUT (map them back with the transform).
+
+        ``input_size`` (height, width): the size this frame's input had, for a model with dynamic
+        height/width (default: the model's).
+        """
         p = self.detection
+        size = input_size or self.input_size
         if self.family == "tflite_detection_postprocess":
             raw = decode_postprocessed(outputs, self.output_names, label_offset=self.label_offset)
             return select(raw, p, apply_nms=False)
@@ -82,12 +89,25 @@ class Decoder:
                 label_offset=self.label_offset,
                 score_threshold=p.score_threshold,
             )
+        elif self.family == "mediapipe_ssd":
+            assert self.anchors is not None
+            regressors, scores = split_outputs(outputs, self.output_names)
+            raw = decode_mediapipe(
+                regressors,
+                activate(scores, self.score_activation),
+                self.anchors,
+                size,
+                score_threshold=p.score_threshold,
+            )
+        elif self.family == "yolo_end2end":
+            raw = decode_end2end(outputs[0], size, score_threshold=p.score_threshold)
+            return select(raw, p, apply_nms=False)
         elif self.family == "yolov5":
             out = self._activate_scores(outputs[0], axis=-1)
-            raw = decode_yolov5(out, self.input_size, score_threshold=p.score_threshold)
+            raw = decode_yolov5(out, size, score_threshold=p.score_threshold)
         elif self.family == "yolov8":
             out = self._activate_scores(outputs[0], axis=-2)
-            raw = decode_yolov8(out, self.input_size, score_threshold=p.score_threshold)
+            raw = decode_yolov8(out, size, score_threshold=p.score_threshold)
         else:
             raise ModelError(f"family {self.family!r} is not a detector")
         return select(raw, p)

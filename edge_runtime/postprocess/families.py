@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from edge_runtime.errors import ModelError
+from edge_runtime.postprocess.mediapipe import known_anchors
 
 Shape = tuple[int, ...]
 
@@ -25,32 +25,53 @@ def _yolo_layout(a: int, b: int) -> str | None:
     return None
 
 
-def guess_family(shapes: Sequence[Shape]) -> str:
-    """``classification | ssd | tflite_detection_postprocess | yolov5 | yolov8`` or ModelError.
+# Every family, with the model.yaml lines that select it and the outputs it decodes: the message of
+# a model that fits none lists them, so the user can pick one.
+FAMILY_LINES: tuple[tuple[str, str, str], ...] = (
+    ("classification", "task: classification", "[1, C] scores or logits"),
+    ("yolov8", "task: detection", "[1, 4+C, N]: YOLOv8 / YOLO11 (cx, cy, w, h + class scores)"),
+    ("yolov5", "task: detection", "[1, N, 5+C]: YOLOv5 / YOLOv7 (cx, cy, w, h, objectness + classes)"),
+    ("yolo_end2end", "task: detection", "[1, N, 6]: x1, y1, x2, y2, score, class (NMS inside)"),
+    ("tflite_detection_postprocess", "task: detection", "the 4 outputs of TFLite_Detection_PostProcess"),
+    ("ssd", "task: detection", "boxes [1, N, 4] + scores [1, N, C], with postprocess.anchors"),
+    ("mediapipe_ssd", "task: detection", "regressors [1, N, 4+2K] + classificators [1, N, C] (BlazeFace)"),
+)
+
+
+def _single_output(shape: Shape, metadata: Mapping[str, str]) -> str | None:
+    if len(_squeeze(shape)) == 1 and shape[-1] > 1:
+        return "classification"
+    if len(shape) != 3:
+        return None
+    end2end = str(metadata.get("end2end", "")).lower() == "true"
+    # [1, N, 6] with a few hundred rows is an exported NMS (max_det 300); YOLOv5 with one class has
+    # thousands of anchors (6300 at 320)
+    if shape[2] == 6 and (end2end or 0 < shape[1] <= 1000):
+        return "yolo_end2end"
+    return _yolo_layout(shape[1], shape[2])
+
+
+def guess_family(
+    shapes: Sequence[Shape],
+    input_size: tuple[int, int] | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> str | None:
+    """The family the outputs fit, or None.
 
     Dynamic dimensions (-1) count as unknown and never match a rule that needs their value.
+    ``input_size`` (height, width) tells MediaPipe anchor grids apart from TF SSD heads.
     """
     has_count = any(_squeeze(s) == () or s == (1,) for s in shapes)
     if len(shapes) == 4 and has_count and any(len(s) == 3 and s[-1] == 4 for s in shapes):
         return "tflite_detection_postprocess"
-    if len(shapes) == 2 and all(len(s) == 3 for s in shapes):
-        a, b = shapes
-        if a[1] == b[1] and 4 in (a[2], b[2]):
+    if len(shapes) == 2 and all(len(s) == 3 for s in shapes) and shapes[0][1] == shapes[1][1]:
+        if input_size is not None and known_anchors(input_size, shapes[0][1]) is not None:
+            return "mediapipe_ssd"
+        if 4 in (shapes[0][2], shapes[1][2]):
             return "ssd"
     if len(shapes) == 1:
-        shape = shapes[0]
-        if len(_squeeze(shape)) == 1 and shape[-1] > 1:
-            return "classification"
-        if len(shape) == 3:
-            yolo = _yolo_layout(shape[1], shape[2])
-            if yolo:
-                return yolo
-    listed = ", ".join(str(list(s)) for s in shapes)
-    raise ModelError(
-        f"outputs {listed} fit no known family (classification [1,C], ssd boxes+scores, "
-        "TFLite_Detection_PostProcess, yolov5 [1,N,5+C], yolov8 [1,4+C,N]); "
-        "add a model.yaml next to the model with task: and family:"
-    )
+        return _single_output(shapes[0], metadata or {})
+    return None
 
 
 def num_classes(family: str, shapes: Sequence[Shape], label_offset: int = 0) -> int | None:
@@ -64,4 +85,6 @@ def num_classes(family: str, shapes: Sequence[Shape], label_offset: int = 0) -> 
         return shapes[0][-1] - 5
     if family == "yolov8":
         return shapes[0][1] - 4
+    if family == "mediapipe_ssd":
+        return min(shapes[0][-1], shapes[1][-1]) - label_offset
     return None

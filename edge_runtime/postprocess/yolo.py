@@ -1,4 +1,6 @@
-"""YOLO heads: v5 ``[1, N, 5 + C]`` (with objectness) and v8/v11 ``[1, 4 + C, N]`` (without).
+"""YOLO heads: v5/v7 ``[1, N, 5 + C]`` (with objectness), v8/v11 ``[1, 4 + C, N]`` (without), and
+end-to-end outputs ``[1, N, 6]`` = ``(x1, y1, x2, y2, score, class)`` (exports with NMS inside,
+YOLOv10 / YOLO26), whose boxes are already final.
 
 Boxes are ``(cx, cy, w, h)`` in input pixels as Ultralytics exports them; a head that emits
 normalised coordinates (all values <= ~1) is detected and handled too.
@@ -49,3 +51,17 @@ def decode_yolov8(output: Arr, input_size: tuple[int, int], *, score_threshold: 
         return RawDetections.empty()
     boxes = _cxcywh_to_xyxy(pred[keep, :4], input_size, _in_pixels(pred[:, :4]))
     return RawDetections(boxes, scores[keep].astype(np.float32), class_ids[keep])
+
+
+def decode_end2end(output: Arr, input_size: tuple[int, int], *, score_threshold: float) -> RawDetections:
+    """``[1, N, 6]`` rows ``(x1, y1, x2, y2, score, class)``; unused rows have score 0."""
+    pred = output.reshape(-1, output.shape[-1])
+    pred = pred[pred[:, 4] >= score_threshold]
+    if pred.shape[0] == 0:
+        return RawDetections.empty()
+    boxes = pred[:, :4]
+    if _in_pixels(boxes):
+        h, w = input_size
+        boxes = (boxes / np.array([w, h, w, h], np.float32)).astype(np.float32)
+    class_ids = np.rint(pred[:, 5]).astype(np.intp)
+    return RawDetections(boxes.astype(np.float32), pred[:, 4].astype(np.float32), class_ids)

@@ -75,6 +75,18 @@ def center_crop(
     return out, Transform(w, h, dw, dh, scale_x=dw / cw, scale_y=dh / ch, crop_x=x0, crop_y=y0)
 
 
+def stride_rectangle(image_hw: tuple[int, int], size: tuple[int, int], stride: int) -> tuple[int, int]:
+    """The smallest ``(height, width)`` of multiples of ``stride`` that holds the image letterboxed
+    into ``size``, as Ultralytics sizes a dynamic-shape model's input (a 640x480 image at 320 gives
+    320x256 instead of 320x320: a fifth less work for the same pixels of the image).
+    """
+    h, w = image_hw
+    dh, dw = size
+    scale = min(dw / w, dh / h)
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    return nh + (dh - nh) % stride, nw + (dw - nw) % stride
+
+
 def letterbox(
     image: Image, size: tuple[int, int], pad_value: int = 114, interpolation: str = "linear"
 ) -> tuple[Image, Transform]:

@@ -30,6 +30,8 @@ from edge_runtime.throttle import Throttle
 logger = logging.getLogger(__name__)
 
 Handler = Callable[[str, bytes], None]  # (topic, payload), called on paho's thread: enqueue only
+RetainHandler = Callable[[str, bytes, bool], None]  # (topic, payload, kept by the broker)
+_Callback = Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None]  # what paho calls
 _THROTTLE = Throttle(per_s=60.0, burst=5)  # lines anyone on the broker can cause, per topic
 
 
@@ -98,8 +100,14 @@ class MqttLink:
         c.on_socket_unregister_write = _leave_writes_to_the_loop
 
     def _identity(self) -> dict[str, Any]:
+        # the groups and models too, so `fleet status` and `push --group` know an offline device
         status = self._status()
-        return {"session": status.get("session"), "ts": time.time()}
+        return {
+            "session": status.get("session"),
+            "groups": status.get("groups"),
+            "models": status.get("models"),
+            "ts": time.time(),
+        }
 
     def start(self) -> None:
         """Connect and keep connecting in the ``mqtt`` thread."""
@@ -289,7 +297,17 @@ class MqttLink:
                     self._client.unsubscribe(topic_filter)
             self._client.message_callback_remove(topic_filter)
             return
-        self._client.message_callback_add(topic_filter, _deliver_to(handler))
+        self._add_route(topic_filter, _deliver_to(handler))
+
+    def route_retained(self, topic_filter: str, handler: RetainHandler) -> None:
+        """``route`` for desired-state topics: ``handler(topic, payload, retained)``, where
+        ``retained`` says the broker sent a message it kept (at a subscribe: every (re)connect)."""
+        self._add_route(topic_filter, _deliver_retained_to(handler))
+
+    def _add_route(self, topic_filter: str, callback: _Callback) -> None:
+        """Install ``callback``; a filter that is not a fixed inbound topic is subscribed too."""
+        fixed = topic_filter in self.topics.inbound(self.groups)
+        self._client.message_callback_add(topic_filter, callback)
         if not fixed:
             with self._routes_lock:
                 self._routes.add(topic_filter)
@@ -322,13 +340,22 @@ def _topic_of(message: mqtt.MQTTMessage) -> str:
         return repr(bytes(message._topic))
 
 
-def _deliver_to(handler: Handler) -> Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None]:
-    """paho's callback for a route: the handler gets (topic, payload); nothing it raises reaches
-    paho (which would re-raise it out of the network loop)."""
+def _deliver_to(handler: Handler) -> _Callback:
+    """paho's callback for a route: the handler gets (topic, payload)."""
+    return _guarded(lambda m: handler(m.topic, bytes(m.payload)))
+
+
+def _deliver_retained_to(handler: RetainHandler) -> _Callback:
+    """paho's callback for a desired-state route: (topic, payload, kept by the broker)."""
+    return _guarded(lambda m: handler(m.topic, bytes(m.payload), bool(m.retain)))
+
+
+def _guarded(deliver: Callable[[mqtt.MQTTMessage], None]) -> _Callback:
+    """Nothing a handler raises reaches paho (which would re-raise it out of the network loop)."""
 
     def on_message(_c: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
         try:
-            handler(message.topic, bytes(message.payload))
+            deliver(message)
         except Exception:  # hostile input must never end the link
             topic = _topic_of(message)
             _THROTTLE.log(logger, logging.ERROR, "handler", "inbound: a message on %s failed", topic)

@@ -9,6 +9,10 @@ from edge_runtime.update.ports import Slot
 from edge_runtime.update.store import ModelStore
 
 
+class NotNewerError(UpdateError):
+    """The version is not newer than the one serving: for desired state, already satisfied."""
+
+
 def check_admission(
     env: Envelope,
     *,
@@ -32,4 +36,4 @@ def check_admission(
         raise UpdateError(f"replay: update {env.update_id} was already processed ({outcome})")
     current = named[0].version()
     if not is_newer(m.version, current):
-        raise UpdateError(f"downgrade: version {m.version} is not newer than the active {current}")
+        raise NotNewerError(f"downgrade: version {m.version} is not newer than the active {current}")

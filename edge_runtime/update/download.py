@@ -12,8 +12,9 @@ of later copies of the same update (``offer``). The rule (docs/updates.md, Trans
   the unsigned ``transfer`` hints of the copies that arrived. A URL that fails, or stores no
   chunk for ``policy.source_stall_s``, gives way to the next one (or to chunks);
 - chunks are requested over MQTT (a window at a time, again after ``chunk_retry_s`` of silence)
-  whenever a copy offered chunks or no URL is making progress: so whatever an unsigned hint says,
-  the device falls back on the chunks the operator's ``push`` serves.
+  whenever a copy offered chunks or no URL is making progress, and always once a URL stalled or
+  failed: so whatever an unsigned hint says, the device falls back on the chunks the operator's
+  ``push`` or ``fleet serve`` serves.
 
 The bitmap of what arrived is saved after the data (transfer.py), so a restart asks only for the
 rest.
@@ -224,7 +225,10 @@ class Download:
         )
         if fetch.failed is not None and fetch.url in self._urls:  # it will never give the signed bytes
             self._urls.remove(fetch.url)
-        self._url_after = now + self.policy.chunk_retry_s  # chunks are asked for meanwhile
+        self._url_after = now + self.policy.chunk_retry_s
+        # From now on chunks are asked for too, also while a URL is tried again: a dead web server
+        # then costs one stall, not one per retry (both sources fill the same file).
+        self._offered_chunks = True
 
     # -- chunks over MQTT ---------------------------------------------------------------------------
     def _drive_chunks(self, chunks: ChunkFile, now: float) -> None:

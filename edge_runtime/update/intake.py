@@ -6,6 +6,10 @@ enqueue; the rest runs on the manager's thread. A message that fails authenticat
 and ignored (refusals.py), never attributed to the update it claims; an authenticated one is
 admitted, refused with its reason at a bounded rate, told its recorded outcome again (a replay),
 or, for the update in progress, may only offer another source for the bytes (download.py).
+
+Desired state (desired.py): a retained copy of an update already decided here changes nothing
+and publishes nothing; one that must wait for the running job waits, and the newest waiting one
+is considered when the job ends; an empty (cleared) message is nobody's update and is ignored.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from edge_runtime.errors import UpdateError
 from edge_runtime.throttle import Throttle
-from edge_runtime.update.admission import check_admission
+from edge_runtime.update.admission import NotNewerError, check_admission
+from edge_runtime.update.desired import DesiredState
 from edge_runtime.update.download import Download
 from edge_runtime.update.inbox import CHUNK, MANIFEST, Inbox
 from edge_runtime.update.job import Job, JobState, Transfer
@@ -41,6 +46,10 @@ logger = logging.getLogger("edge_runtime.update.manager")  # one logger for the 
 _THROTTLE = Throttle(per_s=60.0, burst=5)  # lines that copies of a signed update can cause
 
 
+class BusyError(UpdateError):
+    """Another update is running and this one does not supersede it: it waits (desired state)."""
+
+
 class Intake:
     """Messages in: size checks, authentication, admission, refusals, replays, chunks."""
 
@@ -53,6 +62,7 @@ class Intake:
     status: StatusReporter
     refusals: Refusals
     inbox: Inbox
+    desired: DesiredState
     job: Job | None
     stop_event: threading.Event
 
@@ -70,13 +80,16 @@ class Intake:
         raise NotImplementedError
 
     # -- on paho's thread ------------------------------------------------------------------------
-    def submit(self, payload: bytes) -> None:
-        """An update message arrived (called on paho's thread: it only checks the size and enqueues)."""
+    def submit(self, payload: bytes, topic: str = "", retained: bool = False) -> None:
+        """An update message arrived on ``topic`` (called on paho's thread: it only checks the size
+        and enqueues). ``retained``: the broker kept it (sent again at every connect)."""
+        if not payload:  # a cleared desired update: not signed, so it changes nothing here
+            return
         if len(payload) > MAX_ENVELOPE_BYTES:
             self.refusals.unauthenticated(
                 f"update message is {len(payload)} bytes (limit {MAX_ENVELOPE_BYTES})"
             )
-        elif not self.inbox.put(MANIFEST, None, payload):
+        elif not self.inbox.put(MANIFEST, (topic, retained), payload):
             self.refusals.dropped("update")
 
     def chunk_message(self, topic: str, data: bytes) -> None:
@@ -95,7 +108,8 @@ class Intake:
         """One inbound message; whatever it holds, it cannot end the job by raising."""
         try:
             if kind == MANIFEST:
-                self._on_manifest(payload)
+                topic, retained = key if key is not None else ("", False)
+                self._on_manifest(payload, topic, retained)
             else:
                 self._on_chunk(key[0], key[1], payload)
         except Exception as exc:  # a message we could not handle is dropped, never blamed on the job
@@ -106,19 +120,22 @@ class Intake:
                 self.refusals.chunk(f"not handled: {type(exc).__name__}: {exc}")
 
     # -- manifests, on the manager's thread -------------------------------------------------------
-    def _on_manifest(self, payload: bytes) -> None:
+    def _on_manifest(self, payload: bytes, topic: str = "", retained: bool = False) -> None:
         try:
             signed = authenticate(payload, self.keys)
         except UpdateError as exc:  # belongs to no update, whatever id it claims
             self.refusals.unauthenticated(str(exc))
             return
+        if retained and self._decided(signed.update_id):
+            return  # the broker's copy at a (re)connect of what was decided here: nothing to do
         try:
             env = open_signed(signed)
         except UpdateError as exc:
+            self.desired.mark(signed.update_id, "rejected", str(exc))
             self._refuse(signed.update_id, None, str(exc))
             return
         try:
-            self._on_signed(env)
+            self._on_signed(env, topic, retained)
         except Exception as exc:  # authenticated: refused with the reason, never blamed on a job
             logger.debug("update %s: not handled", env.update_id, exc_info=True)
             reason = f"cannot process it: {type(exc).__name__}: {exc}"
@@ -127,7 +144,13 @@ class Intake:
             else:
                 self._refuse(env.update_id, env.manifest, reason)
 
-    def _on_signed(self, env: Envelope) -> None:
+    def _decided(self, update: str) -> bool:
+        """Update ``update`` ended here, or was refused before any byte (desired.json)."""
+        if self.job is not None and self.job.update == update:
+            return False  # in progress: a copy may still offer a source (_another_copy)
+        return self.desired.handled(update) is not None or self.store.ended(update) is not None
+
+    def _on_signed(self, env: Envelope, topic: str = "", retained: bool = False) -> None:
         job = self.job
         if job is not None and job.update == env.update_id:
             self._another_copy(job, env)  # QoS 1 redelivery, push again, or a replayed copy
@@ -138,10 +161,26 @@ class Intake:
             return
         try:
             self._admit(env)
+        except BusyError as exc:  # desired state: it waits for the running job (_reconsider)
+            self.desired.hold(topic, env)
+            _THROTTLE.log(logger, logging.INFO, "wait", "update %s waits: %s", env.update_id, exc)
+            return
         except UpdateError as exc:
-            self._refuse(env.update_id, env.manifest, str(exc))
+            self.desired.mark(env.update_id, "rejected", str(exc))
+            if retained and isinstance(exc, NotNewerError):  # desired and already satisfied: no news
+                _THROTTLE.log(logger, logging.INFO, "met", "update %s: already met (%s)", env.update_id, exc)
+            else:
+                self._refuse(env.update_id, env.manifest, str(exc))
             return
         self._begin(env, Transfer.hint(env.transfer, env.update_id))
+
+    def _reconsider(self) -> None:
+        """No job runs: the newest desired manifest that waited is taken as if delivered again."""
+        while (taken := self.desired.take()) is not None:
+            topic, env = taken
+            if not self._decided(env.update_id):
+                self._on_signed(env, topic, retained=True)
+                return
 
     def _admit(self, env: Envelope) -> None:
         """Every check that needs no bytes; UpdateError with the reason."""
@@ -156,7 +195,7 @@ class Intake:
         if self.job is not None:
             m = env.manifest
             if not (self.job.state == JobState.DOWNLOADING and is_newer(m.version, self.job.version)):
-                raise UpdateError(f"busy with update {self.job.update} (version {self.job.version})")
+                raise BusyError(f"busy with update {self.job.update} (version {self.job.version})")
             logger.info("update: %s supersedes %s", env.update_id, self.job.update)
             self._finish("rejected", f"superseded by version {m.version}")
 

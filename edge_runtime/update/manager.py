@@ -34,6 +34,7 @@ from edge_runtime.config.sections import DeviceConfig, UpdatesConfig
 from edge_runtime.errors import UpdateError
 from edge_runtime.update import bundle, faults
 from edge_runtime.update.acceptance import HealthWindow, trial_all
+from edge_runtime.update.desired import DesiredState
 from edge_runtime.update.download import Download
 from edge_runtime.update.inbox import Inbox
 from edge_runtime.update.intake import Intake
@@ -90,6 +91,7 @@ class UpdateManager(Intake):
         self.refusals = Refusals()
         self._checkpoint = checkpoint or _no_checkpoint
         self.inbox = Inbox()
+        self.desired = DesiredState(store.root)
         self.stop_event = threading.Event()
         self.job: Job | None = None
         self._download: Download | None = None
@@ -116,8 +118,8 @@ class UpdateManager(Intake):
 
     def listen(self, manifest_topics: list[str]) -> None:
         """Take the manifests published on these topics (routed before the link connects)."""
-        for topic in manifest_topics:
-            self.link.route(topic, lambda _topic, payload: self.submit(payload))
+        for topic in manifest_topics:  # desired state: the broker's retained copies are told apart
+            self.link.route_retained(topic, lambda topic, payload, kept: self.submit(payload, topic, kept))
 
     def _send(self, topic: str, body: bytes) -> bool:
         """A chunk request (QoS 0, straight to the link: a lost one is asked again)."""
@@ -163,6 +165,7 @@ class UpdateManager(Intake):
     def _tick(self) -> None:
         job = self.job
         if job is None:
+            self._reconsider()  # a desired update that waited for the job that just ended
             return
         if job.state == JobState.DOWNLOADING:
             self._download_step(job)

@@ -48,5 +48,8 @@ class Link(Protocol):
     def route(self, topic_filter: str, handler: Callable[[str, bytes], None] | None) -> None:
         """Give messages on ``topic_filter`` to ``handler(topic, payload)`` (None: stop)."""
 
+    def route_retained(self, topic_filter: str, handler: Callable[[str, bytes, bool], None]) -> None:
+        """As ``route``; ``handler(topic, payload, retained)`` is told whether the broker kept it."""
+
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> int | None:
         """Hand a message to the broker now; None when not connected."""

@@ -303,7 +303,8 @@ def sanity_check(per_image: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
 SETTINGS = {
     "opset": OPSET,
     "onnx_quantization": "onnxruntime quant_pre_process + quantize_static, QDQ, "
-    "per-channel symmetric int8 weights in 7 bits (reduce_range), asymmetric uint8 activations, MinMax",
+    "per-channel symmetric int8 weights (all 8 bits; exact kernels on x86 without VNNI), "
+    "asymmetric uint8 activations, MinMax",
     "tflite_quantization": "litert-torch PT2E static, per-channel symmetric int8 weights, "
     "int8 activations (histogram), ReLU6 fused into the convs, int8 NHWC input and int8 output",
 }

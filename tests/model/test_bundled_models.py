@@ -132,14 +132,16 @@ def test_person_boxes_agree_with_the_original_graph_in_opencv_dnn(
 @pytest.mark.parametrize(
     "bundle", [CLASSIFIER, DETECTOR, VIBRATION], ids=["classifier", "detector", "vibration"]
 )
-def test_onnx_int8_fast_path_computes_what_the_exact_path_does(bundle: Path) -> None:
+def test_onnx_int8_default_session_computes_what_the_exact_path_does(bundle: Path) -> None:
     """On x86 CPUs without VNNI (AVX2, AVX-512F), ONNX Runtime's default uint8 x int8 kernels add
     pairs of products in 16 bits, which saturates once weights use all 8 bits, and silently changes
-    the answers (the classifier's espresso fell from 0.95 to 0.59). The image bundles quantise the
-    weights of matrix products to 7 bits (depthwise convolutions add in 32 bits and keep 8), so the
-    fast path must give exactly what ORT's exact uint8 x uint8 path gives. On VNNI and ARM CPUs both
-    settings run the same kernels and the check holds trivially."""
+    the answers (the classifier's espresso fell from 0.95 to 0.59). The backend therefore turns on
+    ORT's exact uint8 x uint8 path on those CPUs by default (``exact_int8`` unset), and the bundles'
+    answers must be exactly what that path gives, whatever the CPU. On VNNI and ARM CPUs both
+    settings run the same kernels."""
     ort = pytest.importorskip("onnxruntime")
+    from edge_runtime.inference.onnx import OnnxBackend
+
     model = load_model(bundle, "onnx", BackendOptions(threads=1))
     try:
         if bundle == VIBRATION:  # windows of normalised samples: seeded standard normal inputs
@@ -149,15 +151,18 @@ def test_onnx_int8_fast_path_computes_what_the_exact_path_does(bundle: Path) -> 
     finally:
         model.close()
     (path,) = bundle.glob("*.onnx")
-    outputs = []
-    for exact in ("0", "1"):
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
-        options.add_session_config_entry("session.x64quantprecision", exact)
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        outputs.append([session.run(None, {name: feed[0]}) for feed in feeds])
-    for fast, exact_ in zip(*outputs, strict=True):
+    backend = OnnxBackend(path, BackendOptions(threads=1))
+    try:
+        ours = [backend.infer(feed) for feed in feeds]
+    finally:
+        backend.close()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.add_session_config_entry("session.x64quantprecision", "1")
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    exact = [session.run(None, {name: feed[0]}) for feed in feeds]
+    for fast, exact_ in zip(ours, exact, strict=True):
         for a, b in zip(fast, exact_, strict=True):
             np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * max(1.0, float(np.abs(b).max())))
 
@@ -166,7 +171,8 @@ def test_exact_int8_gives_exact_products_where_the_default_kernels_may_saturate(
     """``saturating_int8.onnx`` (scripts/models/make_test_models.py): for an input of ones every output is
     exactly 64, but each pair of uint8 x int8 products is 64,770, which ORT's default kernels on x86
     CPUs without VNNI saturate at 32,767 (they return about 32 there). The model key
-    ``exact_int8: true`` must reach the session and give 64 on every CPU."""
+    ``exact_int8: true`` must reach the session and give 64 on every CPU; unset, the backend picks
+    the exact path where the CPU needs it, so it gives 64 too; ``false`` may saturate."""
     from edge_runtime.config.loader import load_config
     from edge_runtime.inference.onnx import OnnxBackend
     from edge_runtime.model import backend_options
@@ -179,8 +185,8 @@ def test_exact_int8_gives_exact_products_where_the_default_kernels_may_saturate(
     )
     configured = backend_options(load_config(config).models["m"], tmp_path)
     assert configured.exact_int8 is True
-    for options in (configured, BackendOptions(threads=1)):
-        exact = options.exact_int8
+    for options in (configured, BackendOptions(threads=1), BackendOptions(threads=1, exact_int8=False)):
+        exact = options.exact_int8 is not False
         backend = OnnxBackend(model, options)
         try:
             (out,) = backend.infer([np.ones((1, 64), np.float32)])

@@ -5,14 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_runtime.errors import ModelError
 from edge_runtime.postprocess.classification import classify
 from edge_runtime.postprocess.decode import Decoder
 from edge_runtime.postprocess.detection import DetectionParams
 from edge_runtime.postprocess.families import guess_family
+from edge_runtime.postprocess.mediapipe import decode_mediapipe, mediapipe_anchors, split_outputs
 from edge_runtime.postprocess.nms import iou_matrix, nms
 from edge_runtime.postprocess.ssd import decode_boxes, ssd_anchors
 from edge_runtime.postprocess.tflite_detect import decode_postprocessed
+from edge_runtime.postprocess.yolo import decode_end2end
 
 LABELS = ["cat", "dog", "bird"]
 
@@ -146,15 +147,62 @@ def test_ssd_zero_encoding_decodes_to_the_anchor() -> None:
         ([(1, 25200, 85)], "yolov5"),
         ([(1, 1917, 4), (1, 1917, 91)], "ssd"),
         ([(1, 10, 4), (1, 10), (1, 10), (1,)], "tflite_detection_postprocess"),
+        ([(1,), (1, 10, 4), (1, 10), (1, 10)], "tflite_detection_postprocess"),  # TF2 order
+        ([(1, 300, 6)], "yolo_end2end"),  # exported with NMS (max_det 300) / YOLOv10, YOLO26
+        ([(1, 6300, 6)], "yolov5"),  # YOLOv5 with one class at 320: 3 anchors x 2100 cells
     ],
 )
 def test_guess_family_from_output_shapes(shapes: list[tuple[int, ...]], family: str) -> None:
     assert guess_family(shapes) == family
 
 
-def test_guess_family_fails_with_advice() -> None:
-    with pytest.raises(ModelError, match=r"add a model\.yaml"):
-        guess_family([(1, 3, 224, 224)])
+def test_guess_family_tells_mediapipe_anchor_grids_from_tf_ssd_by_the_input_size() -> None:
+    blazeface = [(1, 896, 16), (1, 896, 1)]
+    assert guess_family(blazeface, (128, 128)) == "mediapipe_ssd"
+    assert guess_family([(1, 2304, 16), (1, 2304, 1)], (192, 192)) == "mediapipe_ssd"  # full range
+    assert guess_family(blazeface, (300, 300)) is None  # no known anchor grid; no 4-column boxes
+    assert guess_family([(1, 1917, 4), (1, 1917, 91)], (300, 300)) == "ssd"
+
+
+def test_guess_family_is_none_for_outputs_of_no_family() -> None:
+    assert guess_family([(1, 3, 224, 224)]) is None
+    assert guess_family([(1, 5, 6), (1, 7)]) is None
+
+
+def test_mediapipe_anchors_are_blazeface_short_range_grid() -> None:
+    anchors = mediapipe_anchors((128, 128), (8, 16, 16, 16))
+    assert anchors.shape == (896, 2)  # 16x16 cells x 2 + 8x8 cells x 6
+    np.testing.assert_allclose(anchors[:2], [[0.5 / 16, 0.5 / 16]] * 2)
+    np.testing.assert_allclose(anchors[2], [1.5 / 16, 0.5 / 16])  # x moves first
+    np.testing.assert_allclose(anchors[512:518], [[0.5 / 8, 0.5 / 8]] * 6)
+    np.testing.assert_allclose(anchors[-1], [7.5 / 8, 7.5 / 8])
+
+
+def test_mediapipe_decoder_offsets_boxes_from_anchor_centres_in_input_pixels() -> None:
+    anchors = mediapipe_anchors((128, 128), (8, 16, 16, 16))
+    regressors = np.zeros((1, 896, 16), np.float32)
+    scores = np.zeros((1, 896, 1), np.float32)
+    regressors[0, 600, :4] = [6.4, -12.8, 32.0, 64.0]  # dx, dy, w, h in pixels of 128
+    scores[0, 600, 0] = 0.9
+    raw = decode_mediapipe(regressors, scores, anchors, (128, 128), score_threshold=0.5)
+    cx, cy = anchors[600] + [0.05, -0.1]
+    np.testing.assert_allclose(raw.boxes, [[cx - 0.125, cy - 0.25, cx + 0.125, cy + 0.25]], atol=1e-6)
+    assert raw.scores.tolist() == pytest.approx([0.9]) and raw.class_ids.tolist() == [0]
+
+
+def test_mediapipe_outputs_are_told_apart_by_name_then_width() -> None:
+    boxes, scores = np.zeros((1, 896, 16), np.float32), np.zeros((1, 896, 1), np.float32)
+    assert split_outputs([scores, boxes], ["classificators", "regressors"])[0] is boxes
+    assert split_outputs([scores, boxes], ["a", "b"])[0] is boxes
+
+
+def test_end2end_rows_are_final_boxes_in_input_pixels() -> None:
+    out = np.zeros((1, 300, 6), np.float32)
+    out[0, 0] = [32, 64, 160, 320, 0.9, 3]
+    out[0, 1] = [0, 0, 10, 10, 0.1, 1]  # below the threshold
+    raw = decode_end2end(out, (320, 640), score_threshold=0.25)  # height 320, width 640
+    np.testing.assert_allclose(raw.boxes, [[0.05, 0.2, 0.25, 1.0]], atol=1e-6)
+    assert raw.class_ids.tolist() == [3] and raw.scores.tolist() == pytest.approx([0.9])
 
 
 def test_exact_ties_rank_the_lower_class_id_first() -> None:

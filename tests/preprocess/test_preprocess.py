@@ -107,3 +107,27 @@ def test_input_encoder_is_bit_identical_to_the_arithmetic(
     # a BGR image in, an RGB tensor out: the same as converting first
     rgb = to_input(np.ascontiguousarray(image[:, :, ::-1]), spec, mean, std)
     assert np.array_equal(InputEncoder(spec, mean, std)(image, swap_rb=True), rgb)
+
+
+@pytest.mark.parametrize(
+    ("hw", "size", "expected"),
+    [
+        ((480, 640), (320, 320), (256, 320)),  # Ultralytics: 4:3 at imgsz 320 -> 320x256
+        ((720, 1280), (640, 640), (384, 640)),  # 16:9 at 640 -> 640x384
+        ((512, 512), (320, 320), (320, 320)),  # square stays square
+        ((1000, 300), (320, 320), (320, 96)),  # portrait: the width shrinks
+    ],
+)
+def test_stride_rectangle_is_ultralytics_minimal_rectangle(
+    hw: tuple[int, int], size: tuple[int, int], expected: tuple[int, int]
+) -> None:
+    assert geometry.stride_rectangle(hw, size, 32) == expected
+
+
+def test_letterbox_into_the_stride_rectangle_maps_boxes_back_exactly() -> None:
+    img = _image(480, 640)
+    size = geometry.stride_rectangle(img.shape[:2], (320, 320), 32)
+    out, t = geometry.letterbox(img, size)
+    assert out.shape == (256, 320, 3) and (t.pad_x, t.pad_y) == (0, 8)
+    inner = np.array([[0, 8 / 256, 1, 248 / 256]], np.float32)  # the image inside the padding
+    np.testing.assert_allclose(t.to_original(inner), [[0, 0, 1, 1]], atol=1e-6)

@@ -412,6 +412,9 @@ class FakeLink:
         else:
             self.routes[topic_filter] = handler
 
+    def route_retained(self, topic_filter: str, handler: object) -> None:
+        self.routes[topic_filter] = handler
+
     def publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> int | None:
         self.sent.append((topic, payload))
         return len(self.sent)
