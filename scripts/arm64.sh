@@ -90,19 +90,20 @@ if [[ $(uname -m) != aarch64 ]]; then
 fi
 
 # -- 2. the root -----------------------------------------------------------------------------------
-if [[ "${ARM64_FRESH:-0}" == 1 || ! -f "$STAMP" || "$(cat "$STAMP")" != "$SUITE v1" ]]; then
+if [[ "${ARM64_FRESH:-0}" == 1 || ! -f "$STAMP" || "$(cat "$STAMP")" != "$SUITE v2" ]]; then
     step "root (mmdebstrap)"
     cleanup
     rm -rf --one-file-system "$ROOT"
     # apt runs natively (mmdebstrap), maintainer scripts under qemu. systemd: its tools
-    # (systemd-analyze for tests/test_systemd.py), never PID 1 here.
+    # (systemd-analyze for tests/test_systemd.py), never PID 1 here; man-db: verify runs
+    # `man` on the unit's Documentation= pages.
     mmdebstrap --arch=arm64 --variant=apt --mode=root \
-        --include=python3,python3-venv,mosquitto,systemd,libglib2.0-0 \
+        --include=python3,python3-venv,mosquitto,systemd,man-db,libglib2.0-0 \
         "$SUITE" "$ROOT" >/dev/null
     printf '127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n' >"$ROOT/etc/hosts"
     step "venv (emulated)"
     chroot "$ROOT" /usr/bin/python3 -m venv --without-pip "$VENV"
-    echo "$SUITE v1" >"$STAMP"
+    echo "$SUITE v2" >"$STAMP"
 else
     step "root (reused)"
 fi
@@ -153,6 +154,7 @@ mkdir -p "$ROOT/proc" "$ROOT/sys" "$ROOT/dev" "$ROOT/tmp"
 mount -t proc proc "$ROOT/proc" && MOUNTS+=("$ROOT/proc")
 bind /sys "$ROOT/sys"
 bind /dev "$ROOT/dev"
+bind /dev/pts "$ROOT/dev/pts"  # ptys (the serial sensor tests); a bind of /dev does not carry it
 mount -t tmpfs -o mode=1777 tmpfs "$ROOT/tmp" && MOUNTS+=("$ROOT/tmp")
 mount -t tmpfs -o mode=1777 tmpfs "$ROOT/dev/shm" && MOUNTS+=("$ROOT/dev/shm")
 if [[ $(uname -m) != aarch64 ]] && ! grep -q '^CPU implementer' /proc/cpuinfo; then
