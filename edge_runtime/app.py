@@ -4,9 +4,11 @@ Start: model slots (an installed update's version when one is committed and load
 fails to load fails only its pipelines) -> outbox -> MQTT link and the update manager's routes
 (registered before the link connects, so nothing that arrives at connect is missed) ->
 publisher -> pipelines (sources start here) -> update manager (it resumes an interrupted update)
--> health reporter.
-Stop: update manager -> capture and pipelines (in-flight results reach the outbox) -> health ->
-a short flush -> offline status -> disconnect -> outbox closed.
+-> integrations (snapshots, metrics, status page, Home Assistant) -> health reporter. Control's
+routes (commands, desired configs) are registered with the update manager's, before the link
+connects.
+Stop: control -> update manager -> capture and pipelines (in-flight results reach the outbox) ->
+health -> integrations -> a short flush -> offline status -> disconnect -> outbox closed.
 """
 
 from __future__ import annotations
@@ -18,11 +20,16 @@ import time
 import uuid
 from typing import Any
 
-from edge_runtime import __version__
+import numpy as np
+
+from edge_runtime import __version__, control
 from edge_runtime.config.sections import Config
+from edge_runtime.control.ports import Remote
 from edge_runtime.errors import EdgeRuntimeError, ModelError, OutboxClosedError, OutboxUnavailableError
 from edge_runtime.health import telemetry
 from edge_runtime.health.system import SystemProbe
+from edge_runtime.health.watchdog import progress_of, stalls
+from edge_runtime.integrations.start import Integrations, start_integrations
 from edge_runtime.model import ModelSlot, open_slot, source_mismatch, summary
 from edge_runtime.pipeline import Pipeline, build_pipeline
 from edge_runtime.publish import payloads
@@ -41,8 +48,8 @@ logger = logging.getLogger(__name__)
 class Daemon:
     """The running daemon."""
 
-    def __init__(self, cfg: Config) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: Config, remote: Remote | None = None) -> None:
+        self.cfg, self._remote = cfg, remote  # remote configs and reload: the service's, for control
         self.topics = Topics(cfg.mqtt.topic_prefix, cfg.device.id)
         self.identity = telemetry.Identity(
             cfg.device.id, uuid.uuid4().hex[:12], __version__, time.time(), tuple(cfg.device.groups)
@@ -57,7 +64,11 @@ class Daemon:
         self.publisher: Publisher | None = None
         self.updates: UpdateManager | None = None
         self.store: ModelStore | None = None
+        self.control: control.Control | None = None
         self.probe = SystemProbe(cfg.outbox.path.parent)
+        self.integrations: Integrations | None = None  # snapshots, metrics, status page, Home Assistant
+        self.last_health: dict[str, Any] | None = None
+        self.last_model_status: dict[str, Any] | None = None
         self._health_thread = threading.Thread(target=self._health_loop, name="health", daemon=True)
 
     # -- start -------------------------------------------------------------------------------
@@ -74,6 +85,14 @@ class Daemon:
             status=self.status,
         )
         self.updates = self._updates(self.link)
+        self.control = control.start(
+            self.cfg,
+            self,
+            self.link,
+            commands_topic=self.topics.commands,
+            frames=self.latest_frame,
+            remote=self._remote,
+        )
         self.link.start()
         self.publisher = Publisher(self.outbox, self.link, max_inflight=self.cfg.mqtt.max_inflight)
         self.publisher.start()
@@ -83,6 +102,7 @@ class Daemon:
                 "no pipeline could start: " + "; ".join(f"{k}: {v}" for k, v in self.failed_pipelines.items())
             )
         self.updates.start()
+        self.integrations = start_integrations(self)
         self.publish_health()
         self._health_thread.start()
 
@@ -122,6 +142,7 @@ class Daemon:
 
     def _publish_model_status(self, body: dict[str, Any]) -> None:
         assert self.outbox is not None
+        self.last_model_status = body
         try:
             self.outbox.put(self.topics.model_status, lambda _seq: payloads.encode(body), qos=1, retain=True)
         except OutboxClosedError:  # an update step that outlived the stop: its job is on disk, it resumes
@@ -158,7 +179,7 @@ class Daemon:
     def health(self) -> dict[str, Any]:
         """The health payload body (docs/mqtt.md)."""
         assert self.outbox is not None and self.link is not None
-        return telemetry.health(
+        body = telemetry.health(
             self.identity,
             pipelines=self.pipelines,
             failed=self.failed_pipelines,
@@ -168,6 +189,27 @@ class Daemon:
             models=self._described(),
             updates=self.updates.counters() if self.updates is not None else None,
         )
+        if self.control is not None:
+            body["control"] = self.control.counters()
+        return body
+
+    def latest_frame(self, pipeline: str) -> np.ndarray | None:
+        """The image a snapshot of ``pipeline`` sends (control's seam): its latest result drawn on
+        its frame; the frame as read while no result is kept yet (the first request starts that)."""
+        annotated = self.integrations.annotated(pipeline) if self.integrations is not None else None
+        if annotated is not None:
+            return annotated
+        frame = next((p.latest for p in self.pipelines if p.name == pipeline), None)
+        return None if frame is None else frame.image
+
+    def rebirth(self) -> list[str]:
+        """Publish the birth message and the retained model status again (the ``rebirth`` command)."""
+        assert self.link is not None
+        topics = [self.topics.status] if self.link.rebirth() else []
+        if self.last_model_status is not None:  # the last retained one, for a rebirth
+            self._publish_model_status(self.last_model_status)
+            topics.append(self.topics.model_status)
+        return topics
 
     def _health_loop(self) -> None:
         while not self.stop_event.wait(self.cfg.health.interval_s):
@@ -178,7 +220,7 @@ class Daemon:
         it directly through the link, without a seq, saying why (``outbox.error``)."""
         assert self.outbox is not None and self.link is not None
         try:
-            body = self.health()
+            body = self.last_health = self.health()
             qos = self.cfg.mqtt.qos
             try:
                 self.outbox.put(
@@ -192,6 +234,20 @@ class Daemon:
         except Exception:
             logger.exception("health report failed")
 
+    def stalls(self, limit_s: float) -> list[str]:
+        """What the watchdog's progress rule finds hung now (health/watchdog.py; for /healthz)."""
+        return [str(s) for s in stalls(progress_of(self.pipelines), time.monotonic(), limit_s)]
+
+    def pipeline_model(self, name: str) -> tuple[str, list[str]]:
+        """A running pipeline's model task and labels (Home Assistant's entities)."""
+        model = next(p for p in self.pipelines if p.name == name).slot.runner.model
+        return model.spec.task, list(model.labels or [])
+
+    def put_retained(self, topic: str, payload: bytes) -> None:
+        """A retained state through the outbox (a newer one replaces one still queued)."""
+        assert self.outbox is not None
+        self.outbox.put(topic, lambda _seq: payload, qos=1, retain=True)
+
     # -- stop --------------------------------------------------------------------------------
     def stop(self, flush_timeout: float = 2.0, wait_s: float = 4.0, update_wait_s: float = 30.0) -> None:
         """Orderly shutdown, bounded at about 12 s in the worst case (the unit allows 15 s).
@@ -203,6 +259,8 @@ class Daemon:
         reload's next daemon must not share the model store with it.
         """
         self.stop_event.set()
+        if self.control is not None:
+            self.control.close()
         if self.updates is not None:
             self.updates.stop()
             if self.updates.running:  # a step that does not check the flag; the store is not shared
@@ -218,6 +276,8 @@ class Daemon:
         lingering += ["updates"] if self.updates is not None and self.updates.running else []
         if lingering:
             logger.warning("stop: detached, still in a call that did not return: %s", ", ".join(lingering))
+        if self.integrations is not None:
+            self.integrations.close()
         if self.outbox is not None and self.link is not None:
             self.publish_health()  # the final numbers
         if self.publisher is not None:

@@ -1,4 +1,4 @@
-"""Command line: ``edge-runtime run | validate | config-schema | infer | bench | models``.
+"""Command line: ``edge-runtime run | validate | config-schema | infer | bench | models | fleet``.
 
 Exit codes: 0 success, 2 bad usage or bad input (one-line reason on stderr, no traceback),
 1 internal or environmental failure. Under journald the reason carries ``<3>`` (priority err),
@@ -220,6 +220,8 @@ def _fleet_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="chunk bytes sent per second, all devices together, in MiB (default 8)",
     )
     _fleet_status_args(fleet)
+    _fleet_cmd_command(fleet)
+    _fleet_config_command(fleet)
 
 
 def _fleet_status_args(fleet: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -241,6 +243,43 @@ def _fleet_status_args(fleet: argparse._SubParsersAction[argparse.ArgumentParser
     s.add_argument("--interval", type=float, default=2.0, metavar="S", help="--watch: refresh period")
     s.add_argument(
         "--max-devices", type=int, default=10_000, metavar="N", help="keep at most N devices (default 10000)"
+    )
+
+
+def _fleet_cmd_command(fleet: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """fleet cmd: one request to one device (docs/control.md)."""
+    c = fleet.add_parser("cmd", help="send a command to a device and print its answer")
+    c.set_defaults(command="fleet-cmd")
+    c.add_argument("device_id", metavar="D", help="the device (its device.id)")
+    c.add_argument("name", metavar="NAME", help="ping, health, rebirth, snapshot, pause, resume, reload")
+    c.add_argument("args", nargs="*", metavar="key=value", help="the command's arguments")
+    add_broker_args(c)
+    c.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
+    c.add_argument("--key", default=None, metavar="PRIVATE_KEY", help="sign the command with this key")
+    c.add_argument("--wait", type=float, default=10.0, metavar="S", help="wait this long for the answer")
+
+
+def _fleet_config_command(fleet: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """fleet config: a signed config for a device or a group (docs/control.md)."""
+    c = fleet.add_parser("config", help="sign a config file and make it the desired config of devices")
+    c.set_defaults(command="fleet-config")
+    c.add_argument("config", metavar="CONFIG.yaml", help="the whole config file the devices should run")
+    who = c.add_mutually_exclusive_group(required=True)
+    who.add_argument("--device", metavar="D", help="one device (its device.id)")
+    who.add_argument("--group", metavar="G", help="the devices of group G (their device.groups)")
+    c.add_argument("--key", required=True, metavar="PRIVATE_KEY", help="the signing key (keys generate)")
+    add_broker_args(c)
+    c.add_argument("--prefix", default="edge", help="topic prefix (default: edge)")
+    c.add_argument(
+        "--wait",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="follow the reports this long (0: only publish)",
+    )
+    c.add_argument("--version", type=int, default=None, help="the document's version (default: Unix ms now)")
+    c.add_argument(
+        "--expires-in", type=float, default=0.0, metavar="S", help="the document expires after S s (0: never)"
     )
 
 

@@ -72,3 +72,7 @@ def first_line(exc: BaseException, limit: int = 300) -> str:
 
 class OutboxUnavailableError(EdgeRuntimeError):
     """The outbox cannot store messages now (a full disk, an I/O error); nothing was stored."""
+
+
+class ControlError(InputError):
+    """A remote command or config document is refused: unsigned, stale, replayed, malformed."""

@@ -24,12 +24,17 @@ sending rows to paho               ``publisher``; or the committing thread when 
 acks, inbound messages             paho's network thread: they only enqueue (publish/mqtt.py)
 =================================  ===============================================================
 
+With analytics (analytics/), the motion gate is part of stage 1's skip, and tracking and events
+part of stage 3, which sees results in frame order; the post thread commits the last ``end``
+events when the stream ends.
+
 A source's stop flag stamps the watchdog's progress on every check (capture/base.py
 ``StopFlag``): a loop that checks it is alive.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import queue
 import threading
@@ -40,14 +45,16 @@ from typing import Any
 
 import numpy as np
 
+from edge_runtime.analytics import Analytics, Message
 from edge_runtime.capture import SourceThread, make_source
 from edge_runtime.channel import Channel
 from edge_runtime.config.sections import Config, PipelineConfig
 from edge_runtime.errors import BackendClosedError, OutboxClosedError, OutboxUnavailableError
 from edge_runtime.health.metrics import PipelineMetrics
-from edge_runtime.model import ModelSlot, Runner
+from edge_runtime.model import InferenceResult, ModelSlot, Runner
 from edge_runtime.publish import payloads
 from edge_runtime.publish.outbox import Outbox, Outgoing
+from edge_runtime.publish.topics import Topics
 from edge_runtime.scheduling import yield_to_inference
 from edge_runtime.throttle import Throttle
 from edge_runtime.types import Frame, Window
@@ -70,6 +77,9 @@ class _Job:
     ticket: int = -1  # the order of publication (copies of the model may finish out of order)
     outputs: list[Any] | None = None
     described: tuple[dict[str, Any] | None, dict[str, Any] | None] = (None, None)  # see _describe
+    kept: Frame | Window | None = None  # the frame, for observers only (see Pipeline.observers)
+    available: float = 0.0  # the frame's perf_counter stamp when decoded (the start of "total")
+    result: Any = None  # the decoded result (set by _decode)
 
 
 _END = object()  # passed down the stages after the last job
@@ -101,16 +111,26 @@ class Pipeline:
         max_fps: float | None = None,
         streams: int = 1,
         pause_s: float = 0.5,
+        analytics: Analytics | None = None,
     ) -> None:
         self.name, self.source, self.slot, self.outbox = name, source, slot, outbox
         self.topic, self.device = topic, device
         self.every_n_frames, self.max_fps = every_n_frames, max_fps
         # while the outbox cannot store, a file source's results try it again this often
         self.pause_s = pause_s
+        self.analytics = analytics  # motion gate in stage 1; tracking, events in stage 3 (analytics/)
         self.metrics = PipelineMetrics()
+        # Called with (frame, result, stages) after each commit, in the committing thread; they
+        # must only keep references (integrations/: snapshots, metrics, Home Assistant state).
+        self.observers: list[Callable[[Frame | Window | None, Any, dict[str, float]], None]] = []
+        self.keep_frames = False  # observers get the frame too (else None: the frame is freed sooner)
         slot.track(self.metrics)  # the update health window reads the counters through the slot
         self.stop_event = threading.Event()
+        # control/: while set, frames are read and counted but not inferred (the threads stay up)
+        self.paused = threading.Event()
+        self.latest: Frame | None = None  # the last frame read (snapshots); one reference, no copy
         self._next_allowed = 0.0
+        self._last_available = 0.0  # the previous frame's, for the frame interval
         self._tickets = 0
         infer = [f"infer-{i}" if streams > 1 else "infer" for i in range(streams)]
         self._busy: dict[str, float | None] = dict.fromkeys(["prepare", *infer, "post"])
@@ -190,11 +210,19 @@ class Pipeline:
     def _admit(self, item: Frame | Window) -> _Job | None:
         """Count, skip or preprocess a frame; a prepared one gets the next ticket."""
         self.metrics.frame_seen()
-        if self._skip(item):
+        interval = (item.available - self._last_available) * 1e3 if self._last_available else None
+        self._last_available = item.available
+        if isinstance(item, Frame):
+            self.latest = item
+        if self.paused.is_set() or self._skip(item):
+            return None
+        if self.analytics is not None and not self.analytics.admit(item):
             return None
         job = self._stage("prepare", self._prepare, item)
         if job is not None:
             job.ticket, self._tickets = self._tickets, self._tickets + 1
+            if interval is not None and item.available:
+                job.stages["interval"] = interval
         return job
 
     def _run(self) -> None:
@@ -238,6 +266,8 @@ class Pipeline:
         t0 = time.perf_counter()
         inputs, context = runner.prepare(_input(item))
         stages = {"capture": item.capture_ms, "preprocess": (time.perf_counter() - t0) * 1e3}
+        if item.available:  # from decoded to taken by stage 1 (the hand-off's wait)
+            stages["queue"] = (t0 - item.available) * 1e3
         return _Job(item, item.index, runner, identity, inputs, context, stages, ticket)
 
     # -- stage 2: inference ------------------------------------------------------------------------
@@ -275,7 +305,8 @@ class Pipeline:
         job.outputs = outputs
         # What the payload says of the frame; the frame itself (a full decoded image) and the
         # input tensors are released here rather than after the post stage: less memory held.
-        job.described, job.item, job.inputs = _describe(item), None, []
+        job.described, job.item, job.inputs, job.available = _describe(item), None, [], item.available
+        job.kept = item if self.keep_frames else None
         return job
 
     # -- stage 3: decode -> JSON -> outbox -----------------------------------------------------------
@@ -297,6 +328,21 @@ class Pipeline:
                     break
             if arrived:
                 self._deliver(arrived, "post")
+        if self.analytics is not None:
+            self._close_analytics()
+
+    def _close_analytics(self) -> None:
+        """Commit the ``end`` event of every open track: the stream ended, or the daemon stops."""
+        assert self.analytics is not None
+        ended = _outgoing(self.analytics.close(time.time()))
+        with self._order:
+            try:
+                if ended:
+                    self._commit(ended, "post")
+            except OutboxClosedError:  # a late thread, detached at the stop (see stop)
+                logger.warning(
+                    "pipeline %s: %d end event(s) after the stop; not stored", self.name, len(ended)
+                )
 
     def _deliver(self, arrived: list[tuple[int, _Job | None]], stage: str) -> None:
         """Publish in ticket order: a later frame's result waits for the earlier ones.
@@ -335,7 +381,7 @@ class Pipeline:
         messages, done = [], []
         for job in jobs:
             try:
-                messages.append(Outgoing(self.topic, _finish(job, self.device, self.name)))
+                messages += self._messages(job)
                 done.append(job)
             except Exception:  # one bad frame must not cost the others
                 self.metrics.failed_one()
@@ -343,6 +389,32 @@ class Pipeline:
         self._commit(messages, stage)
         for job in done:
             self.metrics.inferred_one(job.stages)
+            if self.observers:
+                self._observe(job)
+
+    def _observe(self, job: _Job) -> None:
+        item, job.kept = job.kept, None
+        for observer in self.observers:
+            try:
+                observer(item, job.result, job.stages)
+            except Exception as exc:  # an observer's bug must not cost results, nor fill the log
+                _PAUSES.log(logger, logging.ERROR, f"observe-{self.name}", "pipeline %s: %r", self.name, exc)
+
+    def _messages(self, job: _Job) -> list[Outgoing]:
+        """One frame's prediction and, with analytics, its events and counter states."""
+        result = _decode(job)
+        if self.analytics is None:
+            return [Outgoing(self.topic, _prediction(job, result, self.device, self.name))]
+        ts = (job.described[0] or {}).get("ts", time.time())
+        seen = self.analytics.observe(result.detections, result.classes, job.index, ts)
+        predictions = (
+            [_prediction(job, result, self.device, self.name, seen.track_ids)] if seen.predict else []
+        )
+        return [Outgoing(self.topic, p) for p in predictions] + _outgoing(seen.messages)
+
+    def analytics_report(self) -> dict[str, Any]:
+        """Health's ``motion`` and ``analytics`` objects of this pipeline (none without analytics)."""
+        return {} if self.analytics is None else self.analytics.report()
 
     def _commit(self, messages: list[Outgoing], stage: str) -> None:
         """Commit results to the outbox, or wait while it cannot store them (a full disk).
@@ -398,32 +470,64 @@ class Pipeline:
                 return
 
 
-def _finish(job: _Job, device: str, pipeline: str) -> Callable[[int], bytes]:
-    """Decode one frame's outputs: its result as a payload factory for the outbox (seq -> bytes)."""
+def _decode(job: _Job) -> InferenceResult:
+    """Decode one frame's outputs (timed: the ``postprocess`` stage)."""
     assert job.outputs is not None
     t0 = time.perf_counter()
-    result = job.runner.finish(job.outputs, job.context)
+    result = job.result = job.runner.finish(job.outputs, job.context)
     stages = job.stages
     stages["postprocess"] = (time.perf_counter() - t0) * 1e3
-    stages["total"] = stages["capture"] + stages["preprocess"] + stages["inference"] + stages["postprocess"]
-    latency = {k: round(v, 3) for k, v in stages.items()}
+    return result
+
+
+def _prediction(
+    job: _Job, result: InferenceResult, device: str, pipeline: str, track_ids: list[int | None] | None = None
+) -> Callable[[int], bytes]:
+    """One frame's result as a payload factory for the outbox (seq -> bytes); ``track_ids``: one
+    per detection, added to each tracked one."""
+    stages = job.stages
     frame_info, window_info = job.described  # a sensor window replaces the frame
     body, model, task = result.payload(), job.identity, result.task
-    return lambda seq: payloads.prediction(
-        seq,
-        device=device,
-        pipeline=pipeline,
-        frame=frame_info,
-        window=window_info,
-        model=model,
-        task=task,
-        result=body,
-        latency_ms=latency,
-    )
+    for detection, track_id in zip(body.get("detections", ()), track_ids or (), strict=False):
+        if track_id is not None:
+            detection["track_id"] = track_id
+    available = job.available
+
+    def encode(seq: int) -> bytes:
+        # Called in the outbox's transaction: "total" ends here, as the result is committed.
+        if available:
+            stages["total"] = (time.perf_counter() - available) * 1e3
+        else:  # a frame nobody stamped: the stages' work, summed
+            stages["total"] = sum(stages.get(k, 0.0) for k in ("preprocess", "inference", "postprocess"))
+        latency = {k: round(v, 3) for k, v in stages.items()}
+        return payloads.prediction(
+            seq,
+            device=device,
+            pipeline=pipeline,
+            frame=frame_info,
+            window=window_info,
+            model=model,
+            task=task,
+            result=body,
+            latency_ms=latency,
+        )
+
+    return encode
+
+
+def _outgoing(messages: list[Message]) -> list[Outgoing]:
+    """Analytics' events and retained counter states, for the outbox."""
+    return [
+        Outgoing(m.topic, functools.partial(payloads.event, body=m.body), retain=m.retain) for m in messages
+    ]
 
 
 def build_pipeline(pc: PipelineConfig, slot: ModelSlot, outbox: Outbox, cfg: Config, topic: str) -> Pipeline:
     """The pipeline ``pc`` describes: its source, ``slot``'s model, results to ``topic``."""
+    topics = Topics(cfg.mqtt.topic_prefix, cfg.device.id)
+    analytics = Analytics(
+        pc, device=cfg.device.id, events_topic=topics.events(pc.name), state_topic=topics.state(pc.name)
+    )
     return Pipeline(
         pc.name,
         make_source(pc.name, pc.source, mqtt=cfg.mqtt, device=cfg.device.id),
@@ -434,6 +538,7 @@ def build_pipeline(pc: PipelineConfig, slot: ModelSlot, outbox: Outbox, cfg: Con
         every_n_frames=pc.every_n_frames,
         max_fps=pc.max_fps,
         streams=slot.runner.streams,
+        analytics=None if analytics.idle else analytics,
     )
 
 

@@ -21,20 +21,24 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import signal
 import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 from edge_runtime.app import Daemon
 from edge_runtime.config.loader import collect_problems
 from edge_runtime.config.sections import Config
+from edge_runtime.control import RemoteConfig
+from edge_runtime.errors import OutboxClosedError, OutboxUnavailableError
 from edge_runtime.health.logformat import set_format
 from edge_runtime.health.notify import Notifier
-from edge_runtime.health.watchdog import Progress, Watchdog
+from edge_runtime.health.watchdog import Progress, Watchdog, progress_of
 
 logger = logging.getLogger(__name__)
 
@@ -70,16 +74,7 @@ def leave(code: int, grace_s: float = 2.0) -> int:
 
 def progress(daemon: Daemon | None) -> list[Progress]:
     """The watchdog's view of ``daemon``'s pipelines (none while a reload swaps daemons)."""
-    if daemon is None:
-        return []
-    out = []
-    for p in daemon.pipelines:
-        source = p.source
-        # `waiting` before `last_alive`: a source leaving a wait stamps first, then clears the flag
-        waiting = source.waiting
-        last_alive = source.last_alive
-        out.append(Progress(p.name, source.state, source.running, waiting, last_alive, p.busy_since))
-    return out
+    return [] if daemon is None else progress_of(daemon.pipelines)
 
 
 class StatusLine:
@@ -107,6 +102,26 @@ class StatusLine:
         return f"mqtt {broker}; {', '.join(parts)}; outbox {daemon.outbox.pending} pending"
 
 
+@dataclass
+class _Swap:
+    """A remote config for the main loop to run (control/remote.py waits on ``done``)."""
+
+    cfg: Config
+    done: threading.Event = field(default_factory=threading.Event)
+    error: str | None = None
+
+
+def health_problems(daemon: Daemon | None) -> str | None:
+    """Why ``daemon`` is not healthy (a remote config's health window); None when it is."""
+    if daemon is None or daemon.link is None:
+        return "no daemon runs"
+    problems = [f"pipeline {n} failed: {why}" for n, why in daemon.failed_pipelines.items()]
+    problems += [f"pipeline {p.name} has no result yet" for p in daemon.pipelines if p.metrics.inferred == 0]
+    if not daemon.link.connected.is_set():
+        problems.append(f"the broker is not connected ({daemon.link.last_error or 'connecting'})")
+    return "; ".join(problems) or None
+
+
 class Service:
     """Runs the daemon for ``config_path`` until SIGTERM/SIGINT; SIGHUP reloads (module docstring)."""
 
@@ -127,6 +142,8 @@ class Service:
         self._stop, self._reload, self._wake = threading.Event(), threading.Event(), threading.Event()
         self._done = threading.Event()  # ends the status thread
         self._status_thread = threading.Thread(target=self._status_loop, name="status", daemon=True)
+        self.remote = RemoteConfig(cfg, config_path)  # outlives daemons: it swaps them
+        self._swaps: queue.SimpleQueue[_Swap] = queue.SimpleQueue()
         self.watchdog: Watchdog | None = None
         if watchdog_s is not None:
             self.watchdog = Watchdog(
@@ -142,7 +159,8 @@ class Service:
         """Start, serve signals until told to stop, stop; the exit code."""
         self._install_signals()
         self._apply_logging(self.cfg)
-        self.daemon = self._start(self.cfg)
+        self.daemon = self._first_start()
+        self.remote.start(self)
         try:
             self._warn_slow_sources(self.cfg)
             logger.info(
@@ -158,12 +176,14 @@ class Service:
             while not self._stop.is_set():
                 self._wake.wait(0.5)
                 self._wake.clear()
-                if self._reload.is_set() and not self._stop.is_set():
-                    self._reload.clear()
-                    self.reload()
+                if self._reload.is_set() and not self._stop.is_set() and not self.remote.on_trial:
+                    self._reload.clear()  # during a remote config's health window: after it
+                    self._reload_now()
+                self._serve_swaps()
             self.notifier.stopping()
         finally:
             self._done.set()
+            self.remote.close()
             if self.watchdog is not None:
                 self.watchdog.stop()
             if self.daemon is not None:
@@ -188,8 +208,24 @@ class Service:
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
 
+    def _first_start(self) -> Daemon:
+        """The daemon of the first start: the remote config the rule picks, else the local file's
+        (a remote config that does not start any more is dropped, not retried at every restart)."""
+        local, self.cfg = self.cfg, self.remote.startup(self.cfg)
+        if self.cfg is local:
+            return self._start(local)
+        try:
+            return self._start(self.cfg)
+        except Exception as exc:
+            logger.exception("the remote config did not start; starting %s", self.config_path)
+            self.remote.drop(
+                f"it did not start ({str(exc).splitlines()[0] if str(exc) else exc!r}); the local file runs"
+            )
+            self.cfg = self.remote.running = local
+            return self._start(local)
+
     def _start(self, cfg: Config) -> Daemon:
-        daemon = Daemon(cfg)
+        daemon = Daemon(cfg, remote=self.remote)
         try:
             daemon.start()
         except BaseException:
@@ -198,11 +234,12 @@ class Service:
         return daemon
 
     # -- reload ------------------------------------------------------------------------------
-    def reload(self) -> None:
+    def _reload_now(self) -> None:
         """``RELOADING=1``; swap to the config file's new content if it is valid; ``READY=1``."""
         self.notifier.reloading(f"reloading {self.config_path}")
+        path, folder = self.remote.source()  # the local file, or the remote config it has not changed
         try:
-            cfg, problems = collect_problems(self.config_path)
+            cfg, problems = collect_problems(path, folder=folder)
         except Exception:  # a bug in the checks must not end a running daemon
             logger.exception("reload: keeping the running config: checking %s failed", self.config_path)
             cfg, problems = None, []
@@ -211,24 +248,67 @@ class Service:
             more = len(problems) - len(shown)
             tail = f" (and {more} more: edge-runtime validate {self.config_path})" if more > 0 else ""
             logger.error("reload: keeping the running config: %s%s", "; ".join(shown), tail)
-        elif cfg is not None:
-            self._swap(cfg)
+        elif cfg is not None and self._swap(cfg) is None:
+            self.remote.running = cfg
         self.notifier.ready(self.status())
 
-    def _swap(self, cfg: Config) -> None:
+    def _swap(self, cfg: Config) -> str | None:
+        """Run ``cfg``; None, or why it did not start (the previous config runs again then)."""
         old, self.daemon = self.daemon, None  # the watchdog watches nothing during the swap
         if old is not None:
             old.stop()
         try:
             self.daemon = self._start(cfg)
-        except Exception:  # the supervisor must keep a daemon running
+        except Exception as exc:  # the supervisor must keep a daemon running
             logger.exception("reload: the new config did not start; starting the previous one again")
             self.daemon = self._start(self.cfg)
-            return
+            self.remote.started()
+            return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         self.cfg = cfg
+        self.remote.started()
         self._apply_logging(cfg)
         self._warn_slow_sources(cfg)
         logger.info("reload: running %s with %d pipeline(s)", self.config_path, len(self.daemon.pipelines))
+        return None
+
+    # -- remote config (control/remote.py's Supervisor) -----------------------------------------
+    def swap(self, cfg: Config) -> str | None:
+        """Run ``cfg`` in the main loop (from the ``config`` thread); as :meth:`_swap` says."""
+        request = _Swap(cfg)
+        self._swaps.put(request)
+        self._wake.set()
+        while not request.done.wait(0.5):
+            if self._done.is_set():
+                return "the service is stopping"
+        return request.error
+
+    def _serve_swaps(self) -> None:
+        while not self._swaps.empty() and not self._stop.is_set():
+            request = self._swaps.get()
+            self.notifier.reloading("applying a remote config")
+            request.error = self._swap(request.cfg)
+            self.notifier.ready(self.status())
+            request.done.set()
+
+    def problems(self) -> str | None:
+        """Why the running daemon is not healthy now; None when it is."""
+        return health_problems(self.daemon)
+
+    def report(self, topic: str, payload: bytes) -> bool:
+        """A retained message through the running daemon's outbox; False when none runs."""
+        daemon = self.daemon
+        if daemon is None or daemon.outbox is None:
+            return False
+        try:
+            daemon.outbox.put(topic, lambda _seq: payload, qos=1, retain=True)
+        except (OutboxClosedError, OutboxUnavailableError):  # kept by control, sent with the next daemon
+            return False
+        return True
+
+    def reload(self) -> None:
+        """Reload as SIGHUP does (the ``reload`` command; from any thread)."""
+        self._reload.set()
+        self._wake.set()
 
     # -- status ------------------------------------------------------------------------------
     def status(self) -> str:

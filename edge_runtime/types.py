@@ -81,13 +81,16 @@ class Detection:
 class Frame:
     """One captured image. ``image`` is BGR uint8 (as OpenCV decodes); ``ts`` is wall-clock time.
 
-    ``capture_ms`` is how long reading/decoding took in the source thread.
+    ``capture_ms`` is how long the source's read call took (decoding a file's frame; for a live
+    stream mostly the wait for the next frame). ``available`` is ``time.perf_counter()`` when the
+    frame was decoded and handed over: the start of its end-to-end latency (0: not stamped).
     """
 
     index: int
     ts: float
     image: np.ndarray
     capture_ms: float = 0.0
+    available: float = 0.0
 
     @property
     def width(self) -> int:
@@ -116,6 +119,7 @@ class Window:
     data: np.ndarray
     first_sample: int
     capture_ms: float = 0.0
+    available: float = 0.0  # time.perf_counter() when the window was complete (see Frame)
 
     @property
     def samples(self) -> int:

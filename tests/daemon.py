@@ -63,6 +63,7 @@ def make_config(tmp: Path, port: int, video: Path, **overrides: Any) -> Path:
             }
         ],
         "updates": {"store": str(tmp / "state" / "models")},
+        "control": {"state_dir": str(tmp / "state" / "control")},  # never the machine's own
     }
     path = tmp / "config.yaml"
     path.write_text(yaml.safe_dump(_merge(base, overrides), sort_keys=False))

@@ -12,7 +12,18 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "edge_runtime"
 
-STAGES = {"capture", "inference", "preprocess", "postprocess", "publish", "health", "update"}
+STAGES = {
+    "capture",
+    "inference",
+    "preprocess",
+    "postprocess",
+    "publish",
+    "health",
+    "update",
+    "analytics",
+    "control",
+    "integrations",
+}
 LEAVES = {
     "config",
     "types",
@@ -24,6 +35,7 @@ LEAVES = {
     "scheduling",
     "throttle",
     "durable",
+    "boundedjson",
 }
 COMPOSITION = {"app", "pipeline", "service", "cli", "commands", "model", "fleet", "__main__", "__init__"}
 

@@ -42,9 +42,14 @@ def unique(payloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def pending_rows(db: Path, topic_suffix: str) -> list[dict[str, Any]]:
-    """Payloads still in the outbox (read directly, as after a crash)."""
-    with sqlite3.connect(db) as con:
-        rows = con.execute("SELECT topic, payload FROM messages ORDER BY id").fetchall()
+    """Payloads still in the outbox (read directly, as after a crash); none while the daemon has
+    not created it yet. Read-only: opening it for writing would create an empty file under the
+    daemon, which then refuses it as damaged."""
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            rows = con.execute("SELECT topic, payload FROM messages ORDER BY id").fetchall()
+    except sqlite3.OperationalError:  # not there yet, or its schema not yet written
+        return []
     return [json.loads(p) for t, p in rows if t.endswith(topic_suffix)]
 
 
@@ -66,7 +71,8 @@ def test_video_of_n_frames_gives_exactly_n_predictions(
     assert first["device"] == "cam-test" and first["pipeline"] == "front" and first["task"] == "detection"
     assert set(first["frame"]) == {"index", "ts", "width", "height"} and first["frame"]["width"] == 320
     assert set(first["model"]) == {"name", "version", "sha256"}
-    assert set(first["latency_ms"]) == {"capture", "preprocess", "inference", "postprocess", "total"}
+    assert set(first["latency_ms"]) == {"capture", "queue", "preprocess", "inference", "postprocess", "total"}
+    assert "interval" in preds[1]["latency_ms"]  # from the second frame on
     assert sum(1 for p in preds if any(d["label"] == "person" for d in p["detections"])) >= n * 0.8
     health = recorder.on("/health")[-1]
     front = health["pipelines"]["front"]
@@ -137,10 +143,11 @@ def test_daemon_killed_while_offline_keeps_what_it_committed(
 
 def outbox_meta(db: Path, key: str) -> int:
     """A counter in the outbox's meta table (0 before the file or the key exists)."""
-    if not db.exists():
+    try:  # read-only: never create the file under the daemon
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+            row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    except sqlite3.OperationalError:  # not there yet, or its schema not yet written
         return 0
-    with sqlite3.connect(db) as con:
-        row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
     return int(row[0]) if row else 0
 
 
@@ -165,7 +172,14 @@ def test_outage_longer_than_the_outbox_cap_drops_per_policy(
     broker.start()
     kept = cap if policy == "oldest" else cap - 1
     assert wait_for(lambda: len(unique(recorder.on(PRED))) >= kept, 30), daemon.log()[-3000:]
+    # and acknowledged: the stop's final health message must find room in the capped store
+    assert wait_for(lambda: pending_rows(db, "") == [], 30), daemon.log()[-3000:]
     assert daemon.terminate() == 0
+    # the final health message, sent while stopping, reaches the recorder a moment later
+    dropped = n + 1 - cap
+    assert wait_for(
+        lambda: any(h["outbox"]["dropped"] == dropped for h in unique(recorder.on("/health"))), 10
+    ), daemon.log()[-3000:]
     preds = unique(recorder.on(PRED))
     health = unique(recorder.on("/health"))
     seqs = [p["seq"] for p in preds]
@@ -176,7 +190,7 @@ def test_outage_longer_than_the_outbox_cap_drops_per_policy(
         assert seqs == list(range(1, cap))  # the health message took the first place
     final = health[-1]
     gaps = (n - len(preds)) + (final["seq"] - len(health))
-    assert final["outbox"]["dropped"] == gaps == n + 1 - cap
+    assert final["outbox"]["dropped"] == gaps == dropped
 
 
 def test_status_is_retained_online_and_the_will_says_offline_after_sigkill(

@@ -2,8 +2,9 @@
 
 The test runs the shipped files, with only their paths and the listener's port moved into the
 test's folder: per-device credentials, TLS, the ACL. A device's credentials cannot read another
-device's topics or publish another device's update, status or chunks; the daemon works unchanged
-behind it; and a signed update pushed by the operator identity goes active.
+device's topics or publish another device's update, status, chunks or commands; the daemon works
+unchanged behind it; a signed update pushed by the operator identity goes active, and the
+operator's ``fleet cmd`` gets its answer.
 """
 
 from __future__ import annotations
@@ -238,6 +239,26 @@ def test_devices_are_fenced_in_and_the_operator_updates_through_the_fleet_broker
         assert wait_for(
             lambda: any(json.loads(p)["model"]["version"] == "2" for p in operator.on(predictions)), 30
         )
+        # commands: only the operator may send them, and the device may answer on its reply topic
+        assert not cam2.publish("edge/cam-1/cmd/ping", b"")
+        ping = cli(
+            "fleet",
+            "cmd",
+            "cam-1",
+            "ping",
+            "--broker",
+            f"localhost:{fleet.port}",
+            "--username",
+            "operator",
+            "--password-file",
+            fleet.password_files["operator"],
+            "--ca-file",
+            fleet.ca,
+            "--wait",
+            "20",
+        )
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        assert json.loads(ping.stdout)["result"]["device"] == "cam-1"
         assert daemon.terminate() == 0
     finally:
         if daemon.proc.poll() is None:

@@ -92,7 +92,7 @@ def test_fifo_samples_give_every_window_once_and_the_fault_is_flagged(
     assert (
         "frame" not in first and first["task"] == "anomaly" and first["model"]["name"] == "vibration_anomaly"
     )
-    assert set(first["latency_ms"]) == {"capture", "preprocess", "inference", "postprocess", "total"}
+    assert set(first["latency_ms"]) == {"capture", "queue", "preprocess", "inference", "postprocess", "total"}
     fault_end = FAULT_START + FAULT_SAMPLES
     starts = {p["window"]["first_sample"]: p["anomaly"]["flag"] for p in preds}
     inside = [flag for s, flag in starts.items() if s >= FAULT_START and s + WINDOW <= fault_end]

@@ -753,3 +753,14 @@ def test_inside_the_unit_the_credentials_directory_is_used_as_it_is(tmp_path: Pa
     command = [sys.executable, "-m", "edge_runtime", "validate", str(config)]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=scaled(60), env=env, check=False)
     assert proc.returncode == 0, proc.stderr
+
+
+@needs_analyze
+def test_the_ip_allowlist_dropin_lowers_the_exposure(tmp_path: Path) -> None:
+    """With the status page or metrics port open, the unit is unchanged (same score); the optional
+    allow-list drop-in pins who may connect, and the score drops (docs/integrations.md)."""
+    root = staged(tmp_path)
+    shutil.copy(REPO / "systemd" / "optional" / "ip-allowlist.conf", root / DROPIN_DIR / "ip-allowlist.conf")
+    proc = security(root)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert exposure(proc.stdout) < MEASURED_EXPOSURE

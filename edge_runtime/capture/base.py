@@ -171,7 +171,7 @@ class SourceThread:
 
     def emit(self, image: object, capture_ms: float) -> bool:
         """Wrap an image as the next Frame and hand it over."""
-        frame = Frame(self.frames, time.time(), image, capture_ms)  # type: ignore[arg-type]
+        frame = Frame(self.frames, time.time(), image, capture_ms, time.perf_counter())  # type: ignore[arg-type]
         self.frames += 1
         self.last_frame_at = self.last_alive = time.monotonic()
         return self.deliver(frame)

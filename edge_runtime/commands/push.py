@@ -27,6 +27,7 @@ import paho.mqtt.client as mqtt
 from edge_runtime.commands.broker import broker_from_args
 from edge_runtime.errors import EdgeRuntimeError, InputError, UpdateError
 from edge_runtime.fleet.chunks import ChunkSender, Offer
+from edge_runtime.fleet.desired import clear, update_topic
 from edge_runtime.mqttclient import Broker, make_client
 from edge_runtime.update.job import MAX_HINTED_CHUNKS
 from edge_runtime.update.manifest import (
@@ -135,28 +136,11 @@ def _staged(args: argparse.Namespace, broker: Broker, pusher: _Pusher) -> int:
     )
 
 
-def _update_topic(args: argparse.Namespace) -> str:
-    if args.device:
-        return f"{args.prefix}/{args.device}/model/update"
-    return f"{args.prefix}/groups/{args.group}/model/update"
-
-
 def _clear(args: argparse.Namespace) -> int:
     """Publish an empty retained message: the broker forgets the desired update of that topic."""
-    broker = broker_from_args(args)
-    client = make_client(broker, f"edge-push-{uuid.uuid4().hex[:8]}")
-    try:
-        client.connect(broker.host, broker.port, keepalive=broker.keepalive)
-    except (OSError, ValueError) as exc:
-        raise EdgeRuntimeError(f"cannot connect to the broker {broker}: {exc}") from exc
-    client.loop_start()
-    try:
-        topic = _update_topic(args)
-        client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)
-        print(f"cleared the desired update on {topic} (devices keep what they run)")
-    finally:
-        client.loop_stop()
-        client.disconnect()
+    topic = update_topic(args.prefix, args.device, args.group)
+    clear(broker_from_args(args), topic)
+    print(f"cleared the desired update on {topic} (devices keep what they run)")
     return 0
 
 
@@ -215,12 +199,13 @@ class _Pusher:
             self._drain(time.monotonic() + DISCOVERY_S)  # retained births tell who is in the group
             if self.args.group:
                 self._announce_group()
-            target = _update_topic(self.args)
+            target = update_topic(self.prefix, self.args.device, self.args.group)
             retain = not self.args.no_retain  # desired state: devices that connect later find it
             self.client.publish(target, self.payload, qos=1, retain=retain).wait_for_publish(10)
             print(
                 f"published update {self.uid} ({self.manifest.name} {self.manifest.version}, "
                 f"{self.manifest.size} bytes{'' if self.args.url else f', {self.count} chunks'}) to {target}"
+                f"{'' if retain else ' (once, not retained)'}"
             )
             return self._follow()
         finally:

@@ -44,6 +44,8 @@ _PATH_KEYS: tuple[tuple[str, ...], ...] = (
     ("mqtt", "tls", "ca_file"),
     ("mqtt", "tls", "cert_file"),
     ("mqtt", "tls", "key_file"),
+    ("control", "state_dir"),
+    ("metrics", "textfile"),
 )
 
 
@@ -160,11 +162,15 @@ def _reported(path: Path, lines: list[str]) -> list[str]:
     return [printable(line) for line in lines]
 
 
-def collect_problems(path: Path, disk: Disk | None = None) -> tuple[Config | None, list[str]]:
+def collect_problems(
+    path: Path, disk: Disk | None = None, *, folder: Path | None = None
+) -> tuple[Config | None, list[str]]:
     """Parse ``path``; the Config (or None) and every problem as ``FILE:LINE: key: message``.
 
     ``disk`` says where the named files are (default: as the running service sees them); no
     exception but a bug escapes: a file that is not a config at all is one problem line.
+    ``folder``: relative paths are relative to it instead of ``path``'s folder (a remote config,
+    stored in the state folder, names files as the local config file beside them does).
     """
     disk = disk or Disk.of_service()
     try:
@@ -182,7 +188,7 @@ def collect_problems(path: Path, disk: Disk | None = None) -> tuple[Config | Non
     if disk.credentials_dir is not None:
         env.setdefault("CREDENTIALS_DIRECTORY", str(disk.credentials_dir))
     data = _substitute(doc.data, (), problems, env)
-    base = _target_folder(path, disk)
+    base = folder if folder is not None else _target_folder(path, disk)
     for pattern in _PATH_KEYS:
         _resolve_paths(data, pattern, base)
     lines = [where(loc, msg) for loc, msg in problems]
@@ -201,9 +207,9 @@ def collect_problems(path: Path, disk: Disk | None = None) -> tuple[Config | Non
     return cfg, []
 
 
-def load_config(path: Path, disk: Disk | None = None) -> Config:
+def load_config(path: Path, disk: Disk | None = None, *, folder: Path | None = None) -> Config:
     """The validated Config, or ConfigError listing every problem (one per line)."""
-    cfg, problems = collect_problems(path, disk)
+    cfg, problems = collect_problems(path, disk, folder=folder)
     if cfg is None:
         raise ConfigError("\n".join(problems))
     return cfg

@@ -9,7 +9,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from edge_runtime.config.sources import SourceConfig
+from edge_runtime.config.analytics import LineConfig, MotionConfig, TrackingConfig, ZoneConfig
+from edge_runtime.config.integrations import HomeAssistantConfig, HttpConfig, MetricsConfig, SnapshotsConfig
+from edge_runtime.config.sources import SensorSource, SourceConfig
 from edge_runtime.config.vocabulary import ACCELERATORS
 from edge_runtime.config.yamltree import shorten
 
@@ -175,6 +177,9 @@ class ModelConfig(Section):
         return v
 
 
+RegionName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+
+
 class PipelineConfig(Section):
     """One source feeding one model."""
 
@@ -187,6 +192,44 @@ class PipelineConfig(Section):
     )
     every_n_frames: int = Field(1, ge=1, description="infer every Nth frame")
     max_fps: float | None = Field(None, gt=0, description="cap on inferences per second")
+    snapshots: SnapshotsConfig | None = Field(
+        None, description="publish annotated JPEG snapshots (docs/integrations.md); none: off"
+    )
+    # -- video analytics (docs/analytics.md) --
+    motion: MotionConfig = Field(default_factory=MotionConfig, description="motion gating")
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig, description="object tracking and events")
+    zones: dict[RegionName, ZoneConfig] = Field(
+        default_factory=dict, max_length=64, description="named polygons: occupancy, dwell, entries"
+    )
+    lines: dict[RegionName, LineConfig] = Field(
+        default_factory=dict, max_length=64, description="named counting lines: crossings by direction"
+    )
+    output: Literal["every", "changes", "events"] = Field(
+        "every",
+        description="every: one prediction per inferred frame; changes: only when what is seen changes "
+        "(labels, or track ids when tracking); events: no predictions, only events and states",
+    )
+
+    @property
+    def tracks(self) -> bool:
+        """Whether this pipeline tracks objects (explicitly, or because analytics need it)."""
+        if self.tracking.enabled is not None:
+            return self.tracking.enabled
+        return bool(self.zones or self.lines or self.output == "events")
+
+    @model_validator(mode="after")
+    def _analytics_fit(self) -> PipelineConfig:
+        if self.tracking.enabled is False and (self.zones or self.lines or self.output == "events"):
+            raise ValueError("zones, lines and output: events need tracking (tracking.enabled: false)")
+        if self.tracking.start == "zone" and not self.zones:
+            raise ValueError("tracking.start: zone needs zones")
+        if isinstance(self.source, SensorSource) and (
+            self.motion.enabled or self.tracks or self.output != "every"
+        ):
+            raise ValueError(
+                "motion, tracking, zones, lines and output other than every need an image source"
+            )
+        return self
 
 
 class UpdatesConfig(Section):
@@ -205,6 +248,37 @@ class UpdatesConfig(Section):
     latency_factor: float = Field(
         3.0, gt=1, description="a candidate may be at most this many times slower than the current model"
     )
+
+
+class ControlConfig(Section):
+    """Remote commands and remote configuration over MQTT (docs/control.md)."""
+
+    require_signed: Literal["changes", "all"] = Field(
+        "changes",
+        description="changes: commands that change what the device does (pause, resume, reload) must "
+        "be signed by a key in updates.public_keys; all: every command must be",
+    )
+    state_dir: Path = Field(
+        default_factory=lambda: state_path("control"),
+        description="accepted remote configs, what runs now, and the command nonces seen",
+    )
+    keep: int = Field(5, ge=1, le=50, description="accepted remote configs kept for rollback and audit")
+    health_window_s: float = Field(
+        30.0, gt=0, le=3600, description="a remote config that is not healthy within this long is rolled back"
+    )
+    max_command_age_s: float = Field(
+        300.0, gt=0, le=86400, description="signed commands must expire within this long of arriving"
+    )
+    commands_per_s: float = Field(
+        5.0, gt=0, le=1000, description="commands taken per second; more are dropped"
+    )
+    max_pending: int = Field(
+        16, ge=1, le=1024, description="commands waiting to be handled; more are dropped"
+    )
+    snapshot_max_height: int = Field(
+        480, ge=16, le=2160, description="snapshots are scaled down to this height"
+    )
+    snapshot_quality: int = Field(80, ge=10, le=100, description="JPEG quality of snapshots")
 
 
 class LoggingConfig(Section):
@@ -233,6 +307,14 @@ class Config(Section):
     pipelines: list[PipelineConfig] = Field(..., min_length=1, description="each a source feeding a model")
     updates: UpdatesConfig = Field(default_factory=UpdatesConfig, description="signed model updates")
     logging: LoggingConfig = Field(default_factory=LoggingConfig, description="log level and format")
+    control: ControlConfig = Field(
+        default_factory=ControlConfig, description="remote commands and remote configuration"
+    )
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus metrics (off)")
+    http: HttpConfig = Field(default_factory=HttpConfig, description="the local status page (off)")
+    home_assistant: HomeAssistantConfig = Field(
+        default_factory=HomeAssistantConfig, description="Home Assistant MQTT discovery (off)"
+    )
 
     def problems(self) -> list[tuple[tuple[str | int, ...], str]]:
         """Cross-section rules, each with the key path it is about (for FILE:LINE reporting)."""
@@ -247,4 +329,7 @@ class Config(Section):
                 out.append(
                     (("pipelines", i, "model"), f"unknown model {shorten(p.model)!r} (models: {known})")
                 )
+        for name in self.home_assistant.labels:
+            if name not in seen:
+                out.append((("home_assistant", "labels", name), f"no pipeline named {shorten(name)!r}"))
         return out

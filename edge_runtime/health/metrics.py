@@ -8,7 +8,8 @@ from collections import deque
 
 import numpy as np
 
-STAGES = ("capture", "preprocess", "inference", "postprocess", "total")
+# docs/mqtt.md "latency_ms": where each starts and ends; "total" excludes "capture" and "interval"
+STAGES = ("capture", "interval", "queue", "preprocess", "inference", "postprocess", "total")
 
 
 class LatencyWindow:

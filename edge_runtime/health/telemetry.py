@@ -40,6 +40,7 @@ class PipelineView(Protocol):
     def metrics(self) -> PipelineMetrics: ...
     @property
     def source(self) -> _Source: ...
+    def analytics_report(self) -> dict[str, Any]: ...
 
 
 class _Report(Protocol):
@@ -103,6 +104,7 @@ def _pipeline(p: PipelineView) -> dict[str, Any]:
         "source_error": p.source.error,
         "latency_ms": m.latency_report(),
         **p.source.stats(),  # sensor sources: samples, malformed, reconnects
+        **p.analytics_report(),  # motion gating, tracks and counters (analytics/)
     }
 
 

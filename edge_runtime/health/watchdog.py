@@ -54,8 +54,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -85,6 +86,18 @@ class Stall:
 
     def __str__(self) -> str:
         return f"pipeline {self.pipeline}: {self.detail} for {self.seconds:.1f}s"
+
+
+def progress_of(pipelines: Iterable[Any]) -> list[Progress]:
+    """The stamps of running pipelines (pipeline.py ``Pipeline``: ``name``, ``source``, ``busy_since``)."""
+    out = []
+    for p in pipelines:
+        source = p.source
+        # `waiting` before `last_alive`: a source leaving a wait stamps first, then clears the flag
+        waiting = source.waiting
+        last_alive = source.last_alive
+        out.append(Progress(p.name, source.state, source.running, waiting, last_alive, p.busy_since))
+    return out
 
 
 def stalls(progress: Sequence[Progress], now: float, limit: float) -> list[Stall]:

@@ -59,13 +59,20 @@ def cpu_lacks_vnni() -> bool:
     VNNI and ARM CPUs (and on LiteRT). Other machines: False. Unknown x86 flags: True (exact is
     never wrong, only slower).
     """
-    if platform.machine().lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
-        return False
     try:
         flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
     except OSError:
+        flags = None
+    return lacks_vnni(platform.machine(), flags)
+
+
+def lacks_vnni(machine: str, cpuinfo: str | None) -> bool:
+    """:func:`cpu_lacks_vnni` for a given ``platform.machine()`` and ``/proc/cpuinfo`` (None: unreadable)."""
+    if machine.lower() not in ("x86_64", "amd64", "i386", "i686", "x86"):
+        return False
+    if cpuinfo is None:
         return True
-    return re.search(r"\b(avx512_vnni|avx_vnni)\b", flags) is None
+    return re.search(r"\b(avx512_vnni|avx_vnni)\b", cpuinfo) is None
 
 
 def _session_options(ort: Any, options: BackendOptions) -> Any:

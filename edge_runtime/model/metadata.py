@@ -36,7 +36,8 @@ def _literal(text: str | None) -> Any:
 
 def _ultralytics_labels(metadata: dict[str, str]) -> list[str] | None:
     names = _literal(metadata.get("names"))
-    if isinstance(names, dict) and all(isinstance(k, int) for k in names):
+    if isinstance(names, dict) and names and all(str(k).isdigit() for k in names):  # JSON: keys are text
+        names = {int(k): v for k, v in names.items()}
         return [str(names.get(i, i)) for i in range(max(names) + 1)]
     if isinstance(names, list):
         return [str(n) for n in names]
@@ -73,6 +74,8 @@ def _preprocess(family: str, backend: Backend) -> dict[str, Any]:
         return {"resize": "letterbox", "mean": (0.0,) * 3, "std": (255.0,) * 3, "pad_value": 114}
     if family == "mediapipe_ssd":
         return {"resize": "letterbox", "mean": (127.5,) * 3, "std": (127.5,) * 3, "pad_value": 0}
+    if family == "yolox":  # YOLOX's own preproc: BGR 0..255, image top-left, padding 114 after it
+        return {"resize": "letterbox", "color": "bgr", "pad": "bottom_right", "pad_value": 114}
     if np.issubdtype(spec.dtype, np.integer) and spec.quantization is not None:
         q = spec.quantization  # mean/std that make quantise(normalise(p)) == p
         return {"mean": (float(q.zero_point),) * 3, "std": (1.0 / q.scale,) * 3}

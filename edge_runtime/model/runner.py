@@ -80,7 +80,9 @@ class Runner:
         if self._rect_stride:
             size = geometry.stride_rectangle(image_bgr.shape[:2], size, self._rect_stride)
         if p.resize == "letterbox":
-            resized, transform = geometry.letterbox(image_bgr, size, p.pad_value, p.interpolation)
+            resized, transform = geometry.letterbox(
+                image_bgr, size, p.pad_value, p.interpolation, centre=p.pad == "centre"
+            )
         elif p.resize == "center_crop":
             resized, transform = geometry.center_crop(image_bgr, size, p.crop_fraction, p.interpolation)
         else:

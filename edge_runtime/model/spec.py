@@ -19,6 +19,7 @@ Family = Literal[
     "yolov5",
     "yolov8",
     "yolo_end2end",
+    "yolox",
     "mediapipe_ssd",
     "anomaly_score",
     "reconstruction",
@@ -26,7 +27,7 @@ Family = Literal[
 ]
 
 DETECTION_FAMILIES: frozenset[str] = frozenset(
-    {"ssd", "tflite_detection_postprocess", "yolov5", "yolov8", "yolo_end2end", "mediapipe_ssd"}
+    {"ssd", "tflite_detection_postprocess", "yolov5", "yolov8", "yolo_end2end", "yolox", "mediapipe_ssd"}
 )
 TASK_FAMILIES: dict[str, frozenset[str]] = {
     "classification": frozenset({"classification"}),
@@ -71,6 +72,9 @@ class PreprocessSpec(_Strict):
         (1.0, 1.0, 1.0), description="pixels are divided by this after the mean is subtracted"
     )
     pad_value: int = Field(114, ge=0, le=255, description="letterbox: border pixel value")
+    pad: Literal["centre", "bottom_right"] = Field(
+        "centre", description="letterbox: image in the centre, or top-left with the padding after it (YOLOX)"
+    )
     interpolation: Literal["linear", "area", "nearest", "cubic"] = Field(
         "linear", description="OpenCV interpolation used for resizing"
     )

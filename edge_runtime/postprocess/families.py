@@ -32,13 +32,23 @@ FAMILY_LINES: tuple[tuple[str, str, str], ...] = (
     ("yolov8", "task: detection", "[1, 4+C, N]: YOLOv8 / YOLO11 (cx, cy, w, h + class scores)"),
     ("yolov5", "task: detection", "[1, N, 5+C]: YOLOv5 / YOLOv7 (cx, cy, w, h, objectness + classes)"),
     ("yolo_end2end", "task: detection", "[1, N, 6]: x1, y1, x2, y2, score, class (NMS inside)"),
+    ("yolox", "task: detection", "[1, N, 5+C]: YOLOX raw head, one row per cell of strides 8, 16, 32"),
     ("tflite_detection_postprocess", "task: detection", "the 4 outputs of TFLite_Detection_PostProcess"),
     ("ssd", "task: detection", "boxes [1, N, 4] + scores [1, N, C], with postprocess.anchors"),
     ("mediapipe_ssd", "task: detection", "regressors [1, N, 4+2K] + classificators [1, N, C] (BlazeFace)"),
 )
 
 
-def _single_output(shape: Shape, metadata: Mapping[str, str]) -> str | None:
+def _yolox_cells(input_size: tuple[int, int] | None) -> int:
+    if input_size is None:
+        return -2
+    h, w = input_size
+    return sum((h // s) * (w // s) for s in (8, 16, 32))
+
+
+def _single_output(
+    shape: Shape, metadata: Mapping[str, str], input_size: tuple[int, int] | None = None
+) -> str | None:
     if len(_squeeze(shape)) == 1 and shape[-1] > 1:
         return "classification"
     if len(shape) != 3:
@@ -48,6 +58,9 @@ def _single_output(shape: Shape, metadata: Mapping[str, str]) -> str | None:
     # thousands of anchors (6300 at 320)
     if shape[2] == 6 and (end2end or 0 < shape[1] <= 1000):
         return "yolo_end2end"
+    # one row per cell of strides 8/16/32 is YOLOX; YOLOv5 has 3 anchors per cell (25200 at 640)
+    if shape[1] == _yolox_cells(input_size) and shape[2] > 5:
+        return "yolox"
     return _yolo_layout(shape[1], shape[2])
 
 
@@ -70,7 +83,7 @@ def guess_family(
         if 4 in (shapes[0][2], shapes[1][2]):
             return "ssd"
     if len(shapes) == 1:
-        return _single_output(shapes[0], metadata or {})
+        return _single_output(shapes[0], metadata or {}, input_size)
     return None
 
 
@@ -81,7 +94,7 @@ def num_classes(family: str, shapes: Sequence[Shape], label_offset: int = 0) -> 
     if family == "ssd":
         scores = next(s for s in shapes if s[-1] != 4) if any(s[-1] != 4 for s in shapes) else shapes[1]
         return scores[-1] - label_offset
-    if family == "yolov5":
+    if family in ("yolov5", "yolox"):
         return shapes[0][-1] - 5
     if family == "yolov8":
         return shapes[0][1] - 4

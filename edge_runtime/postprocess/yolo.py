@@ -1,6 +1,7 @@
-"""YOLO heads: v5/v7 ``[1, N, 5 + C]`` (with objectness), v8/v11 ``[1, 4 + C, N]`` (without), and
-end-to-end outputs ``[1, N, 6]`` = ``(x1, y1, x2, y2, score, class)`` (exports with NMS inside,
-YOLOv10 / YOLO26), whose boxes are already final.
+"""YOLO heads: v5/v7 ``[1, N, 5 + C]`` (with objectness), v8/v11 ``[1, 4 + C, N]`` (without),
+YOLOX ``[1, N, 5 + C]`` with raw grid offsets (its default export), and end-to-end outputs
+``[1, N, 6]`` = ``(x1, y1, x2, y2, score, class)`` (exports with NMS inside, YOLOv10 / YOLO26),
+whose boxes are already final.
 
 Boxes are ``(cx, cy, w, h)`` in input pixels as Ultralytics exports them; a head that emits
 normalised coordinates (all values <= ~1) is detected and handled too.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from edge_runtime.errors import ModelError
 from edge_runtime.postprocess.detection import RawDetections, best_class
 
 Arr = npt.NDArray[np.float32]
@@ -65,3 +67,37 @@ def decode_end2end(output: Arr, input_size: tuple[int, int], *, score_threshold:
         boxes = (boxes / np.array([w, h, w, h], np.float32)).astype(np.float32)
     class_ids = np.rint(pred[:, 5]).astype(np.intp)
     return RawDetections(boxes.astype(np.float32), pred[:, 4].astype(np.float32), class_ids)
+
+
+YOLOX_STRIDES = (8, 16, 32)
+
+
+def yolox_grid(input_size: tuple[int, int], strides: tuple[int, ...] = YOLOX_STRIDES) -> Arr:
+    """``[N, 3]`` rows ``(x, y, stride)`` of every cell, stride by stride, row-major (YOLOX's order)."""
+    h, w = input_size
+    parts = []
+    for s in strides:
+        ys, xs = np.meshgrid(np.arange(h // s), np.arange(w // s), indexing="ij")
+        parts.append(np.stack([xs.ravel(), ys.ravel(), np.full(xs.size, s)], axis=1))
+    return np.concatenate(parts).astype(np.float32)
+
+
+def decode_yolox(output: Arr, input_size: tuple[int, int], *, score_threshold: float) -> RawDetections:
+    """``[1, N, 5 + C]``: ``(dx, dy, log w, log h)`` per grid cell, objectness and class scores
+    already through a sigmoid; score = objectness x class."""
+    pred = output.reshape(-1, output.shape[-1])
+    grid = yolox_grid(input_size)
+    if grid.shape[0] != pred.shape[0]:
+        raise ModelError(
+            f"a YOLOX grid of {list(input_size)} has {grid.shape[0]} cells, outputs {pred.shape[0]}"
+        )
+    keep = np.flatnonzero(pred[:, 4] >= score_threshold)
+    if keep.size == 0:
+        return RawDetections.empty()
+    pred, grid = pred[keep], grid[keep]
+    scores, class_ids = best_class(pred[:, 5:] * pred[:, 4:5])
+    xy = (pred[:, :2] + grid[:, :2]) * grid[:, 2:3]
+    wh = np.exp(np.clip(pred[:, 2:4], -20.0, 20.0)) * grid[:, 2:3]
+    boxes = _cxcywh_to_xyxy(np.concatenate([xy, wh], axis=1).astype(np.float32), input_size, True)
+    ok = scores >= score_threshold
+    return RawDetections(boxes[ok], scores[ok].astype(np.float32), class_ids[ok])

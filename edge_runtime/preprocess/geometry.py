@@ -88,15 +88,20 @@ def stride_rectangle(image_hw: tuple[int, int], size: tuple[int, int], stride: i
 
 
 def letterbox(
-    image: Image, size: tuple[int, int], pad_value: int = 114, interpolation: str = "linear"
+    image: Image,
+    size: tuple[int, int],
+    pad_value: int = 114,
+    interpolation: str = "linear",
+    centre: bool = True,
 ) -> tuple[Image, Transform]:
-    """Resize keeping the aspect ratio and pad the borders evenly with ``pad_value``."""
+    """Resize keeping the aspect ratio and pad the borders evenly with ``pad_value`` (or only the
+    right and bottom ones, ``centre=False``, as YOLOX does)."""
     h, w = image.shape[:2]
     dh, dw = size
     scale = min(dw / w, dh / h)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     resized = _resize(image, (nw, nh), interpolation)
-    left, top = (dw - nw) // 2, (dh - nh) // 2
+    left, top = ((dw - nw) // 2, (dh - nh) // 2) if centre else (0, 0)
     out = np.full((dh, dw, image.shape[2]), pad_value, dtype=np.uint8)
     out[top : top + nh, left : left + nw] = resized
     return out, Transform(w, h, dw, dh, scale_x=nw / w, scale_y=nh / h, pad_x=left, pad_y=top)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from edge_runtime.backoff import backoff_delays
 from edge_runtime.config.sections import MqttConfig
@@ -31,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 Handler = Callable[[str, bytes], None]  # (topic, payload), called on paho's thread: enqueue only
 RetainHandler = Callable[[str, bytes, bool], None]  # (topic, payload, kept by the broker)
+# (topic, payload, response topic, correlation data): an MQTT v5 request, on paho's thread too
+RequestHandler = Callable[[str, bytes, "str | None", "bytes | None"], None]
 _Callback = Callable[[mqtt.Client, Any, mqtt.MQTTMessage], None]  # what paho calls
 _THROTTLE = Throttle(per_s=60.0, burst=5)  # lines anyone on the broker can cause, per topic
 
@@ -314,6 +318,30 @@ class MqttLink:
             if self.connected.is_set():
                 self._client.subscribe(topic_filter, qos=1)
 
+    def route_requests(self, topic_filter: str, handler: RequestHandler) -> None:
+        """Like :meth:`route`, for MQTT v5 requests: ``handler`` also gets the message's response
+        topic and correlation data (None when absent). Only enqueue there too."""
+        self._add_route(topic_filter, _deliver_request_to(handler))
+
+    def respond(self, topic: str, payload: bytes, correlation: bytes | None) -> bool:
+        """Answer a request on its response topic (QoS 1, not retained, no response topic of its
+        own, so two devices cannot answer each other forever); False when not connected."""
+        if not self.connected.is_set():
+            return False
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        if correlation is not None:
+            props.CorrelationData = correlation
+        info = self._client.publish(topic, payload, qos=1, retain=False, properties=props)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS  # its PUBACK matches no outbox row: ignored there
+
+    def rebirth(self) -> bool:
+        """Publish the retained online status (the birth message) again; False when not connected."""
+        if not self.connected.is_set():
+            return False
+        birth = {"state": "online", **self._status(), "ts": time.time()}
+        info = self._client.publish(self.topics.status, json.dumps(birth), qos=1, retain=True)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
     def stop(self, reason: str = "shutdown", timeout: float = 3.0) -> None:
         """Publish the retained offline status, disconnect cleanly (no will), stop the thread."""
         self._stopping = True
@@ -362,6 +390,23 @@ def _guarded(deliver: Callable[[mqtt.MQTTMessage], None]) -> _Callback:
             logger.debug("inbound: handler failure on %s", topic, exc_info=True)
 
     return on_message
+
+
+def _deliver_request_to(handler: RequestHandler) -> _Callback:
+    """paho's callback for a request route: (topic, payload, response topic, correlation data)."""
+
+    def deliver(message: mqtt.MQTTMessage) -> None:
+        props = getattr(message, "properties", None)
+        response = getattr(props, "ResponseTopic", None)
+        correlation = getattr(props, "CorrelationData", None)
+        handler(
+            message.topic,
+            bytes(message.payload),
+            response if isinstance(response, str) else None,
+            bytes(correlation) if isinstance(correlation, (bytes, bytearray)) else None,
+        )
+
+    return _guarded(deliver)
 
 
 def _leave_writes_to_the_loop(_client: mqtt.Client, _userdata: Any, _sock: Any) -> None:

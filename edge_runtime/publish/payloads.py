@@ -50,3 +50,8 @@ def prediction(
 def health(seq: int | None, body: dict[str, Any]) -> bytes:
     """Health telemetry with its own id and seq (None: sent directly, not through the outbox)."""
     return encode({"id": new_id(), "seq": seq, **body})
+
+
+def event(seq: int, body: dict[str, Any]) -> bytes:
+    """An analytics event or counter state (its own id, seq and time; the body from analytics/)."""
+    return encode({"id": new_id(), "seq": seq, "ts": round(time.time(), 3), **body})

@@ -41,6 +41,14 @@ class Topics:
         """One result per inferred frame of ``pipeline``."""
         return f"{self.base}/predictions/{pipeline}"
 
+    def events(self, pipeline: str) -> str:
+        """Tracked objects' start/update/end events of ``pipeline`` (analytics)."""
+        return f"{self.base}/events/{pipeline}"
+
+    def state(self, pipeline: str) -> str:
+        """Retained zone and line counters of ``pipeline``: ``.../zones/NAME``, ``.../lines/NAME``."""
+        return f"{self.base}/state/{pipeline}"
+
     def group_update(self, group: str) -> str:
         """Group-addressed update manifests (inbound)."""
         return f"{self.prefix}/groups/{group}/model/update"

@@ -193,8 +193,12 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
             runner.close()
     pairs = [("onnx", "tflite")] + ([("onnx", "float"), ("tflite", "float")] if args.float else [])
     report: dict[str, Any] = {"images": len(files), "variants": len(groups), "exact_int8": args.exact_int8}
-    for name in ("all", "unseen", "calib"):
-        idx = [i for i, g in enumerate(groups) if name in ("all", g)]
+    subsets = {
+        name: [i for i, g in enumerate(groups) if name in ("all", g)] for name in ("all", "unseen", "calib")
+    }
+    if args.float:  # where the float model is sure of its answer (top-1 score >= 0.5)
+        subsets["float_confident"] = [i for i, a in enumerate(answers["float"]) if a[0][1] >= 0.5]
+    for name, idx in subsets.items():
         report[name] = {
             f"{a}_vs_{b}": pair_stats([answers[a][i] for i in idx], [answers[b][i] for i in idx])
             for a, b in pairs

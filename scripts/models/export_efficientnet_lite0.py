@@ -291,7 +291,10 @@ def sanity_check(per_image: dict[str, dict[str, list[dict[str, Any]]]]) -> None:
         if per_image["coffee"][backend][0]["class"] != ESPRESSO:
             raise RuntimeError(f"{backend}: coffee is not espresso")
     for name, results in per_image.items():
-        if results["onnx_int8"][0]["class"] != results["tflite_int8"][0]["class"]:
+        # an exact tie on the int8 grid (chelsea's two cats on TFLite) may go either way
+        tflite = results["tflite_int8"]
+        tied = {r["class"] for r in tflite if r["score"] == tflite[0]["score"]}
+        if results["onnx_int8"][0]["class"] not in tied:
             raise RuntimeError(f"{name}: ONNX and TFLite int8 disagree on top-1")
 
 

@@ -1,7 +1,8 @@
 """Write the tiny ONNX models the tests use for bad-input cases (needs the `onnx` package).
 
     python scripts/models/make_test_models.py   # -> tests/data/no_family.onnx, saturating_int8.onnx,
-                                                #    layout_end2end.onnx, layout_yolov5_nhwc.onnx
+                                                #    layout_end2end.onnx, layout_yolov5_nhwc.onnx,
+                                                #    layout_yolox.onnx
 
 `no_family.onnx` takes an image [1,3,32,32] and returns it unchanged: a valid model whose output
 fits no decoder family, so `infer` must refuse it with a clear message.
@@ -21,6 +22,9 @@ mean of the input, so the graph depends on its input), so a test knows the exact
 - `layout_yolov5_nhwc.onnx`: input NHWC [1,256,256,3] float, output [1,100,8] (cx, cy, w, h in
   pixels, objectness, 3 class probabilities): recognised as ``yolov5`` with an NHWC input; the
   score is objectness x class probability.
+- `layout_yolox.onnx`: input NCHW [1,3,320,320] float, output [1,2100,7]: YOLOX's raw head (one row
+  per cell of the stride 8, 16 and 32 grids: dx, dy, log w, log h, objectness, 2 class scores):
+  recognised as ``yolox`` by its row count, decoded on the grid, the image placed top-left.
 """
 
 from __future__ import annotations
@@ -106,12 +110,22 @@ def yolov5_nhwc_model() -> onnx.ModelProto:
     return fixed_predictions_model("layout_yolov5_nhwc", [1, 256, 256, 3], rows)
 
 
+def yolox_model() -> onnx.ModelProto:
+    """One candidate in cell (x 8, y 5) of the stride-16 grid: box 64x32 centred at (136, 88)."""
+    rows = np.zeros((1, 2100, 7), np.float32)  # 40x40 + 20x20 + 10x10 cells at 320
+    rows[0, :, 2:4] = -5.0  # empty cells: tiny boxes
+    rows[0, 1600 + 5 * 20 + 8] = [0.5, 0.5, np.log(4.0), np.log(2.0), 0.9, 0.2, 0.8]  # score 0.72
+    rows[0, 7] = [0, 0, 0, 0, 0.9, 0.1, 0.1]  # score 0.09: below 0.25
+    return fixed_predictions_model("layout_yolox", [1, 3, 320, 320], rows)
+
+
 if __name__ == "__main__":
     for name, model in (
         ("no_family", no_family_model()),
         ("saturating_int8", saturating_int8_model()),
         ("layout_end2end", end2end_model()),
         ("layout_yolov5_nhwc", yolov5_nhwc_model()),
+        ("layout_yolox", yolox_model()),
     ):
         onnx.save(model, OUT / f"{name}.onnx")
         print(f"wrote {OUT / f'{name}.onnx'}")

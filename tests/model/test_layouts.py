@@ -52,6 +52,13 @@ def test_yolov5_head_on_an_nhwc_input_scores_objectness_times_class() -> None:
     np.testing.assert_allclose(found[0]["box"], [96 / 256, 80 / 256, 160 / 256, 112 / 256], atol=1e-4)
 
 
+def test_yolox_raw_head_is_decoded_on_its_grid_with_the_image_top_left() -> None:
+    """coffee (600x400) fills 320x213 from the top-left corner: no offset to take away."""
+    found = _detections(DATA / "layout_yolox.onnx", "coffee")
+    assert [(d["class_id"], d["score"]) for d in found] == [(1, 0.72)]
+    np.testing.assert_allclose(found[0]["box"], [104 / 320, 72 / 213, 168 / 320, 104 / 213], atol=1e-4)
+
+
 def test_blazeface_from_the_file_alone_finds_the_one_face() -> None:
     """MediaPipe's short-range model (128x128, 896 anchors): no model.yaml, one face, right place."""
     found = _detections(BLAZEFACE, "astronaut")
@@ -105,3 +112,15 @@ def test_a_model_that_fits_no_family_is_described_with_every_family_line() -> No
     assert "metadata: none" in result.err
     for family in ("classification", "yolov8", "yolov5", "yolo_end2end", "ssd", "mediapipe_ssd"):
         assert f"family: {family} " in result.err
+
+
+def test_ultralytics_metadata_packed_into_a_tflite_names_the_classes(tmp_path: Path) -> None:
+    """Ultralytics appends a zip with metadata.json to its .tflite exports: names come from it."""
+    import zipfile
+
+    model = tmp_path / "face_float16.tflite"
+    shutil.copy(BLAZEFACE, model)
+    with zipfile.ZipFile(model, "a") as zf:
+        zf.writestr("metadata.json", '{"names": {"0": "face"}, "imgsz": [128, 128], "stride": 8}')
+    found = _detections(model, "astronaut")
+    assert [d["label"] for d in found] == ["face"]

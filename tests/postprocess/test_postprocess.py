@@ -13,7 +13,7 @@ from edge_runtime.postprocess.mediapipe import decode_mediapipe, mediapipe_ancho
 from edge_runtime.postprocess.nms import iou_matrix, nms
 from edge_runtime.postprocess.ssd import decode_boxes, ssd_anchors
 from edge_runtime.postprocess.tflite_detect import decode_postprocessed
-from edge_runtime.postprocess.yolo import decode_end2end
+from edge_runtime.postprocess.yolo import decode_end2end, decode_yolox
 
 LABELS = ["cat", "dog", "bird"]
 
@@ -209,3 +209,21 @@ def test_exact_ties_rank_the_lower_class_id_first() -> None:
     scores = np.zeros(1000, np.float32)
     scores[[285, 282, 900]] = [0.4, 0.4, 0.2]
     assert [c.class_id for c in classify(scores, None, top_k=3, apply_softmax=False)] == [282, 285, 900]
+
+
+def test_guess_family_tells_yolox_from_yolov5_by_rows_per_grid_cell() -> None:
+    assert guess_family([(1, 8400, 85)], (640, 640)) == "yolox"  # one row per cell of 8/16/32
+    assert guess_family([(1, 25200, 85)], (640, 640)) == "yolov5"  # three anchors per cell
+    assert guess_family([(1, 2100, 7)], (320, 320)) == "yolox"
+    assert guess_family([(1, 8400, 85)]) == "yolov5"  # without the input size: the v5 layout
+
+
+def test_yolox_decoder_adds_the_cell_and_scales_by_the_stride() -> None:
+    out = np.zeros((1, 8 * 8 + 4 * 4 + 2 * 2, 6), np.float32)  # 64x64 input
+    out[0, 64 + 1 * 4 + 2] = [0.5, 0.5, np.log(2.0), 0.0, 0.8, 0.5]  # stride 16, cell x 2, y 1
+    raw = decode_yolox(out, (64, 64), score_threshold=0.25)
+    cx, cy, w, h = 2.5 * 16, 1.5 * 16, 32, 16
+    np.testing.assert_allclose(
+        raw.boxes, [[(cx - w / 2) / 64, (cy - h / 2) / 64, (cx + w / 2) / 64, (cy + h / 2) / 64]], atol=1e-6
+    )
+    assert raw.scores.tolist() == pytest.approx([0.4]) and raw.class_ids.tolist() == [0]

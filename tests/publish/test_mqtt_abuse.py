@@ -61,7 +61,8 @@ def _acks_from_daemon(broker: Broker) -> int:
 
 
 def _unhandled_lines(daemon: DaemonProcess) -> int:
-    return daemon.log().count("nothing handles")
+    """Lines about commands (control/: answered without a response topic, or dropped in a flood)."""
+    return daemon.log().count("control: ")
 
 
 def test_oversized_commands_never_reach_the_daemon_and_a_flood_costs_a_few_log_lines(
@@ -69,7 +70,7 @@ def test_oversized_commands_never_reach_the_daemon_and_a_flood_costs_a_few_log_l
 ) -> None:
     """Three 50 MB publishes on the device's cmd topic are dropped by the broker (the daemon's
     peak memory does not move by anything like their size); 300 small ones are all taken by the
-    daemon and logged at most 5 times (the throttle's burst)."""
+    daemon and logged at most 10 times (two kinds of line, each at the throttle's burst of 5)."""
     broker = debug_broker
     health = Recorder(broker.port, "edge/cam-test/health")
     daemon = DaemonProcess(synthetic_config(tmp_path, broker.port), tmp_path / "daemon.log")
@@ -94,7 +95,7 @@ def test_oversized_commands_never_reach_the_daemon_and_a_flood_costs_a_few_log_l
         assert grown < limit, f"peak RSS grew by {grown / MB:.1f} MB"
         dropped = "Dropping too large outgoing PUBLISH for cam-test"
         assert broker.log.read_text(errors="replace").count(dropped) == 3
-        assert _unhandled_lines(daemon) <= 5, daemon.log()[-3000:]
+        assert _unhandled_lines(daemon) <= 10, daemon.log()[-3000:]
         assert wait_for(lambda: any(h["mqtt"] == CONNECTED for h in health.on("/health")), 10), health.on(
             "/health"
         )

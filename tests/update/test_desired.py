@@ -173,3 +173,22 @@ def test_a_decision_is_written_once(tmp_path: Path) -> None:
     again = DesiredState(tmp_path, limit=3)
     assert again.handled("a") is None and again.handled("d") is not None
     assert (again.handled("b") or {}).get("reason") == "downgrade"
+
+
+def test_a_rolled_back_update_is_not_tried_again_when_the_broker_sends_it_again(
+    device: Device,  # noqa: F811
+    key_files: tuple[Path, Path],  # noqa: F811
+) -> None:
+    """An update that rolled back here (its outcome in history.json) is neither tried again nor
+    reported again for the broker's retained copy; pushed again live, its outcome is told."""
+    envelope = _envelope(key_files[0], os.urandom(3000), version="3")
+    uid = update_id(envelope["manifest"])
+    device.manager.store.record(uid, "m", "3", "rolled_back", "health window: 3 failed frames")
+    for _ in range(3):
+        device.manager.submit(json.dumps(envelope).encode(), GROUP_TOPIC, True)
+    assert wait_for(device.settled, 10)
+    time.sleep(0.3)
+    assert device.statuses == [] and device.manager.job is None
+    device.manager.submit(json.dumps(envelope).encode(), GROUP_TOPIC, False)
+    assert wait_for(lambda: len(device.statuses) == 1, 10)
+    assert device.statuses[0]["state"] == "rolled_back" and device.manager.job is None

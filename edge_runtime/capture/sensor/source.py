@@ -163,6 +163,12 @@ class SensorSource(SourceThread):
         self.frames += 1
         self.last_frame_at = time.monotonic()
         timed = Window(
-            window.index, window.start_ts, window.end_ts, window.data, window.first_sample, capture_ms
+            window.index,
+            window.start_ts,
+            window.end_ts,
+            window.data,
+            window.first_sample,
+            capture_ms,
+            time.perf_counter(),
         )
         return self.deliver(timed)
