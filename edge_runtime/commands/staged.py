@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from edge_runtime.errors import InputError
+from edge_runtime.fleet.desired import update_topic
 from edge_runtime.fleet.records import FleetState
 from edge_runtime.fleet.view import serving
 from edge_runtime.fleet.watch import FleetWatcher
@@ -141,7 +142,7 @@ class StagedPush:
                 return
 
     def _topic(self, device: str) -> str:
-        return f"{self.prefix}/{device}/model/update"
+        return update_topic(self.prefix, device, None)
 
     def _serves_it(self, device: str) -> bool:
         """The device's status says every model of this name serves this version already."""

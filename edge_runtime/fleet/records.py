@@ -18,8 +18,9 @@ from typing import Any
 from edge_runtime.errors import UpdateError
 from edge_runtime.update.inbound import parse_json
 
-MAX_TEXT = 200  # characters kept of any string a device (or anyone) sent
-MAX_ITEMS = 32  # groups, models, pipelines kept per device
+MAX_TEXT = 200  # characters kept of a reason or an error a device (or anyone) sent
+MAX_NAME = 64  # characters kept of a name, version, id or state
+MAX_ITEMS = 16  # groups, models, pipelines kept per device (with the limits above: a few KB each)
 MAX_DEPTH = 8  # health nests 5 levels (pipelines.<p>.latency_ms.<stage>.p50)
 KINDS = ("status", "model", "health")
 
@@ -43,13 +44,18 @@ def number(value: Any) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def name(value: Any) -> str | None:
+    """A name, version, id or state: :func:`text` of at most MAX_NAME characters."""
+    return text(value, MAX_NAME)
+
+
 def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
 def _items(value: Any) -> list[tuple[str, Any]]:
     """The first MAX_ITEMS entries of a JSON object, keys as text."""
-    return [(text(k) or "?", v) for k, v in list(_dict(value).items())[:MAX_ITEMS]]
+    return [(text(k, MAX_NAME) or "?", v) for k, v in list(_dict(value).items())[:MAX_ITEMS]]
 
 
 @dataclass
@@ -162,26 +168,26 @@ def _status(d: Device, body: dict[str, Any], _retained: bool) -> None:
     d.online = True if state == "online" else False if state == "offline" else None
     d.since = number(body.get("ts"))
     d.reason = text(body.get("reason"))
-    d.session = text(body.get("session"))
+    d.session = name(body.get("session"))
     if state == "online":
-        d.runtime = text(body.get("version"))
+        d.runtime = name(body.get("version"))
     # a will or clean stop names the groups and models too (devices before that version did not:
     # keep what the birth said)
     if isinstance(body.get("groups"), list):
-        d.groups = sorted({g for g in (text(x) for x in body["groups"][:MAX_ITEMS]) if g})
+        d.groups = sorted({g for g in (name(x) for x in body["groups"][:MAX_ITEMS]) if g})
     if isinstance(body.get("models"), dict):
         models = _items(body["models"])
-        d.models = {key: (text(_dict(m).get("name")), text(_dict(m).get("version"))) for key, m in models}
+        d.models = {key: (name(_dict(m).get("name")), name(_dict(m).get("version"))) for key, m in models}
 
 
 def _model(d: Device, body: dict[str, Any], retained: bool) -> None:
     d.update = Update(
-        state=text(body.get("state")),
-        id=text(body.get("update")),
-        name=text(body.get("name")),
-        version=text(body.get("version")),
-        active_version=text(body.get("active_version")),
-        step=text(body.get("step")),
+        state=name(body.get("state")),
+        id=name(body.get("update")),
+        name=name(body.get("name")),
+        version=name(body.get("version")),
+        active_version=name(body.get("active_version")),
+        step=name(body.get("step")),
         progress=number(body.get("progress")),
         reason=text(body.get("reason")),
         ts=number(body.get("ts")),
@@ -198,8 +204,8 @@ def _health(d: Device, body: dict[str, Any], _retained: bool) -> None:
     pending = number(outbox.get("pending"))
     d.health = Health(
         ts=number(body.get("ts")),
-        fps={name: number(_dict(p).get("fps")) for name, p in pipes},
-        source_state={name: text(_dict(p).get("source_state")) for name, p in pipes},
+        fps={n: number(_dict(p).get("fps")) for n, p in pipes},
+        source_state={n: name(_dict(p).get("source_state")) for n, p in pipes},
         errors=errors[:MAX_ITEMS],
         outbox_pending=None if pending is None else int(pending),
     )
