@@ -6,6 +6,7 @@ The model has no model.yaml, so this also exercises reading Ultralytics ONNX met
 
 from __future__ import annotations
 
+import platform
 from pathlib import Path
 
 import cv2
@@ -102,6 +103,14 @@ ULTRALYTICS = {
 }
 
 
+# The references were recorded on x86. On arm64 the float kernels (ONNX Runtime's and OpenCV's
+# resize, NEON rather than AVX) move these scores by up to 2.1e-3 (measured: 0.8247 for 0.8229)
+# and the edge of chelsea's weak box (score 0.20) by 4.2e-3 of the width: a real difference of the
+# CPU's arithmetic, not of our decoding (docs/arm64.md).
+ARM = platform.machine() in ("aarch64", "arm64")
+SCORE_TOL, BOX_TOL = (3e-3, 6e-3) if ARM else (2e-4, 2e-4)
+
+
 @pytest.mark.parametrize("name", sorted(ULTRALYTICS))
 def test_dynamic_model_matches_ultralytics_own_predict(name: str) -> None:
     model = load_model(MODEL)
@@ -112,5 +121,5 @@ def test_dynamic_model_matches_ultralytics_own_predict(name: str) -> None:
     ours = [(d.class_id, d.score, d.box.as_list(6)) for d in result.detections]
     assert len(ours) == len(ULTRALYTICS[name])
     for (cls, score, box), (ref_cls, ref_score, ref_box) in zip(ours, ULTRALYTICS[name], strict=True):
-        assert cls == ref_cls and score == pytest.approx(ref_score, abs=2e-4)
-        np.testing.assert_allclose(box, ref_box, atol=2e-4)
+        assert cls == ref_cls and score == pytest.approx(ref_score, abs=SCORE_TOL)
+        np.testing.assert_allclose(box, ref_box, atol=BOX_TOL)

@@ -21,6 +21,7 @@ from edge_runtime.capture.sensor.samples import LineParser
 from edge_runtime.config.sections import MqttConfig
 from tests.broker import Broker, Recorder, wait_for
 from tests.daemon import DaemonProcess, make_config, make_video, synthetic_config
+from tests.timeouts import EMULATED
 
 CMD = "edge/cam-test/cmd"
 CONNECTED = {"connected": True, "reconnects": 0, "last_error": None, "failed_connects": 0}
@@ -88,7 +89,10 @@ def test_oversized_commands_never_reach_the_daemon_and_a_flood_costs_a_few_log_l
         # in order behind the big ones: once the daemon took these, it had its chance at those
         assert wait_for(lambda: _acks_from_daemon(broker) >= acks + 300, 30), "the daemon did not take them"
         grown = _peak_rss(daemon) - before
-        assert grown < 25 * MB, f"peak RSS grew by {grown / MB:.1f} MB"
+        # Under qemu-user the emulator's translation cache (it grows as new code runs) counts in the
+        # process's RSS: there the bound is below one 50 MB message rather than the native 25 MB.
+        limit = 45 * MB if EMULATED else 25 * MB
+        assert grown < limit, f"peak RSS grew by {grown / MB:.1f} MB"
         dropped = "Dropping too large outgoing PUBLISH for cam-test"
         assert broker.log.read_text(errors="replace").count(dropped) == 3
         assert _unhandled_lines(daemon) <= 10, daemon.log()[-3000:]
