@@ -102,7 +102,12 @@ def test_a_model_call_that_outlives_the_stop_reaches_nothing_closed(
     model = Model("1", run_gate=gate)  # its first call waits for the gate
     outbox = Outbox(tmp_path / "outbox.db")
     pipeline = Pipeline(
-        "p", ImagesSource("p", IMAGES, fps=0), ModelSlot("m", model), outbox, topic="t", device="d"  # type: ignore[arg-type]
+        "p",
+        ImagesSource("p", IMAGES, fps=0),
+        ModelSlot("m", model),
+        outbox,
+        topic="t",
+        device="d",  # type: ignore[arg-type]
     )
     pipeline.start()
     assert model.run_entered.wait(scaled(20))

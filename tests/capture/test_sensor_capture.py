@@ -308,9 +308,7 @@ def test_iio_polls_raw_values_with_scale_and_offset_and_reconnects(tmp_path: Pat
     assert wait_for(lambda: source.state == "reconnecting", 5)
     fake_iio(device, {"accel_x": 4, "accel_z": 10})
     assert wait_for(lambda: source.state == "streaming", 5)
-    later = [
-        w for w in collect(source, 6, timeout=5) if w.data[0, 0] == 2.0
-    ]  # scale 0.5 after replug
+    later = [w for w in collect(source, 6, timeout=5) if w.data[0, 0] == 2.0]  # scale 0.5 after replug
     source.stop()
     assert later and later[-1].data.tolist() == [[2.0, 0.0]] * 5 and source.reconnects == 1
 
