@@ -242,7 +242,8 @@ class UrlFetch:
     def _read(self, response: http.client.HTTPResponse, index: int) -> None:
         chunks, buf = self.chunks, bytearray()
         while not self._cancel.is_set():
-            block = response.read(64 * 1024)
+            # read1: what has arrived (a read(n) would hold up to n - 1 bytes back while a server stalls)
+            block = response.read1(64 * 1024)
             if not block:
                 return  # ended early: resumed from the first missing chunk
             buf += block
