@@ -144,5 +144,5 @@ def test_a_dropped_download_resumes_with_range_and_a_stalled_one_times_out(
         mark = time.time()
         assert wait_for(lambda: dev.versions_after(mark) == {"2"}, 20)
     finally:
-        requests.client.loop_stop()
+        requests.close()
         dev.stop()
