@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import platform
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,13 +76,6 @@ def test_person_detector_finds_the_astronaut_and_nothing_in_the_coffee(
     assert results["chelsea"].detections == ()
 
 
-@pytest.mark.xfail(
-    platform.machine() in ("aarch64", "arm64"),
-    reason="measured with the earlier 7-bit ONNX file: ONNX Runtime's ARM int8 kernels gave chelsea.jpg "
-    "Egyptian cat 0.385 / tiger cat 0.361 (x86 then: tiger cat 0.378; float: Egyptian cat 0.381); the "
-    "8-bit file gives 0.386 / 0.361 on x86, inside the allowance: expected to pass there too (docs/arm64.md)",
-    strict=False,
-)
 def test_onnx_and_tflite_agree_on_classes() -> None:
     """Same top-1, except on a near tie that int8 rounding may break either way.
 
