@@ -7,18 +7,10 @@ from pathlib import Path
 
 from edge_runtime.config.loader import collect_problems
 
-from ..conftest import ROOT, run_cli
+from ..conftest import run_cli
+from .test_config import MINIMAL
 
-BASE = f"""\
-models:
-  person:
-    path: {ROOT / "models" / "ssdlite_mobilenet_v2_person"}
-pipelines:
-  - name: front
-    model: person
-    source:
-      type: synthetic
-"""
+BASE = MINIMAL  # the smallest valid config; the tests append a pipeline's keys to it
 
 
 def _problems(tmp_path: Path, extra: str) -> tuple[Path, list[str]]:
