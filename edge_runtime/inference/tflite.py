@@ -45,7 +45,19 @@ def _import_runtime() -> Any:
             raise BackendUnavailableError(
                 "tflite: neither ai-edge-litert nor tflite-runtime is installed; install edge-runtime[tflite]"
             ) from exc
+    _quiet_half_made_delegates(interpreter)
     return interpreter
+
+
+def _quiet_half_made_delegates(runtime: Any) -> None:
+    """A delegate library that does not load leaves LiteRT's ``Delegate`` half made: its
+    ``__init__`` raises before it sets ``_library``, and its ``__del__`` then fails on the missing
+    attribute, printing "Exception ignored in: Delegate.__del__" and a traceback after our own
+    clear message. A class-level ``_library = None`` makes that ``__del__`` do nothing (it already
+    does nothing for a delegate it has destroyed); a delegate that loads sets its own."""
+    delegate = getattr(runtime, "Delegate", None)
+    if isinstance(delegate, type) and not hasattr(delegate, "_library"):
+        delegate._library = None  # type: ignore[attr-defined]
 
 
 def is_edgetpu_model(path: Path) -> bool:

@@ -72,8 +72,9 @@ def test_onnx_backend_refuses_unavailable_cuda_without_fallback() -> None:
         )
 
 
-# LiteRT's Delegate.__del__ trips over its own half-built object after a failed load
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+# LiteRT's Delegate.__del__ used to trip over its own half-built object after a failed load
+# ("Exception ignored in: Delegate.__del__" and a traceback after our message): no more
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_edgetpu_delegate_failure_explains_what_to_check() -> None:
     """libedgetpu is not installed here: loading the real delegate fails and we say why."""
     with pytest.raises(AcceleratorError) as info:
@@ -85,10 +86,10 @@ def test_edgetpu_delegate_failure_explains_what_to_check() -> None:
     message = str(info.value)
     assert "libedgetpu.so.1" in message and "plugdev" in message and "allow_cpu_fallback" in message
     del info
-    gc.collect()  # the half-made Delegate goes here, under this test's filter
+    gc.collect()  # the half-made Delegate goes here, under this test's filter: quietly
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_edgetpu_falls_back_to_cpu_when_allowed(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         backend = create_backend(
@@ -99,12 +100,12 @@ def test_edgetpu_falls_back_to_cpu_when_allowed(caplog: pytest.LogCaptureFixture
     assert backend.accelerator == "cpu"
     assert "falling back to CPU" in caplog.text
     backend.close()
-    # LiteRT's half-made Delegate fails in __del__; collect it here, under this test's filter,
-    # not in whichever test the garbage collector happens to run in next.
+    # LiteRT's half-made Delegate is collected here, under this test's filter (its __del__ must
+    # stay quiet), not in whichever test the garbage collector happens to run in next.
     gc.collect()
 
 
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_external_delegate_that_does_not_exist_is_reported(tmp_path: Path) -> None:
     with pytest.raises(AcceleratorError, match=r"nope\.so"):
         create_backend(
