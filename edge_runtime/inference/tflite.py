@@ -66,6 +66,28 @@ def is_edgetpu_model(path: Path) -> bool:
         return b"edgetpu-custom-op" in fh.read()
 
 
+def edgetpu_only(path: Path, reason: str) -> str:
+    """Why a model compiled for the Edge TPU cannot run here, and what runs on the CPU instead.
+
+    edgetpu_compiler replaces the graph (or most of it) with one ``edgetpu-custom-op`` node whose
+    options are a program for the Edge TPU: no CPU kernel exists for it, so falling back to the
+    CPU cannot help (LiteRT would only say "unresolved custom op"). The file it was compiled from
+    (the same name without ``_edgetpu``, as edgetpu_compiler and Ultralytics name them) runs on a CPU.
+    """
+    source = path.with_name(path.name.replace("_edgetpu", "")) if "_edgetpu" in path.name else None
+    if source is not None and source.exists():
+        instead = f"{source.name} next to it (the model it was compiled from)"
+    elif source is not None:
+        instead = f"the model it was compiled from ({source.name})"
+    else:
+        instead = "the model it was compiled from"
+    return (
+        f"{path}: compiled for the Edge TPU (edgetpu-custom-op): it runs only on a Coral with the "
+        f"Edge TPU runtime, and the CPU cannot run it, fallback or not; {reason}. "
+        f"To run on the CPU, use {instead}"
+    )
+
+
 @contextmanager
 def native_info_hidden() -> Iterator[None]:
     """While logging is above INFO (``-q``), drop the runtime's native ``INFO:`` lines from stderr.
@@ -123,10 +145,13 @@ class TfliteBackend:
         rt = _import_runtime()
         options = options or BackendOptions()
         accelerator = options.accelerator
+        compiled = is_edgetpu_model(path)
         if accelerator == "auto":
-            accelerator = "edgetpu" if is_edgetpu_model(path) else "cpu"
-        delegates, self.accelerator = self._delegates(rt, accelerator, options)
-        self._interpreter = self._make_interpreter(rt, path, options, delegates)
+            accelerator = "edgetpu" if compiled else "cpu"
+        if compiled and accelerator in ("cpu", "xnnpack"):
+            raise AcceleratorError(edgetpu_only(path, f"accelerator {accelerator} was asked for"))
+        delegates, self.accelerator = self._delegates(rt, accelerator, options, path if compiled else None)
+        self._interpreter = self._make_interpreter(rt, path, options, delegates, compiled)
         inputs = self._interpreter.get_input_details()
         outputs = self._interpreter.get_output_details()
         self.input_specs: Sequence[TensorSpec] = [_spec(d) for d in inputs]
@@ -143,7 +168,9 @@ class TfliteBackend:
         )
 
     @staticmethod
-    def _make_interpreter(rt: Any, path: Path, options: BackendOptions, delegates: list[Any]) -> Any:
+    def _make_interpreter(
+        rt: Any, path: Path, options: BackendOptions, delegates: list[Any], compiled: bool
+    ) -> Any:
         kwargs: dict[str, Any] = {"model_path": str(path), "experimental_delegates": delegates or None}
         if options.threads:
             kwargs["num_threads"] = options.threads
@@ -154,11 +181,18 @@ class TfliteBackend:
                 interpreter = rt.Interpreter(**kwargs)
                 interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
+            if compiled and "edgetpu-custom-op" in str(exc):  # a delegate other than the Edge TPU's
+                raise AcceleratorError(
+                    edgetpu_only(path, f"the delegates given cannot run it: {first_line(exc)}")
+                ) from exc
             raise ModelError(f"{path}: the TFLite runtime cannot load the model: {first_line(exc)}") from exc
         return interpreter
 
-    def _delegates(self, rt: Any, accelerator: str, options: BackendOptions) -> tuple[list[Any], str]:
-        """Load the delegate for ``accelerator``; on failure fall back to CPU only if allowed."""
+    def _delegates(
+        self, rt: Any, accelerator: str, options: BackendOptions, compiled: Path | None
+    ) -> tuple[list[Any], str]:
+        """Load the delegate for ``accelerator``; on failure fall back to CPU only if allowed and
+        the model can run there (``compiled``: the path of a model compiled for the Edge TPU)."""
         if accelerator in ("cpu", "xnnpack"):
             return [], accelerator
         library, delegate_options, hint = self._delegate_target(accelerator, options)
@@ -166,6 +200,8 @@ class TfliteBackend:
             return [rt.load_delegate(library, delegate_options)], accelerator
         except (ValueError, OSError, RuntimeError) as exc:
             message = f"tflite: cannot load the {accelerator} delegate ({library}): {first_line(exc)}; {hint}"
+            if compiled is not None:
+                raise AcceleratorError(edgetpu_only(compiled, message)) from exc
             if not options.fallback_allowed:
                 raise AcceleratorError(message + "; or set allow_cpu_fallback: true") from exc
             logger.warning("%s; falling back to CPU", message)
