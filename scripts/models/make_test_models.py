@@ -25,6 +25,8 @@ mean of the input, so the graph depends on its input), so a test knows the exact
 - `layout_yolox.onnx`: input NCHW [1,3,320,320] float, output [1,2100,7]: YOLOX's raw head (one row
   per cell of the stride 8, 16 and 32 grids: dx, dy, log w, log h, objectness, 2 class scores):
   recognised as ``yolox`` by its row count, decoded on the grid, the image placed top-left.
+
+The TFLite ones (float, full int8, ``_edgetpu``) come from make_tflite_test_models.py.
 """
 
 from __future__ import annotations
