@@ -12,6 +12,9 @@ without it. Images are the non-square coffee (600x400) and chelsea (451x300).
 from __future__ import annotations
 
 import gc
+import json
+import sys
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +28,7 @@ from edge_runtime.inference import BackendOptions
 from edge_runtime.model.loader import load_model
 from edge_runtime.model.runner import Runner
 
-from ..conftest import DATA, image, run_cli, run_cli_process
+from ..conftest import DATA, ROOT, image, run_cli, run_cli_process
 
 V8_FLOAT = DATA / "layout_yolov8_float32.tflite"
 V8_INT8 = DATA / "layout_yolov8_full_integer_quant.tflite"
@@ -151,6 +154,22 @@ def _cli_detections(model: Path, name: str) -> list[dict[str, Any]]:
 
 
 # ---- the tests ------------------------------------------------------------------------------------
+
+
+def test_the_committed_models_are_what_the_script_writes() -> None:
+    """The flatbuffer byte for byte, and the same metadata.json (zip compression may differ by
+    zlib version, so the archive is compared by content)."""
+    sys.path.insert(0, str(ROOT / "scripts" / "models"))
+    import make_tflite_test_models as make
+
+    for name, (flatbuffer, meta) in make.models().items():
+        committed = (DATA / f"{name}.tflite").read_bytes()
+        assert committed[: len(flatbuffer)] == flatbuffer, name
+        if meta is None:
+            assert len(committed) == len(flatbuffer), name
+        else:
+            with zipfile.ZipFile(DATA / f"{name}.tflite") as zf:
+                assert json.loads(zf.read("metadata.json")) == json.loads(json.dumps(meta)), name
 
 
 def test_the_reference_sees_what_the_models_were_made_to_show() -> None:
