@@ -33,95 +33,21 @@ boxes and scores can share one int8 scale):
 from __future__ import annotations
 
 import json
+import sys
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import flatbuffers
 import numpy as np
 from ai_edge_litert import schema_py_generated as tfl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tflite_writer import Graph  # sibling script, importable once its folder is on sys.path
 
 OUT = Path(__file__).resolve().parents[2] / "tests" / "data"
 NAMES = {0: "person", 1: "bicycle", 2: "car"}
 INPUT_Q = (1 / 255, -128)  # Ultralytics' int8 input: pixel / 255 quantised, i.e. pixel - 128
 OUTPUT_Q = (1 / 250, -128)  # int8 output: 0 .. 1.02 in steps of 0.004, 0.0 exactly at -128
-
-_TYPES = {
-    np.dtype(np.float32): tfl.TensorType.FLOAT32,
-    np.dtype(np.int8): tfl.TensorType.INT8,
-    np.dtype(np.int32): tfl.TensorType.INT32,
-}
-
-
-@dataclass
-class Graph:
-    """One subgraph being built: tensors, constant buffers, operators and their codes."""
-
-    tensors: list[Any] = field(default_factory=list)
-    buffers: list[Any] = field(default_factory=lambda: [tfl.BufferT()])  # buffer 0: the empty one
-    operators: list[Any] = field(default_factory=list)
-    codes: list[tuple[int, str | None, int]] = field(default_factory=list)
-
-    def tensor(
-        self,
-        name: str,
-        shape: list[int],
-        dtype: Any = np.float32,
-        data: np.ndarray | None = None,
-        quant: tuple[float, int] | None = None,
-    ) -> int:
-        t = tfl.TensorT()
-        t.name, t.shape, t.type = name, shape, _TYPES[np.dtype(dtype)]
-        if data is not None:
-            buffer = tfl.BufferT()
-            buffer.data = np.frombuffer(np.ascontiguousarray(data, dtype).tobytes(), np.uint8)
-            self.buffers.append(buffer)
-            t.buffer = len(self.buffers) - 1
-        if quant is not None:
-            q = tfl.QuantizationParametersT()
-            q.scale, q.zeroPoint = [float(quant[0])], [int(quant[1])]
-            t.quantization = q
-        self.tensors.append(t)
-        return len(self.tensors) - 1
-
-    def op(
-        self,
-        code: int,
-        inputs: list[int],
-        outputs: list[int],
-        *,
-        options: tuple[int, Any] | None = None,
-        custom: str | None = None,
-        custom_options: bytes = b"",
-        version: int = 1,
-    ) -> None:
-        key = (code, custom, version)
-        if key not in self.codes:
-            self.codes.append(key)
-        o = tfl.OperatorT()
-        o.opcodeIndex, o.inputs, o.outputs = self.codes.index(key), inputs, outputs
-        if options is not None:
-            o.builtinOptionsType, o.builtinOptions = options
-        if custom_options:
-            o.customOptions = list(custom_options)
-        self.operators.append(o)
-
-    def model(self, inputs: list[int], outputs: list[int], description: str) -> bytes:
-        sub = tfl.SubGraphT()
-        sub.tensors, sub.inputs, sub.outputs, sub.operators = self.tensors, inputs, outputs, self.operators
-        sub.name = "main"
-        m = tfl.ModelT()
-        m.version, m.description, m.subgraphs, m.buffers = 3, description, [sub], self.buffers
-        m.operatorCodes = []
-        for code, custom, version in self.codes:
-            oc = tfl.OperatorCodeT()
-            oc.builtinCode, oc.deprecatedBuiltinCode = code, min(code, 127)
-            oc.customCode, oc.version = custom, version
-            m.operatorCodes.append(oc)
-        builder = flatbuffers.Builder(1024)
-        builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
-        return bytes(builder.Output())
 
 
 def _reducer() -> tuple[int, Any]:
