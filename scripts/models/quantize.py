@@ -6,8 +6,10 @@ Two back ends, one comparison:
 * ``quantize_onnx`` turns a float ONNX model into an int8 QDQ ONNX model with
   ``onnxruntime.quantization`` (per-channel symmetric int8 weights, asymmetric
   uint8 activations, MinMax calibration): onnxruntime's recommended U8S8
-  QDQ, which its CPU provider runs as QLinearConv/QGemm. On EfficientNet-Lite0
-  Percentile, Entropy and int8 activations agreed with float no better.
+  QDQ, which its CPU provider runs as QLinearConv/QGemm; int8 activations and
+  Percentile calibration on request (EfficientNet-Lite0 uses both, then
+  qdq_refine.py's bias correction, and qdq_to_tflite.py writes the same
+  numbers as its ``.tflite``).
 * ``quantize_torch_to_tflite`` turns a ``torch.nn.Module`` into a full-int8
   ``.tflite`` (int8 input and outputs) with litert-torch PT2E static
   quantisation: per-channel symmetric int8 weights, per-tensor int8
@@ -186,6 +188,9 @@ def quantize_onnx(
     per_channel: bool = True,
     nodes_to_exclude: Sequence[str] = (),
     weight_bits: int = 8,
+    activations: str = "uint8",
+    calibration_method: str = "minmax",
+    prepared: Path | None = None,
 ) -> None:
     """Quantise a float ONNX model to int8 QDQ with onnxruntime.
 
@@ -205,6 +210,12 @@ def quantize_onnx(
     package photos and their augmentations fell from 85% to 79%, and with the LiteRT int8 file
     from 95% to 78% (scripts/bench/int8_agreement.py). Depthwise convolutions run in their own
     kernel, which adds in 32 bits: their weights keep all 8 bits either way.
+
+    ``activations``: ``uint8`` (onnxruntime's default U8S8) or ``int8``, TFLite's scheme, needed
+    to write the same numbers as a ``.tflite`` (qdq_to_tflite.py). ``calibration_method``:
+    ``minmax`` or ``percentile`` (99.999 % of the values: a rare outlier no longer stretches the
+    range). ``prepared``: also keep the pre-processed float model there (bias correction in
+    qdq_refine.py compares with it node by node).
     """
     from onnxruntime.quantization import (
         CalibrationMethod,
@@ -219,19 +230,20 @@ def quantize_onnx(
     out_model = Path(out_model)
     out_model.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "preprocessed.onnx"
-        quant_pre_process(str(float_model), str(prepared))
+        prepared_model = Path(prepared) if prepared is not None else Path(tmp) / "preprocessed.onnx"
+        quant_pre_process(str(float_model), str(prepared_model))
         full = {"axis": 0, "reduce_range": False} if per_channel else {"reduce_range": False}
-        overrides = {name: [dict(full)] for name in _depthwise_weights(prepared)}  # ORT may edit them
+        overrides = {name: [dict(full)] for name in _depthwise_weights(prepared_model)}  # ORT may edit them
+        methods = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile}
         quantize_static(
-            str(prepared),
+            str(prepared_model),
             str(out_model),
             _calibration_reader(calibration),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
-            activation_type=QuantType.QUInt8,
+            activation_type={"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}[activations],
             weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.MinMax,
+            calibrate_method=methods[calibration_method],
             reduce_range=weight_bits == 7,
             nodes_to_exclude=list(nodes_to_exclude),
             extra_options={
@@ -501,15 +513,18 @@ def yaml_flow(mapping: dict[str, Any]) -> str:
 
 
 def tool_versions() -> dict[str, str]:
-    """Versions of the conversion tools, for a bundle's provenance."""
-    import onnxruntime
-    import torch
-
-    return {
-        "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "litert_torch": importlib.metadata.version("litert-torch"),
-    }
+    """Versions of the conversion tools, for a bundle's provenance (those installed)."""
+    versions = {}
+    for name, package in (
+        ("torch", "torch"),
+        ("onnxruntime", "onnxruntime"),
+        ("litert_torch", "litert-torch"),
+    ):
+        try:
+            versions[name] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
