@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from edge_runtime.errors import ModelError
 from edge_runtime.postprocess.mediapipe import known_anchors
 
 Shape = tuple[int, ...]
@@ -87,8 +88,14 @@ def guess_family(
     return None
 
 
-def num_classes(family: str, shapes: Sequence[Shape], label_offset: int = 0) -> int | None:
-    """Number of object classes the outputs encode (None when the shapes don't say)."""
+def num_classes(
+    family: str, shapes: Sequence[Shape], label_offset: int = 0, declared: int | None = None
+) -> int | None:
+    """Number of object classes the outputs encode (None when the shapes don't say).
+
+    ``declared``: model.yaml's ``num_classes`` of a ``yolov8`` head whose class rows are followed by
+    other rows (key points, mask coefficients); ModelError when the head has fewer rows.
+    """
     if family == "classification":
         return shapes[0][-1] - label_offset
     if family == "ssd":
@@ -97,7 +104,12 @@ def num_classes(family: str, shapes: Sequence[Shape], label_offset: int = 0) -> 
     if family in ("yolov5", "yolox"):
         return shapes[0][-1] - 5
     if family == "yolov8":
-        return shapes[0][1] - 4
+        rows = next((s[1] for s in shapes if len(s) == 3), shapes[0][1])
+        if declared is None:
+            return rows - 4
+        if 0 < rows < 4 + declared:
+            raise ModelError(f"num_classes {declared} needs {4 + declared} output rows, the model has {rows}")
+        return declared
     if family == "mediapipe_ssd":
         return min(shapes[0][-1], shapes[1][-1]) - label_offset
     return None
