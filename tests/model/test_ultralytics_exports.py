@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pytest
 
+from edge_runtime.model import load_model
 from edge_runtime.model.runner import END2END_CELLS, _with_cells
 
 from ..conftest import DATA, image, run_cli
@@ -119,3 +120,28 @@ def test_end_to_end_head_on_a_panorama_gets_enough_grid_cells(tmp_path: Path) ->
     assert result.code == 0, result.err
     (line,) = result.json_lines()
     assert all(0.0 <= v <= 1.0 for d in line["detections"] for v in d["box"])
+
+
+@pytest.mark.parametrize(
+    ("name", "family"), [("yolov8_seg_nms", "yolo_end2end"), ("yolov8_pose", "yolov8")], ids=["nms", "raw"]
+)
+def test_exports_older_than_the_end2end_metadata_are_told_apart_by_their_head(
+    tmp_path: Path, name: str, family: str
+) -> None:
+    """Without ``end2end`` and ``args``: ``[1, 300, 6+K]`` rows are final boxes, ``[1, 4+C+K, N]`` is raw."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(FOLDER / f"{name}.onnx")
+    kept = [p for p in model.metadata_props if p.key not in ("end2end", "args")]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    onnx.save(model, tmp_path / f"{name}.onnx")
+    loaded = load_model(tmp_path / f"{name}.onnx")
+    try:
+        assert loaded.spec.family == family
+    finally:
+        loaded.close()
+    expected = EXPECTED["models"][name]["predictions"]["astronaut"]
+    found = _infer(tmp_path / f"{name}.onnx")["astronaut"]["detections"]
+    assert [d["class_id"] for d in _by_class_and_score(found)] == [
+        d["class_id"] for d in _by_class_and_score(expected)
+    ]
