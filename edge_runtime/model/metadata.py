@@ -93,6 +93,8 @@ def _ultralytics_family(file: Path, meta: dict[str, str], shapes: list[tuple[int
             f"{file}: an Ultralytics {task} model ({what}); this runtime reports axis-aligned boxes "
             f"of Ultralytics {', '.join(_ULTRALYTICS_BOXES)} models and classify models' classes"
         )
+    if str(meta.get("head", "")) == "RTDETRDecoder":
+        return "rtdetr"
     args = _literal(meta.get("args"))
     nms = isinstance(args, dict) and args.get("nms") is True
     if _flag(meta.get("end2end")) or nms:
@@ -111,6 +113,8 @@ def _preprocess(family: str, backend: Backend) -> dict[str, Any]:
     spec = backend.input_specs[0]
     if family in ("yolov5", "yolov8", "yolo_end2end"):
         return {"resize": "letterbox", "mean": (0.0,) * 3, "std": (255.0,) * 3, "pad_value": 114}
+    if family == "rtdetr":  # Ultralytics' RT-DETR predictor stretches the image to the input
+        return {"resize": "stretch", "mean": (0.0,) * 3, "std": (255.0,) * 3}
     if family == "mediapipe_ssd":
         return {"resize": "letterbox", "mean": (127.5,) * 3, "std": (127.5,) * 3, "pad_value": 0}
     if family == "yolox":  # YOLOX's own preproc: BGR 0..255, image top-left, padding 114 after it

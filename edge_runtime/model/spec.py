@@ -20,6 +20,7 @@ Family = Literal[
     "yolov8",
     "yolo_end2end",
     "yolox",
+    "rtdetr",
     "mediapipe_ssd",
     "anomaly_score",
     "reconstruction",
@@ -27,7 +28,16 @@ Family = Literal[
 ]
 
 DETECTION_FAMILIES: frozenset[str] = frozenset(
-    {"ssd", "tflite_detection_postprocess", "yolov5", "yolov8", "yolo_end2end", "yolox", "mediapipe_ssd"}
+    {
+        "ssd",
+        "tflite_detection_postprocess",
+        "yolov5",
+        "yolov8",
+        "yolo_end2end",
+        "yolox",
+        "rtdetr",
+        "mediapipe_ssd",
+    }
 )
 TASK_FAMILIES: dict[str, frozenset[str]] = {
     "classification": frozenset({"classification"}),

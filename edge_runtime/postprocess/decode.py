@@ -15,7 +15,13 @@ from edge_runtime.postprocess.detection import DetectionParams, RawDetections, s
 from edge_runtime.postprocess.mediapipe import decode_mediapipe, split_outputs
 from edge_runtime.postprocess.ssd import decode_ssd
 from edge_runtime.postprocess.tflite_detect import decode_postprocessed
-from edge_runtime.postprocess.yolo import decode_end2end, decode_yolov5, decode_yolov8, decode_yolox
+from edge_runtime.postprocess.yolo import (
+    decode_end2end,
+    decode_rtdetr,
+    decode_yolov5,
+    decode_yolov8,
+    decode_yolox,
+)
 from edge_runtime.types import Classification
 
 Arr = npt.NDArray[np.float32]
@@ -102,6 +108,9 @@ class Decoder:
             )
         elif self.family == "yolo_end2end":
             raw = decode_end2end(yolo_head(outputs), size, score_threshold=p.score_threshold)
+            return select(raw, p, apply_nms=False)
+        elif self.family == "rtdetr":
+            raw = decode_rtdetr(yolo_head(outputs), score_threshold=p.score_threshold)
             return select(raw, p, apply_nms=False)
         elif self.family == "yolox":
             raw = decode_yolox(outputs[0], size, score_threshold=p.score_threshold)

@@ -34,6 +34,7 @@ FAMILY_LINES: tuple[tuple[str, str, str], ...] = (
     ("yolov5", "task: detection", "[1, N, 5+C]: YOLOv5 / YOLOv7 (cx, cy, w, h, objectness + classes)"),
     ("yolo_end2end", "task: detection", "[1, N, 6]: x1, y1, x2, y2, score, class (NMS inside)"),
     ("yolox", "task: detection", "[1, N, 5+C]: YOLOX raw head, one row per cell of strides 8, 16, 32"),
+    ("rtdetr", "task: detection", "[1, N, 6] cx, cy, w, h (0..1), score, class, or [1, N, 4+C]: RT-DETR"),
     ("tflite_detection_postprocess", "task: detection", "the 4 outputs of TFLite_Detection_PostProcess"),
     ("ssd", "task: detection", "boxes [1, N, 4] + scores [1, N, C], with postprocess.anchors"),
     ("mediapipe_ssd", "task: detection", "regressors [1, N, 4+2K] + classificators [1, N, C] (BlazeFace)"),

@@ -114,3 +114,17 @@ def decode_yolox(output: Arr, input_size: tuple[int, int], *, score_threshold: f
     boxes = _cxcywh_to_xyxy(np.concatenate([xy, wh], axis=1).astype(np.float32), input_size, True)
     ok = scores >= score_threshold
     return RawDetections(boxes[ok], scores[ok].astype(np.float32), class_ids[ok])
+
+
+def decode_rtdetr(output: Arr, *, score_threshold: float) -> RawDetections:
+    """Ultralytics RT-DETR: one row per query, boxes ``(cx, cy, w, h)`` normalised to the input, then
+    ``(score, class)`` (Ultralytics 8.4 exports) or C sigmoid class scores (earlier exports), told
+    apart by a sixth column of whole numbers. No NMS: the queries are the detections."""
+    pred = output.reshape(-1, output.shape[-1])
+    if pred.shape[1] == 6 and np.array_equal(pred[:, 5], np.rint(pred[:, 5])):
+        scores, class_ids = pred[:, 4], np.rint(pred[:, 5]).astype(np.intp)
+    else:
+        scores, class_ids = best_class(pred[:, 4:])
+    keep = scores >= score_threshold
+    boxes = _cxcywh_to_xyxy(pred[keep, :4], (1, 1), False)
+    return RawDetections(boxes, scores[keep].astype(np.float32), class_ids[keep])

@@ -145,3 +145,35 @@ def test_exports_older_than_the_end2end_metadata_are_told_apart_by_their_head(
     assert [d["class_id"] for d in _by_class_and_score(found)] == [
         d["class_id"] for d in _by_class_and_score(expected)
     ]
+
+
+def test_rtdetr_export_is_stretched_and_decoded_as_centre_boxes(tmp_path: Path) -> None:
+    """An Ultralytics 8.4 RT-DETR export ([1, 300, 6]: cx, cy, w, h normalised, score, class;
+    ``head: RTDETRDecoder``) is not a YOLO end-to-end head: its boxes are centre-size, and
+    Ultralytics stretches the image to the input, so a normalised box is the same in the image.
+    (RT-DETR is too big to commit an Ultralytics export of it; this graph outputs fixed rows.)"""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+
+    rows = np.zeros((1, 300, 6), np.float32)
+    rows[0, 0] = [0.5, 0.25, 0.2, 0.1, 0.8, 2]
+    rows[0, 1] = [0.52, 0.25, 0.2, 0.1, 0.7, 2]  # overlaps the first: kept, the queries are final
+    rows[0, 2] = [0.1, 0.9, 0.1, 0.1, 0.2, 1]  # below 0.25
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 64, 64])
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [1, 300, 6])
+    nodes = [
+        helper.make_node("ReduceMean", ["images"], ["m"], keepdims=0),
+        helper.make_node("Mul", ["m", "zero"], ["z"]),
+        helper.make_node("Add", ["rows", "z"], ["output0"]),
+    ]
+    inits = [numpy_helper.from_array(rows, "rows"), numpy_helper.from_array(np.array(0, np.float32), "zero")]
+    model = helper.make_model(
+        helper.make_graph(nodes, "rtdetr", [x], [y], inits), opset_imports=[helper.make_opsetid("", 17)]
+    )
+    model.ir_version = 8
+    meta = {"task": "detect", "head": "RTDETRDecoder", "end2end": "False", "imgsz": "[64, 64]"}
+    helper.set_model_props(model, {**meta, "names": "{0: 'a', 1: 'b', 2: 'c'}", "stride": "32"})
+    onnx.save(model, tmp_path / "rtdetr.onnx")
+    found = _infer(tmp_path / "rtdetr.onnx")["coffee"]["detections"]  # 600x400, stretched to 64x64
+    assert [(d["label"], d["score"]) for d in found] == [("c", 0.8), ("c", 0.7)]
+    np.testing.assert_allclose(found[0]["box"], [0.4, 0.2, 0.6, 0.3], atol=1e-4)
