@@ -66,8 +66,10 @@ def _tflite_packed(file: Path) -> tuple[list[str] | None, dict[str, str]]:
     return labels, meta
 
 
-# Ultralytics' ``task`` metadata: the tasks whose boxes and classes this runtime reports
+# Ultralytics' ``task`` metadata: the tasks whose boxes and classes this runtime reports, and all
+# the tasks its exports name (another exporter's ``task`` key is left to the output shapes)
 _ULTRALYTICS_BOXES = ("detect", "pose", "segment")
+_ULTRALYTICS_TASKS = frozenset({*_ULTRALYTICS_BOXES, "classify", "obb"})
 
 
 def _flag(value: object) -> bool:
@@ -83,7 +85,8 @@ def _ultralytics_family(file: Path, meta: dict[str, str], shapes: list[tuple[int
     their head's shape. ``obb`` (rotated boxes) is refused.
     """
     task = str(meta.get("task", "")).strip().lower()
-    if not task:
+    by_ultralytics = "ultralytics" in str(meta.get("author", "")).lower()
+    if not task or (task not in _ULTRALYTICS_TASKS and not by_ultralytics):
         return None
     if task == "classify":
         return "classification"

@@ -177,3 +177,22 @@ def test_rtdetr_export_is_stretched_and_decoded_as_centre_boxes(tmp_path: Path) 
     found = _infer(tmp_path / "rtdetr.onnx")["coffee"]["detections"]  # 600x400, stretched to 64x64
     assert [(d["label"], d["score"]) for d in found] == [("c", 0.8), ("c", 0.7)]
     np.testing.assert_allclose(found[0]["box"], [0.4, 0.2, 0.6, 0.3], atol=1e-4)
+
+
+@pytest.mark.parametrize(("author", "refused"), [("Ultralytics", True), ("someone else", False)])
+def test_an_unknown_task_is_refused_only_in_an_ultralytics_file(
+    tmp_path: Path, author: str, refused: bool
+) -> None:
+    """Ultralytics' other tasks (depth maps, ...) are refused by name; another exporter's ``task``
+    key is not Ultralytics' and the outputs decide (here a [1, C] classifier)."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(FOLDER / "yolov8_cls.onnx")
+    props = {p.key: p.value for p in model.metadata_props}
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, {**props, "task": "depth", "author": author})
+    onnx.save(model, tmp_path / "model.onnx")
+    result = run_cli("infer", tmp_path / "model.onnx", image("coffee"), "--json")
+    if refused:
+        assert result.code != 0 and "an Ultralytics depth model (task 'depth')" in result.err
+    else:
+        assert result.code == 0 and result.json_lines()[0]["task"] == "classification"
