@@ -109,6 +109,12 @@ def _image_input(spec: ModelSpec, backend: Backend, file: Path) -> tuple[TensorS
     if len(backend.input_specs) != 1 or not images:
         shapes = ", ".join(f"{s.name}{list(s.shape)}" for s in backend.input_specs)
         raise ModelError(f"{file}: expected one image input [1,H,W,C] or [1,C,H,W], got {shapes}")
+    batch = images[0].shape[0]
+    if batch > 1:
+        raise ModelError(
+            f"{file}: the input takes a fixed batch of {batch} images {list(images[0].shape)}; frames are "
+            "run one at a time: export the model with batch 1 (or a dynamic batch)"
+        )
     size = images[0].image_size or spec.preprocess.input_size
     if size is None:
         raise ModelError(f"{file}: input size is dynamic; set preprocess.input_size: [H, W] in model.yaml")
@@ -135,9 +141,12 @@ def _check_outputs(spec: ModelSpec, backend: Backend, labels: list[str] | None, 
         _check_window_outputs(spec, backend, file)
         return
     try:
-        classes = num_classes(spec.family, shapes, spec.postprocess.label_offset)
+        post = spec.postprocess
+        classes = num_classes(spec.family, shapes, post.label_offset, post.num_classes)
     except (IndexError, StopIteration) as exc:
         raise ModelError(f"{file}: outputs {shapes} do not fit family {spec.family!r}") from exc
+    except ModelError as exc:
+        raise ModelError(f"{file}: {exc}") from exc
     if labels is not None and classes is not None and classes > 0 and len(labels) != classes:
         raise ModelError(
             f"{file}: labels file has {len(labels)} labels but the model outputs {classes} classes"
@@ -234,6 +243,7 @@ def make_decoder(
         class_score_threshold=threshold if threshold is not None and not is_detector else 0.0,
         score_activation=_activation(spec),
         label_offset=post.label_offset,
+        num_classes=post.num_classes,
         box_scale=post.box_scale,
         anchors=(
             make_anchors(spec, model.input_size, [s.shape for s in model.backend.output_specs])

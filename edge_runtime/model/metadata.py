@@ -66,12 +66,58 @@ def _tflite_packed(file: Path) -> tuple[list[str] | None, dict[str, str]]:
     return labels, meta
 
 
+# Ultralytics' ``task`` metadata: the tasks whose boxes and classes this runtime reports, and all
+# the tasks its exports name (another exporter's ``task`` key is left to the output shapes)
+_ULTRALYTICS_BOXES = ("detect", "pose", "segment")
+_ULTRALYTICS_TASKS = frozenset({*_ULTRALYTICS_BOXES, "classify", "obb"})
+
+
+def _flag(value: object) -> bool:
+    return str(value).strip().lower() == "true"
+
+
+def _ultralytics_family(file: Path, meta: dict[str, str], shapes: list[tuple[int, ...]]) -> str | None:
+    """The family of an Ultralytics export, from its ``task`` metadata (None: not one).
+
+    ``detect``, ``pose`` and ``segment`` models give boxes and classes (key points and masks are
+    not reported): ``yolo_end2end`` when the graph ends in NMS or an end-to-end head (``end2end``
+    metadata, ``nms`` export argument), else ``yolov8``; files too old to say are told apart by
+    their head's shape. ``obb`` (rotated boxes) is refused.
+    """
+    task = str(meta.get("task", "")).strip().lower()
+    by_ultralytics = "ultralytics" in str(meta.get("author", "")).lower()
+    if not task or (task not in _ULTRALYTICS_TASKS and not by_ultralytics):
+        return None
+    if task == "classify":
+        return "classification"
+    if task not in _ULTRALYTICS_BOXES:
+        what = "oriented (rotated) boxes" if task == "obb" else f"task {task!r}"
+        raise ModelError(
+            f"{file}: an Ultralytics {task} model ({what}); this runtime reports axis-aligned boxes "
+            f"of Ultralytics {', '.join(_ULTRALYTICS_BOXES)} models and classify models' classes"
+        )
+    if str(meta.get("head", "")) == "RTDETRDecoder":
+        return "rtdetr"
+    args = _literal(meta.get("args"))
+    nms = isinstance(args, dict) and args.get("nms") is True
+    if _flag(meta.get("end2end")) or nms:
+        return "yolo_end2end"
+    if "end2end" in meta:
+        return "yolov8"
+    head = next((s for s in shapes if len(s) == 3), None)  # older exports: [1, N, 6+K] vs [1, 4+C+K, N]
+    if head is not None and 6 <= head[2] < head[1] <= 1000:
+        return "yolo_end2end"
+    return "yolov8"
+
+
 def _preprocess(family: str, backend: Backend) -> dict[str, Any]:
     """Defaults: YOLO letterboxes 0..1 pixels; MediaPipe letterboxes -1..1 with black borders;
     quantised inputs take raw pixels; else 0..1."""
     spec = backend.input_specs[0]
     if family in ("yolov5", "yolov8", "yolo_end2end"):
         return {"resize": "letterbox", "mean": (0.0,) * 3, "std": (255.0,) * 3, "pad_value": 114}
+    if family == "rtdetr":  # Ultralytics' RT-DETR predictor stretches the image to the input
+        return {"resize": "stretch", "mean": (0.0,) * 3, "std": (255.0,) * 3}
     if family == "mediapipe_ssd":
         return {"resize": "letterbox", "mean": (127.5,) * 3, "std": (127.5,) * 3, "pad_value": 0}
     if family == "yolox":  # YOLOX's own preproc: BGR 0..255, image top-left, padding 114 after it
@@ -113,7 +159,7 @@ def spec_from_metadata(file: Path, backend: Backend) -> tuple[ModelSpec, list[st
     size = backend.input_specs[0].image_size if backend.input_specs else None
     if size is None and isinstance(imgsz, list) and len(imgsz) == 2:
         size = (int(imgsz[0]), int(imgsz[1]))
-    family = guess_family(shapes, size, meta)
+    family = _ultralytics_family(file, meta, shapes) or guess_family(shapes, size, meta)
     if family is None:
         raise ModelError(no_family_message(file, backend, meta))
     if family == "ssd":
@@ -123,6 +169,12 @@ def spec_from_metadata(file: Path, backend: Backend) -> tuple[ModelSpec, list[st
         )
     labels = _ultralytics_labels(meta) or packed_labels
     preprocess = _preprocess(family, backend)
+    postprocess: dict[str, Any] = _MEDIAPIPE_POSTPROCESS if family == "mediapipe_ssd" else {}
+    if family == "yolov8" and "task" in meta and labels:
+        postprocess = {"num_classes": len(labels)}  # pose / segment heads: more rows follow
+    if family == "classification" and "task" in meta:
+        # Ultralytics' classify_transforms: shorter side to the input size, centre crop, 0..1
+        preprocess.update({"resize": "center_crop", "interpolation": "antialias"})
     if isinstance(imgsz, list) and len(imgsz) == 2:
         preprocess["input_size"] = tuple(int(v) for v in imgsz)
     stride = _literal(meta.get("stride"))
@@ -136,7 +188,7 @@ def spec_from_metadata(file: Path, backend: Backend) -> tuple[ModelSpec, list[st
             "family": family,
             "files": {backend.kind: file.name},
             "preprocess": preprocess,
-            "postprocess": _MEDIAPIPE_POSTPROCESS if family == "mediapipe_ssd" else {},
+            "postprocess": postprocess,
         }
     )
     return spec, labels

@@ -48,6 +48,24 @@ class InferenceResult:
         }
 
 
+# An end-to-end YOLO head (YOLOv10, YOLO26) ends in a TopK over every cell of its stride 8/16/32
+# grids, k = Ultralytics' max_det (300 by default): a rectangle with fewer cells (a panorama at a
+# small input size) would fail inside the runtime, so it is padded further.
+END2END_CELLS = 300
+
+
+def _with_cells(size: tuple[int, int], full: tuple[int, int], stride: int, cells: int) -> tuple[int, int]:
+    """``size`` grown by ``stride`` steps, shorter side first, until its grids have ``cells`` cells
+    (or it is ``full``)."""
+    h, w = size
+    while sum((h // s) * (w // s) for s in (8, 16, 32)) < cells and (h < full[0] or w < full[1]):
+        if h < full[0] and (h <= w or w >= full[1]):
+            h = min(full[0], h + stride)
+        else:
+            w = min(full[1], w + stride)
+    return h, w
+
+
 class Runner:
     """Runs a :class:`LoadedModel` on BGR images (as OpenCV decodes them)."""
 
@@ -65,6 +83,7 @@ class Runner:
         # a TFLite interpreter would have to be re-allocated for every new shape.
         dynamic = model.image_input.image_size is None and model.backend.kind == "onnx"
         self._rect_stride = prep.stride if prep.resize == "letterbox" and dynamic else 0
+        self._min_cells = END2END_CELLS if model.spec.family == "yolo_end2end" else 0
 
     def prepare(self, image_bgr: npt.NDArray[Any]) -> tuple[list[npt.NDArray[Any]], Any]:
         """BGR image -> (input tensors, the transform back to the image for ``finish``)."""
@@ -79,6 +98,7 @@ class Runner:
         # the small image gives the same pixels for a fraction of the work.
         if self._rect_stride:
             size = geometry.stride_rectangle(image_bgr.shape[:2], size, self._rect_stride)
+            size = _with_cells(size, self.model.input_size, self._rect_stride, self._min_cells)
         if p.resize == "letterbox":
             resized, transform = geometry.letterbox(
                 image_bgr, size, p.pad_value, p.interpolation, centre=p.pad == "centre"

@@ -20,6 +20,7 @@ Family = Literal[
     "yolov8",
     "yolo_end2end",
     "yolox",
+    "rtdetr",
     "mediapipe_ssd",
     "anomaly_score",
     "reconstruction",
@@ -27,7 +28,16 @@ Family = Literal[
 ]
 
 DETECTION_FAMILIES: frozenset[str] = frozenset(
-    {"ssd", "tflite_detection_postprocess", "yolov5", "yolov8", "yolo_end2end", "yolox", "mediapipe_ssd"}
+    {
+        "ssd",
+        "tflite_detection_postprocess",
+        "yolov5",
+        "yolov8",
+        "yolo_end2end",
+        "yolox",
+        "rtdetr",
+        "mediapipe_ssd",
+    }
 )
 TASK_FAMILIES: dict[str, frozenset[str]] = {
     "classification": frozenset({"classification"}),
@@ -75,8 +85,10 @@ class PreprocessSpec(_Strict):
     pad: Literal["centre", "bottom_right"] = Field(
         "centre", description="letterbox: image in the centre, or top-left with the padding after it (YOLOX)"
     )
-    interpolation: Literal["linear", "area", "nearest", "cubic"] = Field(
-        "linear", description="OpenCV interpolation used for resizing"
+    interpolation: Literal["linear", "area", "nearest", "cubic", "antialias"] = Field(
+        "linear",
+        description="resizing: OpenCV's linear, area, nearest, cubic; antialias: Pillow's bilinear "
+        "(a filter widened when shrinking; torchvision and Ultralytics' classifiers)",
     )
     input_size: tuple[int, int] | None = Field(
         None, description="[height, width] for models whose input size is dynamic"
@@ -148,6 +160,12 @@ class PostprocessSpec(_Strict):
         description="activation applied to raw class outputs (auto: sigmoid for mediapipe_ssd, else none)",
     )
     label_offset: int = Field(0, ge=0, description="leading non-object columns (background)")
+    num_classes: int | None = Field(
+        None,
+        ge=1,
+        description="yolov8: class score rows after the 4 box rows; rows past them (key points, mask "
+        "coefficients of pose and segment heads) are read past (default: all rows after the box)",
+    )
     box_scale: tuple[float, float, float, float] = Field(
         (10.0, 10.0, 5.0, 5.0), description="ssd: y, x, h, w box-encoding scale factors"
     )
@@ -241,6 +259,8 @@ class ModelSpec(_Strict):
         if self.family == "ssd" and not isinstance(anchors, AnchorSpec):
             raise ValueError("family 'ssd' needs postprocess.anchors: {feature_map_sizes: [...]}")
         mediapipe = anchors is None or isinstance(anchors, MediapipeAnchorSpec)
+        if self.postprocess.num_classes is not None and self.family != "yolov8":
+            raise ValueError("postprocess.num_classes goes with family 'yolov8'")
         if self.family == "mediapipe_ssd" and not mediapipe:
             raise ValueError("family 'mediapipe_ssd' takes postprocess.anchors: {generator: mediapipe, ...}")
         return self

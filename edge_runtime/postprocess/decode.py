@@ -15,7 +15,13 @@ from edge_runtime.postprocess.detection import DetectionParams, RawDetections, s
 from edge_runtime.postprocess.mediapipe import decode_mediapipe, split_outputs
 from edge_runtime.postprocess.ssd import decode_ssd
 from edge_runtime.postprocess.tflite_detect import decode_postprocessed
-from edge_runtime.postprocess.yolo import decode_end2end, decode_yolov5, decode_yolov8, decode_yolox
+from edge_runtime.postprocess.yolo import (
+    decode_end2end,
+    decode_rtdetr,
+    decode_yolov5,
+    decode_yolov8,
+    decode_yolox,
+)
 from edge_runtime.types import Classification
 
 Arr = npt.NDArray[np.float32]
@@ -45,6 +51,7 @@ class Decoder:
     class_score_threshold: float = 0.0
     score_activation: str = "none"
     label_offset: int = 0
+    num_classes: int | None = None  # yolov8: class rows when more rows follow them
     box_scale: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
     anchors: Arr | None = field(default=None, repr=False)
     # "auto" softmax, decided on the first output: a model gives logits or it gives probabilities
@@ -100,7 +107,10 @@ class Decoder:
                 score_threshold=p.score_threshold,
             )
         elif self.family == "yolo_end2end":
-            raw = decode_end2end(outputs[0], size, score_threshold=p.score_threshold)
+            raw = decode_end2end(yolo_head(outputs), size, score_threshold=p.score_threshold)
+            return select(raw, p, apply_nms=False)
+        elif self.family == "rtdetr":
+            raw = decode_rtdetr(yolo_head(outputs), score_threshold=p.score_threshold)
             return select(raw, p, apply_nms=False)
         elif self.family == "yolox":
             raw = decode_yolox(outputs[0], size, score_threshold=p.score_threshold)
@@ -108,8 +118,8 @@ class Decoder:
             out = self._activate_scores(outputs[0], axis=-1)
             raw = decode_yolov5(out, size, score_threshold=p.score_threshold)
         elif self.family == "yolov8":
-            out = self._activate_scores(outputs[0], axis=-2)
-            raw = decode_yolov8(out, size, score_threshold=p.score_threshold)
+            out = self._activate_scores(yolo_head(outputs), axis=-2)
+            raw = decode_yolov8(out, size, score_threshold=p.score_threshold, num_classes=self.num_classes)
         else:
             raise ModelError(f"family {self.family!r} is not a detector")
         return select(raw, p)
@@ -123,6 +133,13 @@ class Decoder:
         index[axis] = slice(4, None)
         out[tuple(index)] = activate(out[tuple(index)], "sigmoid")
         return out
+
+
+def yolo_head(outputs: Sequence[Arr]) -> Arr:
+    """The detection head of a YOLO model: its one 3-D output (an Ultralytics segment model has a
+    second, 4-D output of mask prototypes, which is not used)."""
+    heads = [o for o in outputs if o.ndim == 3]
+    return heads[0] if len(heads) == 1 else outputs[0]
 
 
 def ssd_outputs(outputs: Sequence[Arr]) -> tuple[Arr, Arr]:

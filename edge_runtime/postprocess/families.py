@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from edge_runtime.errors import ModelError
 from edge_runtime.postprocess.mediapipe import known_anchors
 
 Shape = tuple[int, ...]
@@ -33,6 +34,7 @@ FAMILY_LINES: tuple[tuple[str, str, str], ...] = (
     ("yolov5", "task: detection", "[1, N, 5+C]: YOLOv5 / YOLOv7 (cx, cy, w, h, objectness + classes)"),
     ("yolo_end2end", "task: detection", "[1, N, 6]: x1, y1, x2, y2, score, class (NMS inside)"),
     ("yolox", "task: detection", "[1, N, 5+C]: YOLOX raw head, one row per cell of strides 8, 16, 32"),
+    ("rtdetr", "task: detection", "[1, N, 6] cx, cy, w, h (0..1), score, class, or [1, N, 4+C]: RT-DETR"),
     ("tflite_detection_postprocess", "task: detection", "the 4 outputs of TFLite_Detection_PostProcess"),
     ("ssd", "task: detection", "boxes [1, N, 4] + scores [1, N, C], with postprocess.anchors"),
     ("mediapipe_ssd", "task: detection", "regressors [1, N, 4+2K] + classificators [1, N, C] (BlazeFace)"),
@@ -87,8 +89,14 @@ def guess_family(
     return None
 
 
-def num_classes(family: str, shapes: Sequence[Shape], label_offset: int = 0) -> int | None:
-    """Number of object classes the outputs encode (None when the shapes don't say)."""
+def num_classes(
+    family: str, shapes: Sequence[Shape], label_offset: int = 0, declared: int | None = None
+) -> int | None:
+    """Number of object classes the outputs encode (None when the shapes don't say).
+
+    ``declared``: model.yaml's ``num_classes`` of a ``yolov8`` head whose class rows are followed by
+    other rows (key points, mask coefficients); ModelError when the head has fewer rows.
+    """
     if family == "classification":
         return shapes[0][-1] - label_offset
     if family == "ssd":
@@ -97,7 +105,12 @@ def num_classes(family: str, shapes: Sequence[Shape], label_offset: int = 0) -> 
     if family in ("yolov5", "yolox"):
         return shapes[0][-1] - 5
     if family == "yolov8":
-        return shapes[0][1] - 4
+        rows = next((s[1] for s in shapes if len(s) == 3), shapes[0][1])
+        if declared is None:
+            return rows - 4
+        if 0 < rows < 4 + declared:
+            raise ModelError(f"num_classes {declared} needs {4 + declared} output rows, the model has {rows}")
+        return declared
     if family == "mediapipe_ssd":
         return min(shapes[0][-1], shapes[1][-1]) - label_offset
     return None

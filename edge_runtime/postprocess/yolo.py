@@ -44,10 +44,19 @@ def decode_yolov5(output: Arr, input_size: tuple[int, int], *, score_threshold: 
     return RawDetections(boxes, scores[keep].astype(np.float32), class_ids[keep])
 
 
-def decode_yolov8(output: Arr, input_size: tuple[int, int], *, score_threshold: float) -> RawDetections:
-    """``[1, 4 + C, N]``: no objectness; class scores are already sigmoid-activated."""
+def decode_yolov8(
+    output: Arr, input_size: tuple[int, int], *, score_threshold: float, num_classes: int | None = None
+) -> RawDetections:
+    """``[1, 4 + C (+ K), N]``: no objectness; class scores are already sigmoid-activated.
+
+    ``num_classes``: C, when K more rows follow the class scores (an Ultralytics pose head's key
+    points, a segment head's mask coefficients); they are read past.
+    """
     pred = output.reshape(output.shape[-2], output.shape[-1]).T
-    scores, class_ids = best_class(pred[:, 4:])
+    if num_classes is not None and pred.shape[1] < 4 + num_classes:
+        rows = pred.shape[1]
+        raise ModelError(f"a YOLOv8 head of {num_classes} classes has {4 + num_classes} rows, got {rows}")
+    scores, class_ids = best_class(pred[:, 4 : None if num_classes is None else 4 + num_classes])
     keep = scores >= score_threshold
     if not keep.any():
         return RawDetections.empty()
@@ -56,7 +65,11 @@ def decode_yolov8(output: Arr, input_size: tuple[int, int], *, score_threshold: 
 
 
 def decode_end2end(output: Arr, input_size: tuple[int, int], *, score_threshold: float) -> RawDetections:
-    """``[1, N, 6]`` rows ``(x1, y1, x2, y2, score, class)``; unused rows have score 0."""
+    """``[1, N, 6 (+ K)]`` rows ``(x1, y1, x2, y2, score, class)``; unused rows have score 0.
+
+    K more columns (an Ultralytics pose model's key points, a segment model's mask coefficients) are
+    read past.
+    """
     pred = output.reshape(-1, output.shape[-1])
     pred = pred[pred[:, 4] >= score_threshold]
     if pred.shape[0] == 0:
@@ -101,3 +114,17 @@ def decode_yolox(output: Arr, input_size: tuple[int, int], *, score_threshold: f
     boxes = _cxcywh_to_xyxy(np.concatenate([xy, wh], axis=1).astype(np.float32), input_size, True)
     ok = scores >= score_threshold
     return RawDetections(boxes[ok], scores[ok].astype(np.float32), class_ids[ok])
+
+
+def decode_rtdetr(output: Arr, *, score_threshold: float) -> RawDetections:
+    """Ultralytics RT-DETR: one row per query, boxes ``(cx, cy, w, h)`` normalised to the input, then
+    ``(score, class)`` (Ultralytics 8.4 exports) or C sigmoid class scores (earlier exports), told
+    apart by a sixth column of whole numbers. No NMS: the queries are the detections."""
+    pred = output.reshape(-1, output.shape[-1])
+    if pred.shape[1] == 6 and np.array_equal(pred[:, 5], np.rint(pred[:, 5])):
+        scores, class_ids = pred[:, 4], np.rint(pred[:, 5]).astype(np.intp)
+    else:
+        scores, class_ids = best_class(pred[:, 4:])
+    keep = scores >= score_threshold
+    boxes = _cxcywh_to_xyxy(pred[keep, :4], (1, 1), False)
+    return RawDetections(boxes, scores[keep].astype(np.float32), class_ids[keep])

@@ -49,7 +49,46 @@ class Transform:
         return np.clip(out, 0.0, 1.0, out=out)
 
 
+def _antialias_weights(src: int, dst: int) -> npt.NDArray[np.float32]:
+    """``[dst, src]`` weights of Pillow's bilinear resampling: a triangle filter widened by the
+    downscale factor (what torchvision's ``Resize`` does to a PIL image, as Ultralytics'
+    classify_transforms use it)."""
+    scale = src / dst
+    support = max(scale, 1.0)
+    centre = (np.arange(dst, dtype=np.float64) + 0.5) * scale
+    offsets = np.arange(src, dtype=np.float64)[None, :] + 0.5 - centre[:, None]
+    weights = np.clip(1.0 - np.abs(offsets / support), 0.0, None)
+    lo = np.floor(centre - support + 0.5).clip(0, None)  # Pillow's window of source pixels
+    hi = np.floor(centre + support + 0.5).clip(None, src)
+    cols = np.arange(src)[None, :]
+    weights *= (cols >= lo[:, None]) & (cols < hi[:, None])
+    normalised: npt.NDArray[np.float32] = (weights / weights.sum(axis=1, keepdims=True)).astype(np.float32)
+    return normalised
+
+
+def _resize_antialias(
+    image: Image, size_wh: tuple[int, int], window: tuple[int, int, int, int] | None = None
+) -> Image:
+    """Pillow's bilinear resize: horizontal pass, then vertical, each rounded to uint8 as Pillow does.
+
+    ``window`` = (left, top, width, height): only that part of the resized image (a crop of it).
+    """
+    h, w = image.shape[:2]
+    dw, dh = size_wh
+    x0, y0, cw, ch = window or (0, 0, dw, dh)
+    img = image.astype(np.float32)
+    if (dw, cw) != (w, w):
+        wx = _antialias_weights(w, dw)[x0 : x0 + cw]
+        img = np.rint(np.einsum("xw,hwc->hxc", wx, img)).clip(0, 255)
+    if (dh, ch) != (h, h):
+        wy = _antialias_weights(h, dh)[y0 : y0 + ch]
+        img = np.rint(np.einsum("yh,hxc->yxc", wy, img)).clip(0, 255)
+    return np.ascontiguousarray(img, dtype=np.uint8)
+
+
 def _resize(image: Image, size_wh: tuple[int, int], interpolation: str) -> Image:
+    if interpolation == "antialias":
+        return _resize_antialias(image, size_wh)
     return np.asarray(cv2.resize(image, size_wh, interpolation=INTERPOLATION[interpolation]), dtype=np.uint8)
 
 
@@ -67,12 +106,27 @@ def center_crop(
     """Crop the centre with the target's aspect ratio (``fraction`` of the fitting side), resize."""
     h, w = image.shape[:2]
     dh, dw = size
+    if interpolation == "antialias" and fraction == 1.0:
+        return _resize_then_crop(image, size)
     side = min(w / dw, h / dh) * fraction  # source pixels per target pixel
     cw, ch = max(1, round(dw * side)), max(1, round(dh * side))
     x0, y0 = (w - cw) // 2, (h - ch) // 2
     crop = image[y0 : y0 + ch, x0 : x0 + cw]
     out = _resize(crop, (dw, dh), interpolation)
     return out, Transform(w, h, dw, dh, scale_x=dw / cw, scale_y=dh / ch, crop_x=x0, crop_y=y0)
+
+
+def _resize_then_crop(image: Image, size: tuple[int, int]) -> tuple[Image, Transform]:
+    """torchvision's ``Resize(shorter side)`` then ``CenterCrop``, as Ultralytics classifies: the
+    crop is taken from the resized image, so its edges are filtered with the pixels around them."""
+    h, w = image.shape[:2]
+    dh, dw = size
+    s = max(dw / w, dh / h)
+    rw, rh = max(dw, int(w * s)), max(dh, int(h * s))
+    left, top = round((rw - dw) / 2), round((rh - dh) / 2)
+    out = _resize_antialias(image, (rw, rh), (left, top, dw, dh))
+    sx, sy = rw / w, rh / h
+    return out, Transform(w, h, dw, dh, scale_x=sx, scale_y=sy, crop_x=left / sx, crop_y=top / sy)
 
 
 def stride_rectangle(image_hw: tuple[int, int], size: tuple[int, int], stride: int) -> tuple[int, int]:

@@ -124,3 +124,23 @@ def test_ultralytics_metadata_packed_into_a_tflite_names_the_classes(tmp_path: P
         zf.writestr("metadata.json", '{"names": {"0": "face"}, "imgsz": [128, 128], "stride": 8}')
     found = _detections(model, "astronaut")
     assert [d["label"] for d in found] == ["face"]
+
+
+def test_a_fixed_batch_above_one_is_refused_with_what_to_export(tmp_path: Path) -> None:
+    """Frames run one at a time: a [2,3,H,W] input gets a message, not ONNX Runtime's shape error."""
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("images", TensorProto.FLOAT, [2, 3, 64, 64])
+    y = helper.make_tensor_value_info("output0", TensorProto.FLOAT, [2, 3])
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["images"], ["output0"], axes=[2, 3], keepdims=0)], "b2", [x], [y]
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"task": "classify", "imgsz": "[64, 64]"})  # as Ultralytics' batch=2
+    onnx.save(model, tmp_path / "batch2.onnx")
+    result = run_cli("infer", tmp_path / "batch2.onnx", image("coffee"), "--json")
+    assert result.code != 0 and result.out == ""
+    assert "fixed batch of 2" in result.err and "batch 1" in result.err
+    assert "Traceback" not in result.err

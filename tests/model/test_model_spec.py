@@ -70,3 +70,11 @@ def test_every_key_of_model_yaml_has_a_description() -> None:
         if not prop.get("description")
     ]
     assert undocumented == []
+
+
+def test_num_classes_goes_with_yolov8_only(tmp_path: Path) -> None:
+    spec = parse_model(load_yaml(_write(tmp_path, GOOD + "postprocess: {num_classes: 1}\n")), ModelSpec)
+    assert spec.postprocess.num_classes == 1
+    path = _write(tmp_path, GOOD.replace("yolov8", "yolov5") + "postprocess: {num_classes: 1}\n")
+    with pytest.raises(ConfigError, match="num_classes goes with family 'yolov8'"):
+        parse_model(load_yaml(path), ModelSpec)

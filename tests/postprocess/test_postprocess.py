@@ -227,3 +227,33 @@ def test_yolox_decoder_adds_the_cell_and_scales_by_the_stride() -> None:
         raw.boxes, [[(cx - w / 2) / 64, (cy - h / 2) / 64, (cx + w / 2) / 64, (cy + h / 2) / 64]], atol=1e-6
     )
     assert raw.scores.tolist() == pytest.approx([0.4]) and raw.class_ids.tolist() == [0]
+
+
+def test_yolov8_decoder_reads_past_the_rows_after_its_classes() -> None:
+    """A pose head [1, 4+1+3, N]: key point values (here 0.9) are not class scores."""
+    head = np.zeros((1, 8, 2), np.float32)
+    head[0, :4, 0] = [50, 50, 20, 20]
+    head[0, 4, 0] = 0.6  # the one class
+    head[0, 5:, :] = 0.9  # key points
+    decoder = Decoder(family="yolov8", labels=None, input_size=(100, 100), output_names=["o"], num_classes=1)
+    raw = decoder.detect([head])
+    assert raw.class_ids.tolist() == [0] and raw.scores.tolist() == pytest.approx([0.6])
+    np.testing.assert_allclose(raw.boxes, [[0.4, 0.4, 0.6, 0.6]], atol=1e-6)
+    assert Decoder(family="yolov8", labels=None, input_size=(100, 100), output_names=["o"]).detect(
+        [head]
+    ).class_ids.tolist() == [1, 1]  # without num_classes: key point rows read as classes
+
+
+@pytest.mark.parametrize("layout", ["score_class", "class_scores"])
+def test_rtdetr_rows_are_normalised_centre_boxes_without_nms(layout: str) -> None:
+    """Ultralytics 8.4 RT-DETR exports (cx, cy, w, h, score, class); earlier ones C class scores."""
+    boxes = np.array([[0.5, 0.5, 0.2, 0.4], [0.52, 0.5, 0.2, 0.4], [0.1, 0.1, 0.1, 0.1]], np.float32)
+    if layout == "score_class":
+        tail = np.array([[0.9, 2], [0.8, 2], [0.1, 0]], np.float32)
+    else:
+        tail = np.array([[0.0, 0.1, 0.9], [0.0, 0.0, 0.8], [0.1, 0.05, 0.0]], np.float32)
+    out = np.concatenate([boxes, tail], axis=1)[None]
+    raw = Decoder(family="rtdetr", labels=None, input_size=(64, 64), output_names=["o"]).detect([out])
+    assert raw.class_ids.tolist() == [2, 2]  # overlapping queries both kept: no NMS
+    assert raw.scores.tolist() == pytest.approx([0.9, 0.8])
+    np.testing.assert_allclose(raw.boxes[0], [0.4, 0.3, 0.6, 0.7], atol=1e-6)

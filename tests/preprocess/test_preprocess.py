@@ -131,3 +131,31 @@ def test_letterbox_into_the_stride_rectangle_maps_boxes_back_exactly() -> None:
     assert out.shape == (256, 320, 3) and (t.pad_x, t.pad_y) == (0, 8)
     inner = np.array([[0, 8 / 256, 1, 248 / 256]], np.float32)  # the image inside the padding
     np.testing.assert_allclose(t.to_original(inner), [[0, 0, 1, 1]], atol=1e-6)
+
+
+def test_antialias_resize_is_pillows_bilinear() -> None:
+    """Values Pillow 12's ``Image.resize(size, BILINEAR)`` gives for these arrays (a filter as wide
+    as the downscale factor, unlike OpenCV's linear, which samples 2 pixels)."""
+    row = np.array([[0, 0, 255, 255, 10, 200, 30]], np.uint8).repeat(3, 0)[..., None].repeat(3, 2)
+    out, _ = geometry.stretch(row, (3, 3), interpolation="antialias")
+    assert out[0, :, 0].tolist() == [55, 179, 99]
+    ramp = (np.arange(64).reshape(8, 8) * 4 % 256).astype(np.uint8)[..., None].repeat(3, 2)
+    out, _ = geometry.stretch(ramp, (5, 3), interpolation="antialias")
+    assert out[:, :, 0].tolist() == [
+        [17, 27, 37],
+        [66, 76, 86],
+        [116, 126, 136],
+        [166, 176, 186],
+        [215, 225, 235],
+    ]
+    assert (geometry.stretch(_image(5, 5), (10, 10), interpolation="antialias")[0] >= 0).all()
+
+
+def test_antialias_center_crop_resizes_the_shorter_side_then_crops_as_torchvision() -> None:
+    """Resize(64) of 600x400 gives 96x64 (int(64 * 600 / 400)); CenterCrop(64) keeps x 16..80."""
+    img = _image(400, 600)
+    out, t = geometry.center_crop(img, (64, 64), interpolation="antialias")
+    assert out.shape == (64, 64, 3)
+    np.testing.assert_allclose(t.to_original(np.array([[0, 0, 1, 1]])), [[16 / 96, 0, 80 / 96, 1]], atol=1e-6)
+    full, _ = geometry.stretch(img, (64, 96), interpolation="antialias")
+    np.testing.assert_array_equal(out, full[:, 16:80])  # the crop of the resized image, edges and all
