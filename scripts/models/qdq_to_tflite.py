@@ -10,7 +10,8 @@ calibrations, two sets of activation ranges) made them disagree on hard images; 
 for both is how the bundled classifier gives one answer on both runtimes.
 
 The input is what ``onnxruntime.quantization.quantize_static`` writes with ``QuantFormat.QDQ``,
-int8 activations (``QuantType.QInt8``) and symmetric int8 weights (per channel or per tensor): a
+int8 or uint8 activations (uint8 ones become int8 with the zero point 128 lower: the same real
+values) and symmetric int8 weights (per channel or per tensor): a
 float input quantised once, then ``DequantizeLinear -> op -> QuantizeLinear`` around each of Conv
 (plain and depthwise; ReLU/ReLU6 already folded into the output range by the quantiser), Add,
 GlobalAveragePool, Reshape/Flatten (on 1x1 maps) and Gemm, and a dequantised output. Anything else
@@ -71,15 +72,15 @@ class Converter:
     # ---- helpers --------------------------------------------------------------------------
 
     def _q_params(self, node: Any) -> tuple[float, int]:
+        """(scale, int8 zero point) of an activation; uint8 ones are the same values 128 lower."""
         scale = self.init[node.input[1]]
         zp = self.init[node.input[2]] if len(node.input) > 2 and node.input[2] else np.zeros((), np.uint8)
-        if zp.dtype != np.int8:
-            raise UnsupportedGraphError(
-                f"{node.name or node.output[0]}: {zp.dtype} activations; quantise with int8 activations "
-                "(QuantType.QInt8): TFLite's int8 scheme"
-            )
         if scale.size != 1:
             raise UnsupportedGraphError(f"{node.name or node.output[0]}: per-channel activation quantisation")
+        if zp.dtype == np.uint8:
+            return float(scale.reshape(())), int(zp.reshape(())) - 128
+        if zp.dtype != np.int8:
+            raise UnsupportedGraphError(f"{node.name or node.output[0]}: {zp.dtype} activations")
         return float(scale.reshape(())), int(zp.reshape(()))
 
     def _activation(self, name: str, node: Any) -> Activation:

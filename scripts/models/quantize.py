@@ -519,6 +519,7 @@ def tool_versions() -> dict[str, str]:
         ("torch", "torch"),
         ("onnxruntime", "onnxruntime"),
         ("litert_torch", "litert-torch"),
+        ("ai_edge_litert", "ai-edge-litert"),
     ):
         try:
             versions[name] = importlib.metadata.version(package)

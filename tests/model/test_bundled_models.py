@@ -77,21 +77,22 @@ def test_person_detector_finds_the_astronaut_and_nothing_in_the_coffee(
 
 
 def test_onnx_and_tflite_agree_on_classes() -> None:
-    """Same top-1, except on a near tie that int8 rounding may break either way.
+    """The same top-1, at least four of the same top-5, scores of shared classes within 0.02.
 
-    The two files are quantised by different tools (ONNX Runtime QDQ, LiteRT PT2E), so when the
-    best two classes are within 0.02 of each other in one file (chelsea in TFLite: tiger cat and
-    Egyptian cat tie at 0.375; float has them 0.010 apart) each runtime's top-1 must be the other's
-    top-2 instead, and the other file's margin small too (ONNX: Egyptian cat 0.386, tiger cat 0.361).
+    Both files hold one quantisation (scripts/models/qdq_to_tflite.py writes the ONNX file's
+    numbers as the ``.tflite``), so they differ only where the two runtimes round a
+    requantisation differently. On chelsea float has Egyptian cat 0.381 and tiger cat 0.371;
+    both int8 files put tiger cat first (0.370 / 0.352).
     """
     onnx, tflite = (_run(CLASSIFIER, b, IMAGES) for b in BACKENDS)
     for name in IMAGES:
         a, b = onnx[name].classes, tflite[name].classes
-        if a[0].class_id == b[0].class_id:
-            continue
-        assert {a[0].class_id, a[1].class_id} == {b[0].class_id, b[1].class_id}, name
-        margins = sorted((a[0].score - a[1].score, b[0].score - b[1].score))
-        assert margins[0] < 0.02 and margins[1] < 0.05, (name, margins)
+        assert a[0].class_id == b[0].class_id, (name, a[0], b[0])
+        scores = {c.class_id: c.score for c in b}
+        assert len(scores.keys() & {c.class_id for c in a}) >= 4, name
+        for x in a:
+            if x.class_id in scores:
+                assert abs(x.score - scores[x.class_id]) <= 0.02, (name, x, scores[x.class_id])
 
 
 def test_onnx_and_tflite_agree_on_boxes() -> None:

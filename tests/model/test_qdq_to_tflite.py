@@ -22,6 +22,7 @@ from edge_runtime.inference.onnx import OnnxBackend  # noqa: E402
 from edge_runtime.inference.tflite import TfliteBackend  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+CLASSIFIER = ROOT / "models" / "efficientnet_lite0"
 sys.path.insert(0, str(ROOT / "scripts" / "models"))
 import qdq_refine  # noqa: E402
 import qdq_to_tflite  # noqa: E402
@@ -172,13 +173,51 @@ def test_bias_correction_and_float_head(tmp_path: Path) -> None:
     assert np.abs(a - b).max() <= 0.05 * float(np.ptp(a)), np.abs(a - b).max()
 
 
+def test_uint8_activations_are_the_same_numbers(tmp_path: Path) -> None:
+    """int8 activations stored as uint8 (zero point + 128) give ONNX Runtime's exact outputs again
+    (ONNX Runtime runs them faster on x86), and a model quantised with uint8 activations from the
+    start converts as well as an int8 one."""
+    import onnxruntime as ort
+
+    float_path = _float_network(tmp_path / "f.onnx")
+    qdq = onnx.load(str(_quantise(float_path, tmp_path / "q.onnx")))
+    assert qdq_refine.uint8_activations(qdq) > 0
+    onnx.save(qdq, str(tmp_path / "u.onnx"))
+    sessions = [
+        ort.InferenceSession(str(tmp_path / f), providers=["CPUExecutionProvider"])
+        for f in ("q.onnx", "u.onnx")
+    ]
+    for x in _images(8, seed=3):
+        a, b = (s.run(None, {"input": x})[0] for s in sessions)
+        np.testing.assert_array_equal(a, b)
+    converted = [
+        qdq_to_tflite.Converter(onnx.load(str(tmp_path / f))).convert("") for f in ("q.onnx", "u.onnx")
+    ]
+    assert converted[0] == converted[1]
+    uint8_from_the_start = _quantise(float_path, tmp_path / "u8.onnx", activations="QUInt8")
+    qdq_to_tflite.convert(uint8_from_the_start, tmp_path / "u8.tflite")
+    a, b, step = _run_both(uint8_from_the_start, tmp_path / "u8.tflite", _images(8, seed=2))
+    assert np.abs(a - b).max() / step <= 2.0 + 1e-3
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
-    [("uint8", "int8 activations"), ("sigmoid", "gate: Sigmoid is not translated")],
+    [
+        ("float", "stem: input 'input' is not a quantised activation"),
+        ("sigmoid", "gate: Sigmoid is not translated"),
+    ],
 )
 def test_what_it_cannot_translate_is_refused_by_name(tmp_path: Path, change: str, message: str) -> None:
     float_path = _float_network(tmp_path / "f.onnx", sigmoid=change == "sigmoid")
-    qdq = _quantise(float_path, tmp_path / "q.onnx", activations="QUInt8" if change == "uint8" else "QInt8")
+    model = float_path if change == "float" else _quantise(float_path, tmp_path / "q.onnx")
     with pytest.raises(qdq_to_tflite.UnsupportedGraphError, match=message):
-        qdq_to_tflite.convert(qdq, tmp_path / "q.tflite")
+        qdq_to_tflite.convert(model, tmp_path / "q.tflite")
     assert not (tmp_path / "q.tflite").exists()
+
+
+def test_the_bundled_tflite_classifier_is_its_onnx_file_converted(tmp_path: Path) -> None:
+    """The two bundled classifier files hold one quantisation (models/README.md): converting the
+    ONNX file again gives the committed ``.tflite`` byte for byte."""
+    out = tmp_path / "again.tflite"
+    qdq_to_tflite.convert(CLASSIFIER / "efficientnet_lite0_int8.onnx", out)
+    assert out.read_bytes() == (CLASSIFIER / "efficientnet_lite0_int8.tflite").read_bytes()

@@ -38,8 +38,10 @@ def _variants(bgr: np.ndarray) -> Iterator[np.ndarray]:
 
 
 def test_classifier_files_agree_on_variants_of_the_test_photos() -> None:
-    """Top-1 the same on nearly all inputs; where they differ, each one's top-1 is in the other's
-    top-5; top-1 scores close where they agree."""
+    """One quantisation written for both runtimes (scripts/models/qdq_to_tflite.py): top-1 the
+    same on nearly all inputs (all 44 when this was written; 99.6 % on the 504 inputs of
+    int8_agreement.py); where they differ, each one's top-1 is in the other's top-5; top-1 scores
+    within 0.05 where they agree (the two runtimes only round a requantisation differently)."""
     inputs = [
         v for n in ("astronaut", "chelsea", "coffee", "rocket") for v in _variants(cv2.imread(str(image(n))))
     ]
@@ -51,8 +53,8 @@ def test_classifier_files_agree_on_variants_of_the_test_photos() -> None:
         finally:
             runner.close()
     same = [a[0].class_id == b[0].class_id for a, b in zip(answers["onnx"], answers["tflite"], strict=True)]
-    assert np.mean(same) >= 0.9, np.mean(same)
+    assert np.mean(same) >= 0.97, np.mean(same)
     for a, b in zip(answers["onnx"], answers["tflite"], strict=True):
         assert a[0].class_id in {c.class_id for c in b} and b[0].class_id in {c.class_id for c in a}
         if a[0].class_id == b[0].class_id:
-            assert abs(a[0].score - b[0].score) <= 0.15
+            assert abs(a[0].score - b[0].score) <= 0.05, (a[0], b[0])
