@@ -148,6 +148,8 @@ def preprocess(bgr: np.ndarray, r: Spec) -> tuple[np.ndarray, tuple[float, ...]]
     elif r["resize"] == "letterbox":
         scale = min(dw / w, dh / h)
         nw, nh = round(w * scale), round(h * scale)
+        if r.get("rect_stride"):  # a dynamic-shape model: the smallest stride-aligned rectangle
+            dh, dw = nh + (dh - nh) % r["rect_stride"], nw + (dw - nw) % r["rect_stride"]
         left, top = (dw - nw) // 2, (dh - nh) // 2
         image = cv2.copyMakeBorder(
             cv2.resize(image, (nw, nh)),

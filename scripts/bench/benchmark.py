@@ -132,6 +132,8 @@ def recipe(path: Path, backend: str) -> dict[str, Any]:
     try:
         spec, p, post, inp = model.spec, model.spec.preprocess, model.spec.postprocess, model.image_input
         threshold = post.score_threshold if post.score_threshold is not None else 0.25
+        # as model/runner.py: a dynamic-shape ONNX model is letterboxed to the stride rectangle
+        dynamic = inp.image_size is None and model.backend.kind == "onnx"
         return {
             "name": spec.name,
             "family": spec.family,
@@ -141,6 +143,7 @@ def recipe(path: Path, backend: str) -> dict[str, Any]:
             "resize": p.resize,
             "crop_fraction": p.crop_fraction,
             "pad_value": p.pad_value,
+            "rect_stride": p.stride if p.resize == "letterbox" and dynamic else 0,
             "color": p.color,
             "mean": list(p.mean),
             "std": list(p.std),
