@@ -531,6 +531,11 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         out["rss_mb_by_minute"] = [r["rss_mb_by_minute"] for r in ok if r.get("rss_mb_by_minute")]
         out["subscriber_cpu_percent_median"] = med("subscriber_cpu_percent")
         out["broker_cpu_percent_median"] = med("broker_cpu_percent")
+    own = [r["own_stage_p50_ms"] for r in ok if r.get("own_stage_p50_ms")]
+    if own:  # a peer's own per-frame timings (Ultralytics' Results.speed)
+        out["own_stage_p50_ms"] = {
+            k: round(statistics.median(o[k] for o in own if k in o), 3) for k in own[0]
+        }
     notes = {r["note"] for r in ok if r.get("note")}
     if notes:
         out["note"] = "; ".join(sorted(notes))
