@@ -1,7 +1,8 @@
 """Side-by-side benchmark: the daemon end to end vs a bare runtime loop, a naive loop and peers.
 
     python scripts/bench/benchmark.py [--model M ...] [--backend onnx|tflite] [--threads 1 2]
-                                [--seconds S] [--rounds R] [--only PART ...] [--out DIR]
+                                [--seconds S] [--rounds R] [--only PART ...] [--peers PEER ...]
+                                [--out DIR]
 
 For every model and thread count, in rounds whose order rotates (the machine is shared: each
 contender sees the same noise, and every ratio is taken within one round), it measures:
@@ -567,11 +568,13 @@ def ratios(rounds: list[dict[str, dict[str, Any]]], kinds: list[str]) -> dict[st
 # -- the run ---------------------------------------------------------------------------------------
 
 
-def contenders(parts: list[str], r: dict[str, Any], backend: str) -> list[str]:
-    """What to measure for this model, in the order of the first round."""
+def contenders(
+    parts: list[str], r: dict[str, Any], backend: str, peers: list[str] | None = None
+) -> list[str]:
+    """What to measure for this model, in the order of the first round (``peers``: only these)."""
     kinds = [p for p in (*PIPELINE_PARTS, SWITCH_INTERVAL_KIND) if p in parts and p != "peers"]
     if "peers" in parts and backend == "onnx":
-        kinds += peers_for(r)
+        kinds += [k for k in peers_for(r) if not peers or k in peers]
     return kinds
 
 
@@ -579,7 +582,7 @@ def pipeline_config(bench: Bench, model: str, backend: str, threads: int) -> dic
     """Every contender on one model and thread count, interleaved over the rounds."""
     args = bench.args
     r = bundle_recipe(model, backend)
-    kinds = contenders(args.only, r, backend)
+    kinds = contenders(args.only, r, backend, args.peers)
     load, version = load_text(), code_version()
     log(f"== {r['name']} [{backend}, threads {threads}] at {version}: {', '.join(kinds)}; {load}")
     rounds: list[dict[str, dict[str, Any]]] = []
@@ -673,6 +676,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results", help="where the report goes")
     ap.add_argument("--peer-python", type=Path, help="interpreter with the peers' packages")
+    ap.add_argument(
+        "--peers",
+        nargs="+",
+        metavar="PEER",
+        help="with --only peers: only these (nudenet, opencv-dnn, ultralytics)",
+    )
     ap.add_argument("--py-spy", type=Path, default=shutil.which("py-spy"), help="for --only profile")
     ap.add_argument("--replay", type=int, default=20_000, help="outbox: messages stored during the outage")
     ap.add_argument("--keep", action="store_true", help="keep each run's folder (configs, logs)")
