@@ -88,6 +88,9 @@ def pipeline_section(p: dict[str, Any]) -> list[str]:
                 f"\n{kind}: stage p50 inside the daemon (ms): {stages}; seq gaps {s.get('seq_gaps')}; "
                 f"RSS slope {_num(s.get('rss_slope_mb_per_min_median'), '{:.2f}')} MB/min"
             )
+        if s.get("own_stage_p50_ms"):
+            stages = ", ".join(f"{k} {v:.2f}" for k, v in s["own_stage_p50_ms"].items())
+            lines.append(f"\n{kind}: its own per-frame timings, p50 (ms): {stages}")
         for minutes in s.get("rss_mb_by_minute") or []:
             lines.append(f"\n{kind}: RSS by minute (MB, each minute's median): {minutes}")
         if s.get("note"):

@@ -148,6 +148,8 @@ def preprocess(bgr: np.ndarray, r: Spec) -> tuple[np.ndarray, tuple[float, ...]]
     elif r["resize"] == "letterbox":
         scale = min(dw / w, dh / h)
         nw, nh = round(w * scale), round(h * scale)
+        if r.get("rect_stride"):  # a dynamic-shape model: the smallest stride-aligned rectangle
+            dh, dw = nh + (dh - nh) % r["rect_stride"], nw + (dw - nw) % r["rect_stride"]
         left, top = (dw - nw) // 2, (dh - nh) // 2
         image = cv2.copyMakeBorder(
             cv2.resize(image, (nw, nh)),
@@ -440,20 +442,34 @@ def ultralytics_loop(spec: Spec) -> dict[str, Any]:
     ort.InferenceSession = _Session
     model = YOLO(spec["model_file"], task="detect")
     window = Window(spec["warmup_s"], spec["seconds"])
+    stages: list[dict[str, float]] = []  # Ultralytics' own per-frame preprocess/inference/postprocess ms
     last = time.time()
     while True:
-        for _ in model.predict(source=spec["video"], stream=True, imgsz=320, device="cpu", verbose=False):
+        predictions = model.predict(source=spec["video"], stream=True, imgsz=320, device="cpu", verbose=False)
+        for result in predictions:
             now = time.time()
+            if window.start is not None:
+                stages.append(result.speed)
             # frame timestamps are not exposed; the time between results is the per-frame cost
             if not window.add((now - last) * 1e3):
                 import torch
                 import ultralytics
 
+                # Ultralytics sets torch to one thread less than the CPUs and OpenCV to none
+                # (serial) itself; say what the measured loop ran with
                 return window.result(
                     note=f"ultralytics {ultralytics.__version__} (torch {torch.__version__}); session "
-                    "created with the thread count"
+                    f"created with the thread count; torch threads {torch.get_num_threads()}, OpenCV "
+                    f"threads {cv2.getNumThreads()}",
+                    own_stage_p50_ms=speeds(stages),
                 )
             last = now
+
+
+def speeds(stages: list[dict[str, float]]) -> dict[str, float]:
+    """Median of each of Ultralytics' per-frame timings (``Results.speed``, ms)."""
+    keys = stages[0] if stages else {}
+    return {k: float(np.median([s[k] for s in stages if k in s])) for k in keys}
 
 
 WORKERS: dict[str, Callable[[Spec], dict[str, Any]]] = {

@@ -1,7 +1,8 @@
 """Side-by-side benchmark: the daemon end to end vs a bare runtime loop, a naive loop and peers.
 
     python scripts/bench/benchmark.py [--model M ...] [--backend onnx|tflite] [--threads 1 2]
-                                [--seconds S] [--rounds R] [--only PART ...] [--out DIR]
+                                [--seconds S] [--rounds R] [--only PART ...] [--peers PEER ...]
+                                [--out DIR]
 
 For every model and thread count, in rounds whose order rotates (the machine is shared: each
 contender sees the same noise, and every ratio is taken within one round), it measures:
@@ -132,6 +133,8 @@ def recipe(path: Path, backend: str) -> dict[str, Any]:
     try:
         spec, p, post, inp = model.spec, model.spec.preprocess, model.spec.postprocess, model.image_input
         threshold = post.score_threshold if post.score_threshold is not None else 0.25
+        # as model/runner.py: a dynamic-shape ONNX model is letterboxed to the stride rectangle
+        dynamic = inp.image_size is None and model.backend.kind == "onnx"
         return {
             "name": spec.name,
             "family": spec.family,
@@ -141,6 +144,7 @@ def recipe(path: Path, backend: str) -> dict[str, Any]:
             "resize": p.resize,
             "crop_fraction": p.crop_fraction,
             "pad_value": p.pad_value,
+            "rect_stride": p.stride if p.resize == "letterbox" and dynamic else 0,
             "color": p.color,
             "mean": list(p.mean),
             "std": list(p.std),
@@ -528,6 +532,11 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
         out["rss_mb_by_minute"] = [r["rss_mb_by_minute"] for r in ok if r.get("rss_mb_by_minute")]
         out["subscriber_cpu_percent_median"] = med("subscriber_cpu_percent")
         out["broker_cpu_percent_median"] = med("broker_cpu_percent")
+    own = [r["own_stage_p50_ms"] for r in ok if r.get("own_stage_p50_ms")]
+    if own:  # a peer's own per-frame timings (Ultralytics' Results.speed)
+        out["own_stage_p50_ms"] = {
+            k: round(statistics.median(o[k] for o in own if k in o), 3) for k in own[0]
+        }
     notes = {r["note"] for r in ok if r.get("note")}
     if notes:
         out["note"] = "; ".join(sorted(notes))
@@ -559,11 +568,13 @@ def ratios(rounds: list[dict[str, dict[str, Any]]], kinds: list[str]) -> dict[st
 # -- the run ---------------------------------------------------------------------------------------
 
 
-def contenders(parts: list[str], r: dict[str, Any], backend: str) -> list[str]:
-    """What to measure for this model, in the order of the first round."""
+def contenders(
+    parts: list[str], r: dict[str, Any], backend: str, peers: list[str] | None = None
+) -> list[str]:
+    """What to measure for this model, in the order of the first round (``peers``: only these)."""
     kinds = [p for p in (*PIPELINE_PARTS, SWITCH_INTERVAL_KIND) if p in parts and p != "peers"]
     if "peers" in parts and backend == "onnx":
-        kinds += peers_for(r)
+        kinds += [k for k in peers_for(r) if not peers or k in peers]
     return kinds
 
 
@@ -571,7 +582,7 @@ def pipeline_config(bench: Bench, model: str, backend: str, threads: int) -> dic
     """Every contender on one model and thread count, interleaved over the rounds."""
     args = bench.args
     r = bundle_recipe(model, backend)
-    kinds = contenders(args.only, r, backend)
+    kinds = contenders(args.only, r, backend, args.peers)
     load, version = load_text(), code_version()
     log(f"== {r['name']} [{backend}, threads {threads}] at {version}: {', '.join(kinds)}; {load}")
     rounds: list[dict[str, dict[str, Any]]] = []
@@ -665,6 +676,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", type=Path, default=ROOT / "bench-results", help="where the report goes")
     ap.add_argument("--peer-python", type=Path, help="interpreter with the peers' packages")
+    ap.add_argument(
+        "--peers",
+        nargs="+",
+        metavar="PEER",
+        help="with --only peers: only these (nudenet, opencv-dnn, ultralytics)",
+    )
     ap.add_argument("--py-spy", type=Path, default=shutil.which("py-spy"), help="for --only profile")
     ap.add_argument("--replay", type=int, default=20_000, help="outbox: messages stored during the outage")
     ap.add_argument("--keep", action="store_true", help="keep each run's folder (configs, logs)")
